@@ -1,0 +1,127 @@
+"""Digital corruptions: brightness, contrast, elastic, pixelate, JPEG; held-out saturate."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import RandomStream, register
+from .filters import gaussian_filter
+
+
+@register("brightness", "digital")
+def brightness(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
+    """HSV value + c. With hue and saturation fixed, RGB scales with V: rgb * V' / V."""
+    x = x.astype(np.float32) / 255.0
+    v = x.max(axis=-1, keepdims=True)
+    v_new = np.minimum(v + c, 1.0)
+    scale = np.divide(v_new, v, out=np.zeros_like(v), where=v > 0)
+    return np.where(v > 0, x * scale, v_new)  # a black pixel becomes grey V'
+
+
+@register("saturate", "digital", heldout=True)
+def saturate(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
+    """HSV saturation * a + b. With H and V fixed: c' = V - (S'/S)(V - c); grey gets hue 0."""
+    a, b = p
+    x = x.astype(np.float32) / 255.0
+    v = x.max(axis=-1, keepdims=True)
+    delta = v - x.min(axis=-1, keepdims=True)
+    s = np.divide(delta, v, out=np.zeros_like(v), where=v > 0)
+    s_new = np.clip(s * a + b, 0, 1)
+    ratio = np.divide(s_new, s, out=np.zeros_like(s), where=s > 0)
+    out = v - ratio * (v - x)
+    grey = np.concatenate([v, v * (1 - s_new), v * (1 - s_new)], axis=-1)  # skimage: hue 0 = red
+    return np.where(delta > 0, out, grey)
+
+
+@register("contrast", "digital")
+def contrast(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
+    x = x.astype(np.float32) / 255.0
+    means = x.mean(axis=(1, 2), keepdims=True)
+    return (x - means) * c + means
+
+
+def _sample(img: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, align: bool) -> torch.Tensor:
+    """Bilinear sampling at pixel coordinates (gx, gy), reflected at the borders."""
+    n, c, h, w = img.shape
+    if align:  # reflect about the edge pixel centres (OpenCV BORDER_REFLECT_101)
+        grid = torch.stack([gx * 2 / (w - 1) - 1, gy * 2 / (h - 1) - 1], dim=-1)
+    else:  # reflect about the image border (scipy mode "reflect")
+        grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], dim=-1)
+    return F.grid_sample(img, grid.float(), mode="bilinear", padding_mode="reflection", align_corners=align)
+
+
+@register("elastic_transform", "digital", chunked=False)
+def elastic_transform(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
+    """Random affine (three points moved by U(-a, a)), then a smooth random displacement."""
+    n, h, w, _ = x.shape
+    alpha, sigma, affine = (v * h for v in p)
+    cy, cx, sq = h // 2, w // 2, min(h, w) // 3
+    pts1 = np.array([[cy + sq, cx + sq], [cy + sq, cx - sq], [cy - sq, cx - sq]], dtype=np.float64)
+    pts2 = pts1[None] + rs.draw(lambda rng, k: rng.uniform(-affine, affine, size=(k, 3, 2)), tag=0)
+    # warpAffine maps output point q to input M^-1 q, where M maps pts1 -> pts2 (in (x, y)).
+    src = np.concatenate([pts2, np.ones((n, 3, 1))], axis=2)  # solve M^-1 directly: pts2 -> pts1
+    inv = np.linalg.solve(src, np.broadcast_to(pts1, (n, 3, 2)))  # (n, 3, 2): [x y 1] @ inv
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    q = np.stack([xx, yy, np.ones_like(xx)], axis=-1).reshape(-1, 3)
+    mapped = q @ inv  # (n, h*w, 2)
+    img = torch.from_numpy(x.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    gx = torch.from_numpy(mapped[..., 0].reshape(n, h, w))
+    gy = torch.from_numpy(mapped[..., 1].reshape(n, h, w))
+    img = _sample(img, gx, gy, align=True)
+    noise = rs.draw(lambda rng, k: rng.uniform(-1, 1, size=(k, 2, h, w)), tag=1)
+    if alpha > 0:
+        dx = gaussian_filter(noise[:, 0], sigma, "symmetric", truncate=3) * alpha
+        dy = gaussian_filter(noise[:, 1], sigma, "symmetric", truncate=3) * alpha
+        gx = torch.from_numpy(xx[None] + dx.astype(np.float64))
+        gy = torch.from_numpy(yy[None] + dy.astype(np.float64))
+        img = _sample(img, gx, gy, align=False)
+    return np.ascontiguousarray(img.permute(0, 2, 3, 1).numpy())
+
+
+@lru_cache(maxsize=16)
+def box_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Pillow's BOX resampling weights (``ImagingResample`` coefficients) as a matrix."""
+    scale = n_in / n_out
+    fscale = max(scale, 1.0)
+    support = 0.5 * fscale
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    for i in range(n_out):
+        center = (i + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n_in)
+        t = (np.arange(lo, hi) - center + 0.5) / fscale
+        k = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
+        m[i, lo:hi] = k / k.sum()
+    return m
+
+
+def _box_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Pillow's 8-bit BOX resize of a batch: horizontal then vertical pass, each rounded."""
+    n, h, w, c = x.shape
+    y = np.einsum("ij,nhjc->nhic", box_resize_matrix(w, out_w).astype(np.float32), x.astype(np.float32))
+    y = np.floor(y + 0.5, out=y).clip(0, 255)
+    y = np.einsum("ij,njwc->niwc", box_resize_matrix(h, out_h).astype(np.float32), y)
+    return np.floor(y + 0.5, out=y).clip(0, 255).astype(np.uint8)
+
+
+@register("pixelate", "digital")
+def pixelate(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
+    n, h, w, _ = x.shape
+    small = _box_resize(x, int(h * c), int(w * c))
+    return _box_resize(small, h, w)
+
+
+@register("jpeg_compression", "digital")
+def jpeg_compression(x: np.ndarray, quality: int, rs: RandomStream) -> np.ndarray:
+    """Encode and decode each image with libjpeg (4:2:0, as Pillow's default), via OpenCV."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        ok, buf = cv2.imencode(".jpg", x[i, :, :, ::-1], params)
+        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return out
