@@ -1,0 +1,175 @@
+"""Render a corrupted test set in the official CIFAR-10-C layout, resumably.
+
+Each (corruption, severity) block is saved atomically under ``OUT/.parts/`` as soon as it is
+done; when a corruption's blocks are all there they are joined into ``OUT/<name>.npy``
+(atomic), its sha256 goes into ``OUT/manifest.json`` and the parts are removed. A rerun of
+the same command skips complete files and finished blocks, so an interrupted run loses at
+most the block in flight. A file that exists but was made differently is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..data.cifar_c import LABELS_FILE, MANIFEST_FILE, write_labels
+from ..data.io import atomic_save_npy, atomic_write_bytes, sha256_file
+from ..errors import DeepRepairError
+from . import SEVERITIES, corrupt, get_corruption
+from .params import PARAMS
+
+BATCH = 2048  # images per corrupt() call: bounds memory, keeps progress bars moving
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import PIL
+    import scipy
+    import torch
+
+    return {
+        "deeprepair": __version__, "python": platform.python_version(), "numpy": np.__version__,
+        "scipy": scipy.__version__, "torch": torch.__version__, "opencv": cv2.__version__,
+        "pillow": PIL.__version__,
+    }  # fmt: skip
+
+
+def _config_key(name: str, severities: Sequence[int], seed: int, source_sha: str) -> str:
+    blob = json.dumps([name, list(severities), seed, source_sha, PARAMS[name], __version__])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_manifest(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DeepRepairError(f"{path} is unreadable ({e}); move it away or choose another --out") from e
+
+
+def generate(
+    images: np.ndarray,
+    labels: np.ndarray,
+    out: str | Path,
+    corruptions: Sequence[str],
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    source: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Write ``<name>.npy`` for each corruption (severity blocks of ``len(images)``) into ``out``.
+
+    Returns the manifest. ``progress(k)`` is called after every ``k`` images rendered.
+    """
+    if len(images) == 0:
+        raise DeepRepairError("no images to corrupt: the dataset split is empty")
+    for name in corruptions:
+        get_corruption(name)
+    severities = sorted(set(int(s) for s in severities))
+    if not severities or any(s not in SEVERITIES for s in severities):
+        raise DeepRepairError(f"severities must be within 1..5; got {severities}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = out / ".parts"
+    source_sha = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+    manifest = _load_manifest(out)
+    if manifest and manifest.get("source_sha256") not in (None, source_sha):
+        raise DeepRepairError(f"{out} holds corruptions of other images; choose another --out")
+    manifest.update({
+        "format": "cifar-10-c", "recipe": "CIFAR-10-C (Hendrycks & Dietterich 2019), CIFAR parameters",
+        "n_images": len(images), "image_shape": list(images.shape[1:]), "source_sha256": source_sha,
+        "source": source or manifest.get("source", {}), "versions": _versions(),
+    })  # fmt: skip
+    manifest.setdefault("corruptions", {})
+    write_labels(out, labels, num_severities=len(severities))
+
+    def save_manifest() -> None:
+        atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+
+    for name in corruptions:
+        key = _config_key(name, severities, seed, source_sha)
+        target = out / f"{name}.npy"
+        entry = manifest["corruptions"].get(name)
+        if target.exists():
+            if entry and entry.get("config") == key and entry.get("sha256") == sha256_file(target):
+                if progress:
+                    progress(len(images) * len(severities))
+                continue
+            raise DeepRepairError(
+                f"{target} exists but was not made by this command (other seed, severities or images); "
+                "choose another --out or move it away"
+            )
+        blocks = []
+        t0 = time.perf_counter()
+        for s in severities:
+            part = parts / f"{name}-s{s}-{key}.npy"
+            if part.exists():
+                blocks.append(np.load(part, mmap_mode="r"))
+                if progress:
+                    progress(len(images))
+                continue
+            block = np.empty_like(images)
+            for a in range(0, len(images), BATCH):
+                b = min(a + BATCH, len(images))
+                block[a:b] = corrupt(images[a:b], name, s, seed=seed, start=a, threads=threads)
+                if progress:
+                    progress(b - a)
+            atomic_save_npy(part, block)
+            blocks.append(block)
+        atomic_save_npy(target, np.concatenate(blocks))
+        manifest["corruptions"][name] = {
+            "file": target.name, "severities": severities, "seed": seed, "config": key,
+            "params": {str(s): PARAMS[name][s - 1] for s in severities},
+            "heldout": get_corruption(name).heldout, "sha256": sha256_file(target),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }  # fmt: skip
+        save_manifest()
+        for s in severities:
+            (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)
+    manifest["labels"] = {"file": LABELS_FILE, "sha256": sha256_file(out / LABELS_FILE)}
+    save_manifest()
+    if parts.exists() and not any(parts.iterdir()):
+        parts.rmdir()
+    return manifest
+
+
+def grid_figure(image: np.ndarray, corruptions: Sequence[str], path: str | Path, seed: int = 0) -> Path:
+    """Save a (corruptions x 5 severities) grid of one image, with the clean image first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(corruptions)
+    fig, axes = plt.subplots(rows, 6, figsize=(6 * 1.1, rows * 1.1 + 0.4), squeeze=False)
+    for r, name in enumerate(corruptions):
+        cells = [image] + [corrupt(image[None], name, s, seed=seed)[0] for s in SEVERITIES]
+        for c, cell in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(cell, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("clean" if c == 0 else f"severity {c}", fontsize=8)
+        label = name + (" *" if get_corruption(name).heldout else "")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("deeprepair corruptions (CIFAR-10-C recipe); * = held-out extra", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
