@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .base import RandomStream, register
 from .filters import gaussian_filter
 
@@ -16,11 +17,7 @@ from .filters import gaussian_filter
 @register("brightness", "digital")
 def brightness(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
     """HSV value + c. With hue and saturation fixed, RGB scales with V: rgb * V' / V."""
-    x = x.astype(np.float32) / 255.0
-    v = x.max(axis=-1, keepdims=True)
-    v_new = np.minimum(v + c, 1.0)
-    scale = np.divide(v_new, v, out=np.zeros_like(v), where=v > 0)
-    return np.where(v > 0, x * scale, v_new)  # a black pixel becomes grey V'
+    return kernels.brightness(x, float(c))
 
 
 @register("saturate", "digital", heldout=True)
@@ -40,9 +37,7 @@ def saturate(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
 
 @register("contrast", "digital")
 def contrast(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
-    x = x.astype(np.float32) / 255.0
-    means = x.mean(axis=(1, 2), keepdims=True)
-    return (x - means) * c + means
+    return kernels.contrast(x, float(c))
 
 
 def _sample(img: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, align: bool) -> torch.Tensor:
@@ -109,11 +104,39 @@ def _box_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return np.floor(y + 0.5, out=y).clip(0, 255).astype(np.uint8)
 
 
+def _two_taps(m: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b) when every output averages inputs a and b (a == b: copies one), else None."""
+    nz = [np.nonzero(row)[0] for row in m]
+    if any(len(k) > 2 for k in nz) or not np.allclose(m[m > 0], [1.0 / len(k) for k in nz for _ in k]):
+        return None
+    return np.array([k[0] for k in nz]), np.array([k[-1] for k in nz])
+
+
+@lru_cache(maxsize=16)
+def _pixelate_maps(h: int, w: int, sh: int, sw: int) -> tuple[np.ndarray, ...] | None:
+    """Flat source indices (4 per output pixel) of down-then-up BOX resizing, if 2-tap."""
+    taps = [_two_taps(box_resize_matrix(h, sh)), _two_taps(box_resize_matrix(w, sw)),
+            _two_taps(box_resize_matrix(sh, h)), _two_taps(box_resize_matrix(sw, w))]  # fmt: skip
+    if any(t is None for t in taps):
+        return None
+    (ra, rb), (ca, cb), (ur, _), (uc, _) = taps
+    r, c = ur[:, None], uc[None, :]
+    return tuple((rows[r] * w + cols[c]).ravel() for rows, cols in ((ra, ca), (ra, cb), (rb, ca), (rb, cb)))
+
+
 @register("pixelate", "digital")
 def pixelate(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
+    """Pillow BOX down to int(32 c), then BOX back up.
+
+    For CIFAR's factors each downscaled pixel averages one or two inputs per axis (Pillow
+    rounds: (a + b + 1) >> 1, horizontal pass first) and the upscale copies the nearest, so
+    each output pixel is a rounded average of 4 known inputs: exact, one pass.
+    """
     n, h, w, _ = x.shape
-    small = _box_resize(x, int(h * c), int(w * c))
-    return _box_resize(small, h, w)
+    maps = _pixelate_maps(h, w, int(h * c), int(w * c))
+    if maps is None:
+        return _box_resize(_box_resize(x, int(h * c), int(w * c)), h, w)
+    return kernels.pair_average_gather(x, *maps)
 
 
 @register("jpeg_compression", "digital")

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtr, pdtr
 
+from . import kernels
 from .base import RandomStream, register
 
 _U = 1 << 16
@@ -55,14 +56,22 @@ def noise_table(name: str, c: float) -> np.ndarray:
 
 
 def _sample(x: np.ndarray, table: np.ndarray, rs: RandomStream) -> np.ndarray:
-    idx = rs.bits16(x.shape[1:]).astype(np.uint32)
-    idx |= x.astype(np.uint32) << 16
-    return np.take(table, idx)
+    return kernels.table_sample(x, rs.bits16(x.shape[1:]), table)
+
+
+@lru_cache(maxsize=8)
+def gaussian_offsets(c: float) -> np.ndarray:
+    """Inverse-CDF table (2**16 entries) of floor(255 n), n ~ N(0, c): the stored shift."""
+    k = np.arange(-256, 256, dtype=np.float64)
+    cdf = ndtr((k + 1) / (255.0 * c))  # P(floor(255 n) <= k)
+    grid = (np.arange(_U) + 0.5) / _U
+    return k[np.searchsorted(cdf, grid, side="right")].astype(np.int32)
 
 
 @register("gaussian_noise", "noise")
 def gaussian_noise(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
-    return _sample(x, noise_table("gaussian_noise", c), rs)
+    """out = clip(x + floor(255 n)): the recipe's uint8(clip(x/255 + n, 0, 1) * 255)."""
+    return kernels.add_offsets(x, rs.bits16(x.shape[1:]), gaussian_offsets(c))
 
 
 @register("shot_noise", "noise")
@@ -78,10 +87,4 @@ def speckle_noise(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
 @register("impulse_noise", "noise")
 def impulse_noise(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
     """Each value (per channel) is replaced with probability c, by 0 or 255 with equal odds."""
-    u = rs.bits16(x.shape[1:] + (2,))
-    flipped = u[..., 0] < np.uint16(round(c * _U))
-    salted = u[..., 1] < np.uint16(_U // 2)
-    out = x.copy()
-    out[flipped & salted] = 255
-    out[flipped & ~salted] = 0
-    return out
+    return kernels.impulse(x, rs.bits16(x.shape[1:] + (2,)), round(c * _U))
