@@ -1,0 +1,222 @@
+"""The ``deeprepair`` command line, run in-process through ``deeprepair.cli.main``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deeprepair.cli import main
+from deeprepair.corruptions import ALL_CORRUPTIONS
+
+SUBCOMMANDS = ["corrupt", "demo", "corruptions"]
+
+
+@pytest.fixture
+def data_dir(tmp_path, smooth_images) -> Path:
+    """A tiny npz dataset: train.npz and test.npz with 20 32x32 RGB images each."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for split, seed in (("train", 1), ("test", 2)):
+        np.savez(d / f"{split}.npz", x=smooth_images(20, seed=seed), y=np.arange(20, dtype=np.int64) % 10)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def no_env_data(monkeypatch):
+    monkeypatch.delenv("DEEPREPAIR_DATA", raising=False)
+
+
+def assert_one_line_error(err: str) -> None:
+    assert err.startswith("error: "), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ help
+
+
+@pytest.mark.parametrize("cmd", [[], *([c] for c in SUBCOMMANDS)], ids=["top", *SUBCOMMANDS])
+def test_help_exits_0(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: deeprepair")
+    if cmd:
+        assert "--quiet" in out and "--json" in out
+
+
+def test_no_command_prints_help_and_returns_2(capsys):
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert "deeprepair" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- corrupt
+
+
+def test_corrupt_writes_files(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["corrupt", "--data", str(data_dir), "--out", str(out),
+               "--corruptions", "fog", "contrast", "--severities", "1", "2"])  # fmt: skip
+    assert rc == 0
+    for name in ("fog", "contrast"):
+        arr = np.load(out / f"{name}.npy")
+        assert arr.shape == (40, 32, 32, 3) and arr.dtype == np.uint8
+    assert np.array_equal(np.load(out / "labels.npy"), np.tile(np.arange(20) % 10, 2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["corruptions"]) == {"fog", "contrast"}
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_corrupt_accepts_comma_separated_names(data_dir, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["corrupt", "--data", str(data_dir), "--out", str(out), "--quiet",
+               "--corruptions", "fog,contrast", "--severities", "1"])  # fmt: skip
+    assert rc == 0
+    assert (out / "fog.npy").exists() and (out / "contrast.npy").exists()
+
+
+def test_corrupt_json(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["corrupt", "--data", str(data_dir), "--out", str(out), "--json",
+               "--corruptions", "contrast", "--severities", "3"])  # fmt: skip
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["out"] == str(out)
+    assert result["manifest"]["corruptions"]["contrast"]["severities"] == [3]
+
+
+def test_corrupt_quiet_prints_nothing(data_dir, tmp_path, capsys):
+    rc = main(["corrupt", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--quiet",
+               "--corruptions", "contrast", "--severities", "1"])  # fmt: skip
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (tmp_path / "out" / "contrast.npy").exists()
+
+
+def test_corrupt_rerun_same_command_succeeds(data_dir, tmp_path, capsys):
+    args = ["corrupt", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--quiet",
+            "--corruptions", "fog", "--severities", "1"]  # fmt: skip
+    assert main(args) == 0
+    target = tmp_path / "out" / "fog.npy"
+    stamp = target.stat().st_mtime_ns
+    assert main(args) == 0
+    assert target.stat().st_mtime_ns == stamp
+    assert main([*args, "--seed", "9"]) == 2  # another seed would overwrite: refused
+    assert_one_line_error(capsys.readouterr().err)
+    assert target.stat().st_mtime_ns == stamp
+
+
+def test_missing_data_dir_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    rc = main(["corrupt", "--data", str(missing), "--out", str(tmp_path / "out")])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err)
+    assert str(missing) in captured.err
+    assert captured.out == ""
+
+
+def test_no_data_and_no_env_is_a_one_line_error(tmp_path, capsys):
+    rc = main(["corrupt", "--out", str(tmp_path / "out")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "DEEPREPAIR_DATA" in err and "--data" in err
+
+
+def test_unknown_corruption_is_a_one_line_error(data_dir, tmp_path, capsys):
+    rc = main(["corrupt", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--corruptions", "fogg"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "fogg" in err and "contrast" in err
+
+
+def test_corrupt_without_out_or_grid_is_an_error(data_dir, capsys):
+    assert main(["corrupt", "--data", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "--out" in err
+
+
+def test_env_var_is_used_when_data_is_absent(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEEPREPAIR_DATA", str(data_dir))
+    out = tmp_path / "out"
+    rc = main(["corrupt", "--out", str(out), "--json", "--corruptions", "contrast", "--severities", "1"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["manifest"]["source"]["data"] == str(data_dir)
+    assert np.load(out / "contrast.npy").shape == (20, 32, 32, 3)
+
+
+def test_corrupt_grid(data_dir, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    rc = main(["corrupt", "--data", str(data_dir), "--grid", str(png), "--corruptions", "fog", "contrast"])
+    assert rc == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------- corruptions
+
+
+def test_corruptions_lists_19_names(capsys):
+    assert main(["corruptions"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == list(ALL_CORRUPTIONS)
+
+
+def test_corruptions_json(capsys):
+    assert main(["corruptions", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert list(info) == list(ALL_CORRUPTIONS)
+    assert sum(v["heldout"] for v in info.values()) == 4
+
+
+# ------------------------------------------------------------------------------ demo
+
+
+def test_demo_runs_quickly(data_dir, tmp_path, capsys):
+    out = tmp_path / "demo"
+    t0 = time.perf_counter()
+    rc = main(["demo", "--data", str(data_dir), "--limit", "8", "--out", str(out)])
+    secs = time.perf_counter() - t0
+    assert rc == 0
+    assert secs < 30, f"demo took {secs:.1f} s"
+    for name in ALL_CORRUPTIONS:
+        assert np.load(out / "corrupted" / f"{name}.npy").shape == (5 * 8, 32, 32, 3)
+    assert (out / "corruptions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert all(name in text for name in ALL_CORRUPTIONS)
+
+
+# ----------------------------------------------------------------- console script
+
+
+def test_console_script_help():
+    candidates = [Path(__file__).resolve().parents[1] / ".venv/bin/deeprepair",
+                  Path(sys.executable).parent / "deeprepair"]  # fmt: skip
+    script = next((p for p in candidates if p.is_file() and os.access(p, os.X_OK)), None)
+    if script is None:
+        pytest.skip("the deeprepair console script is not installed")
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: deeprepair" in proc.stdout
+    for cmd in SUBCOMMANDS:
+        assert cmd in proc.stdout
