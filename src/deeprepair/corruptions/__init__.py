@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DeepRepairError
-from . import blur, digital, noise, weather  # noqa: F401  (fill the registry)
+from . import blur, digital, jpeg, noise, weather  # noqa: F401  (fill the registry)
 from .base import REGISTRY, Corruption, apply, check_images, default_threads
 from .params import PARAMS
 

@@ -81,10 +81,9 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     """The recipe's ``np.uint8(np.clip(x, 0, 1) * 255)`` (truncation), robust to float32 error."""
     if x.dtype == np.uint8:
         return x
-    out = np.clip(x, 0.0, 1.0)
-    out *= 255.0
-    out += 1e-3  # an exact integer computed in float32 may land a hair below it
-    return out.astype(np.uint8)
+    from . import kernels  # + 1e-3: an exact integer computed in float32 may land a hair below it
+
+    return kernels.to_uint8(np.ascontiguousarray(x))
 
 
 def default_threads() -> int:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import kernels
 from .base import RandomStream, register
-from .filters import gaussian_filter
+from .filters import smooth_fields
 
 
 @register("brightness", "digital")
@@ -70,8 +69,8 @@ def elastic_transform(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     img = _sample(img, gx, gy, align=True)
     noise = rs.draw(lambda rng, k: rng.uniform(-1, 1, size=(k, 2, h, w)), tag=1)
     if alpha > 0:
-        dx = gaussian_filter(noise[:, 0], sigma, "symmetric", truncate=3) * alpha
-        dy = gaussian_filter(noise[:, 1], sigma, "symmetric", truncate=3) * alpha
+        dx = smooth_fields(noise[:, 0], sigma, "symmetric", truncate=3) * alpha
+        dy = smooth_fields(noise[:, 1], sigma, "symmetric", truncate=3) * alpha
         gx = torch.from_numpy(xx[None] + dx.astype(np.float64))
         gy = torch.from_numpy(yy[None] + dy.astype(np.float64))
         img = _sample(img, gx, gy, align=False)
@@ -137,14 +136,3 @@ def pixelate(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
     if maps is None:
         return _box_resize(_box_resize(x, int(h * c), int(w * c)), h, w)
     return kernels.pair_average_gather(x, *maps)
-
-
-@register("jpeg_compression", "digital")
-def jpeg_compression(x: np.ndarray, quality: int, rs: RandomStream) -> np.ndarray:
-    """Encode and decode each image with libjpeg (4:2:0, as Pillow's default), via OpenCV."""
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
-    out = np.empty_like(x)
-    for i in range(len(x)):
-        ok, buf = cv2.imencode(".jpg", x[i, :, :, ::-1], params)
-        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
-    return out

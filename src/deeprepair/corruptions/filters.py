@@ -1,6 +1,6 @@
 """Batched linear filters and resampling shared by the corruptions (float32, NHWC).
 
-Convolutions run as one OpenCV call over the whole batch; border handling follows the
+Filters are compiled loops over the whole batch; border handling follows the
 recipe's libraries: ``edge`` (skimage/scipy ``nearest``), ``reflect`` (OpenCV's default
 BORDER_REFLECT_101, scipy ``mirror``) and ``symmetric`` (scipy ``reflect``).
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 
@@ -26,44 +25,55 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return k / k.sum()
 
 
-def _pad(x: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
-    if ph == 0 and pw == 0:
-        return x
-    width = [(0, 0), (ph, ph), (pw, pw)] + [(0, 0)] * (x.ndim - 3)
-    return np.pad(x, width, mode=mode)
+@lru_cache(maxsize=64)
+def border_index(size: int, radius: int, mode: str) -> np.ndarray:
+    """Source index of each padded coordinate -radius .. size+radius-1 for a border mode."""
+    return np.pad(np.arange(size), radius, mode=mode).astype(np.int64)
 
 
-def _mosaic_filter(x: np.ndarray, ph: int, pw: int, mode: str, fn) -> np.ndarray:
-    """Pad each image, stack the batch into one tall image, filter it with OpenCV, crop.
-
-    The padding of each image holds the border values its own filter needs, so one OpenCV
-    call filters the whole batch exactly as per-image calls would.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    n, h, w = x.shape[:3]
-    xp = _pad(x, ph, pw, mode)
-    tall = np.ascontiguousarray(xp).reshape(n * (h + 2 * ph), w + 2 * pw, -1)
-    out = fn(tall).reshape(xp.shape)
-    return np.ascontiguousarray(out[:, ph : ph + h, pw : pw + w])
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    return x[..., None] if x.ndim == 3 else x
 
 
-def correlate2d(x: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
-    """Correlate every image and channel of ``x`` (N, H, W[, C]) with a 2-D ``kernel``."""
-    k = np.asarray(kernel, dtype=np.float32)
-    x = np.asarray(x, dtype=np.float32)
-    xs = x[..., None] if x.ndim == 3 else x
-    out = kernels.correlate_valid(_pad(xs, k.shape[0] // 2, k.shape[1] // 2, mode), k)
+def correlate2d(x: np.ndarray, kernel: np.ndarray, mode: str, scale: float = 1.0) -> np.ndarray:
+    """Correlate every image and channel of ``x`` (N, H, W[, C]) with a 2-D ``kernel`` (x scale)."""
+    k = np.asarray(kernel, dtype=np.float64) * scale
+    xs = _nhwc(x)
+    rix = border_index(xs.shape[1], k.shape[0] // 2, mode)
+    cix = border_index(xs.shape[2], k.shape[1] // 2, mode)
+    out = kernels.filter2d(xs, k.astype(np.float32), rix, cix)
     return out[..., 0] if x.ndim == 3 else out
 
 
-def gaussian_filter(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0) -> np.ndarray:
-    """Spatial Gaussian blur of a batch, as ``skimage.filters.gaussian`` per image."""
-    k = gaussian_kernel1d(sigma, truncate).astype(np.float32)
+def gaussian_filter(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0, scale: float = 1.0) -> np.ndarray:
+    """Spatial Gaussian blur of a batch (x scale), as ``skimage.filters.gaussian`` per image."""
+    k = gaussian_kernel1d(sigma, truncate)
+    xs = _nhwc(x)
     if len(k) == 1:
-        return np.asarray(x, dtype=np.float32)
+        return np.asarray(x, dtype=np.float32) * np.float32(scale)
     r = len(k) // 2
-    return _mosaic_filter(x, r, r, mode,
-                          lambda t: cv2.sepFilter2D(t, cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE))  # fmt: skip
+    rix, cix = border_index(xs.shape[1], r, mode), border_index(xs.shape[2], r, mode)
+    out = kernels.sep_filter(xs, (k * scale).astype(np.float32), k.astype(np.float32), rix, cix)
+    return out[..., 0] if x.ndim == 3 else out
+
+
+@lru_cache(maxsize=32)
+def gaussian_matrix(size: int, sigma: float, mode: str, truncate: float = 4.0) -> np.ndarray:
+    """The 1-D Gaussian filter of a signal of ``size`` (border ``mode``) as a matrix."""
+    k = gaussian_kernel1d(sigma, truncate)
+    idx = border_index(size, len(k) // 2, mode)
+    m = np.zeros((size, size))
+    for i in range(size):
+        np.add.at(m[i], idx[i : i + len(k)], k)
+    return m
+
+
+def smooth_fields(u: np.ndarray, sigma: float, mode: str, truncate: float = 4.0) -> np.ndarray:
+    """Gaussian-smooth single-channel maps (N, H, W) as two batched matrix products."""
+    n, h, w = u.shape
+    gh = torch.from_numpy(gaussian_matrix(h, sigma, mode, truncate).astype(np.float32))
+    gw = torch.from_numpy(gaussian_matrix(w, sigma, mode, truncate).astype(np.float32))
+    return (gh @ torch.from_numpy(np.asarray(u, dtype=np.float32)) @ gw.T).numpy()
 
 
 @lru_cache(maxsize=64)

@@ -85,26 +85,61 @@ def add_offsets(x: np.ndarray, bits: np.ndarray, offsets: np.ndarray) -> np.ndar
 
 
 @_jit
-def correlate_valid(xp: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Valid 2-D correlation of padded images xp (N, H+kh-1, W+kw-1, C) with k (kh, kw)."""
-    n, hp, wp, c = xp.shape
+def filter2d(x: np.ndarray, k: np.ndarray, rix: np.ndarray, cix: np.ndarray) -> np.ndarray:
+    """out[m, i, j] = sum_ab k[a, b] x[m, rix[i + a], cix[j + b]] per channel (float32 out).
+
+    rix / cix map padded coordinates to source rows / columns: they encode the border mode.
+    """
+    n, h, w, c = x.shape
     kh, kw = k.shape
-    h, w = hp - kh + 1, wp - kw + 1
-    out = np.zeros((n, h, w * c), dtype=np.float32)
-    rows = xp.reshape(n, hp, wp * c)
+    out = np.zeros((n, h, w, c), dtype=np.float32)
     for m in range(n):
         for i in range(h):
-            acc = out[m, i]
-            for dy in range(kh):
-                src = rows[m, i + dy]
-                for dx in range(kw):
-                    wt = k[dy, dx]
+            for a in range(kh):
+                r = rix[i + a]
+                for b in range(kw):
+                    wt = k[a, b]
                     if wt == 0:
                         continue
-                    off = dx * c
-                    for q in range(w * c):
-                        acc[q] += wt * src[off + q]
-    return out.reshape(n, h, w, c)
+                    for j in range(w):
+                        s = cix[j + b]
+                        for ch in range(c):
+                            out[m, i, j, ch] += wt * x[m, r, s, ch]
+    return out
+
+
+@_jit
+def sep_filter(x: np.ndarray, kv: np.ndarray, kh: np.ndarray, rix: np.ndarray, cix: np.ndarray) -> np.ndarray:
+    """Separable filter: rows with kh (columns mapped by cix), then columns with kv (rix)."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, h, w, c), dtype=np.float32)
+    tmp = np.empty((h, w, c), dtype=np.float32)
+    for m in range(n):
+        for i in range(h):
+            for j in range(w):
+                for ch in range(c):
+                    acc = np.float32(0)
+                    for b in range(kh.size):
+                        acc += kh[b] * x[m, i, cix[j + b], ch]
+                    tmp[i, j, ch] = acc
+        for i in range(h):
+            for a in range(kv.size):
+                r = rix[i + a]
+                wt = kv[a]
+                for j in range(w):
+                    for ch in range(c):
+                        out[m, i, j, ch] += wt * tmp[r, j, ch]
+    return out
+
+
+@_jit
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """uint8(clip(x, 0, 1) * 255 + 1e-3): the recipe's truncation, one pass."""
+    out = np.empty(x.size, dtype=np.uint8)
+    xf = x.ravel()
+    for i in range(xf.size):
+        out[i] = np.uint8(min(max(xf[i], 0.0), 1.0) * 255.0 + 1e-3)
+    return out.reshape(x.shape)
 
 
 @_jit
