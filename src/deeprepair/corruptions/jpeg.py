@@ -126,9 +126,9 @@ def _block_roundtrip(plane, r0, c0, q, blk, row, res):
         _fdct_1d(row, res, False)
         for i in range(8):  # quantise (round half away from zero, divisor q << 3), dequantise
             d = q[i, j] << 3
-            v = res[i]
-            k = (v + (d >> 1)) // d if v >= 0 else -((-v + (d >> 1)) // d)
-            blk[i, j] = k * q[i, j]
+            a = abs(res[i]) + (d >> 1)
+            k = np.int64(a * (1.0 / d) + 1e-9)  # exact floor(a / d): a / d is k or >= 1/d away
+            blk[i, j] = (k if res[i] >= 0 else -k) * q[i, j]
     for j in range(8):
         for i in range(8):
             row[i] = blk[i, j]
