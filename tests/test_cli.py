@@ -220,3 +220,12 @@ def test_console_script_help():
     assert "usage: deeprepair" in proc.stdout
     for cmd in SUBCOMMANDS:
         assert cmd in proc.stdout
+
+
+def test_closed_stdout_is_not_a_traceback():
+    exe = Path(sys.executable).with_name("deeprepair")
+    if not exe.exists():
+        pytest.skip("console script not installed next to this Python")
+    proc = subprocess.run(f"'{exe}' corruptions | head -n 1", shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stderr
