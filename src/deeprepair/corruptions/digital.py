@@ -39,14 +39,15 @@ def contrast(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
     return kernels.contrast(x, float(c))
 
 
-def _sample(img: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, align: bool) -> torch.Tensor:
-    """Bilinear sampling at pixel coordinates (gx, gy), reflected at the borders."""
+def _sample(img: torch.Tensor, gx: np.ndarray, gy: np.ndarray, align: bool) -> torch.Tensor:
+    """Bilinear sampling at pixel coordinates (gx, gy) (N, H, W), reflected at the borders."""
     n, c, h, w = img.shape
+    grid = np.empty(gx.shape + (2,), dtype=np.float32)
     if align:  # reflect about the edge pixel centres (OpenCV BORDER_REFLECT_101)
-        grid = torch.stack([gx * 2 / (w - 1) - 1, gy * 2 / (h - 1) - 1], dim=-1)
+        grid[..., 0], grid[..., 1] = gx * (2 / (w - 1)) - 1, gy * (2 / (h - 1)) - 1
     else:  # reflect about the image border (scipy mode "reflect")
-        grid = torch.stack([(2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1], dim=-1)
-    return F.grid_sample(img, grid.float(), mode="bilinear", padding_mode="reflection", align_corners=align)
+        grid[..., 0], grid[..., 1] = (2 * gx + 1) / w - 1, (2 * gy + 1) / h - 1
+    return F.grid_sample(img, torch.from_numpy(grid), mode="bilinear", padding_mode="reflection", align_corners=align)
 
 
 @register("elastic_transform", "digital", chunked=False)
@@ -59,21 +60,17 @@ def elastic_transform(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     pts2 = pts1[None] + rs.draw(lambda rng, k: rng.uniform(-affine, affine, size=(k, 3, 2)), tag=0)
     # warpAffine maps output point q to input M^-1 q, where M maps pts1 -> pts2 (in (x, y)).
     src = np.concatenate([pts2, np.ones((n, 3, 1))], axis=2)  # solve M^-1 directly: pts2 -> pts1
-    inv = np.linalg.solve(src, np.broadcast_to(pts1, (n, 3, 2)))  # (n, 3, 2): [x y 1] @ inv
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    q = np.stack([xx, yy, np.ones_like(xx)], axis=-1).reshape(-1, 3)
-    mapped = q @ inv  # (n, h*w, 2)
-    img = torch.from_numpy(x.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-    gx = torch.from_numpy(mapped[..., 0].reshape(n, h, w))
-    gy = torch.from_numpy(mapped[..., 1].reshape(n, h, w))
+    inv = np.linalg.solve(src, np.broadcast_to(pts1, (n, 3, 2))).astype(np.float32)  # [x y 1] @ inv
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    gx = xx * inv[:, 0, 0, None, None] + yy * inv[:, 1, 0, None, None] + inv[:, 2, 0, None, None]
+    gy = xx * inv[:, 0, 1, None, None] + yy * inv[:, 1, 1, None, None] + inv[:, 2, 1, None, None]
+    img = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2).div_(255.0)
     img = _sample(img, gx, gy, align=True)
-    noise = rs.draw(lambda rng, k: rng.uniform(-1, 1, size=(k, 2, h, w)), tag=1)
+    noise = rs.draw(lambda rng, k: rng.random((k, 2, h, w), dtype=np.float32) * 2 - 1, tag=1)
     if alpha > 0:
         dx = smooth_fields(noise[:, 0], sigma, "symmetric", truncate=3) * alpha
         dy = smooth_fields(noise[:, 1], sigma, "symmetric", truncate=3) * alpha
-        gx = torch.from_numpy(xx[None] + dx.astype(np.float64))
-        gy = torch.from_numpy(yy[None] + dy.astype(np.float64))
-        img = _sample(img, gx, gy, align=False)
+        img = _sample(img, xx + dx, yy + dy, align=False)
     return np.ascontiguousarray(img.permute(0, 2, 3, 1).numpy())
 
 
