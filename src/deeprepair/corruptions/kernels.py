@@ -89,23 +89,29 @@ def filter2d(x: np.ndarray, k: np.ndarray, rix: np.ndarray, cix: np.ndarray) -> 
     """out[m, i, j] = sum_ab k[a, b] x[m, rix[i + a], cix[j + b]] per channel (float32 out).
 
     rix / cix map padded coordinates to source rows / columns: they encode the border mode.
+    Each image is padded once into a small tile; the taps then run over contiguous rows.
     """
     n, h, w, c = x.shape
     kh, kw = k.shape
-    out = np.zeros((n, h, w, c), dtype=np.float32)
+    hp, wp = h + kh - 1, w + kw - 1
+    out = np.zeros((n, h, w * c), dtype=np.float32)
+    tile = np.empty((hp, wp * c), dtype=np.float32)
     for m in range(n):
+        for i in range(hp):
+            for j in range(wp):
+                for ch in range(c):
+                    tile[i, j * c + ch] = x[m, rix[i], cix[j], ch]
         for i in range(h):
+            acc = out[m, i]
             for a in range(kh):
-                r = rix[i + a]
+                src = tile[i + a]
                 for b in range(kw):
                     wt = k[a, b]
-                    if wt == 0:
-                        continue
-                    for j in range(w):
-                        s = cix[j + b]
-                        for ch in range(c):
-                            out[m, i, j, ch] += wt * x[m, r, s, ch]
-    return out
+                    if wt != 0:
+                        off = b * c
+                        for q in range(w * c):
+                            acc[q] += wt * src[off + q]
+    return out.reshape(n, h, w, c)
 
 
 @_jit
