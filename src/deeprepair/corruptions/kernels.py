@@ -150,20 +150,35 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 @_jit
 def shifted_sum(x: np.ndarray, dy: np.ndarray, dx: np.ndarray, wt: np.ndarray) -> np.ndarray:
-    """out[m, i, j] = sum_t wt[t] x[m, clamp(i + dy[m, t]), clamp(j + dx[m, t])] (edges replicated)."""
+    """out[m, i, j] = sum_t wt[t] x[m, clamp(i + dy[m, t]), clamp(j + dx[m, t])] (edges replicated).
+
+    Each image is padded once (edge values) so that every tap reads a contiguous row.
+    """
     n, h, w, c = x.shape
     taps = wt.size
-    out = np.zeros((n, h, w, c), dtype=np.float32)
+    p = 0
     for m in range(n):
         for t in range(taps):
+            p = max(p, abs(dy[m, t]), abs(dx[m, t]))
+    hp, wp = h + 2 * p, w + 2 * p
+    tile = np.empty((hp, wp * c), dtype=np.float32)
+    out = np.zeros((n, h, w * c), dtype=np.float32)
+    for m in range(n):
+        for i in range(hp):
+            si = min(max(i - p, 0), h - 1)
+            for j in range(wp):
+                sj = min(max(j - p, 0), w - 1)
+                for ch in range(c):
+                    tile[i, j * c + ch] = x[m, si, sj, ch]
+        for t in range(taps):
             a = np.float32(wt[t])
+            off = (p + dx[m, t]) * c
             for i in range(h):
-                si = min(max(i + dy[m, t], 0), h - 1)
-                for j in range(w):
-                    sj = min(max(j + dx[m, t], 0), w - 1)
-                    for ch in range(c):
-                        out[m, i, j, ch] += a * x[m, si, sj, ch]
-    return out
+                src = tile[i + p + dy[m, t]]
+                acc = out[m, i]
+                for q in range(w * c):
+                    acc[q] += a * src[off + q]
+    return out.reshape(n, h, w, c)
 
 
 @_jit
@@ -179,4 +194,23 @@ def brightness(x: np.ndarray, c: float) -> np.ndarray:
                 for k in range(3):
                     y = x[m, i, j, k] / 255.0 * (v_new / v) if v > 0 else v_new
                     out[m, i, j, k] = np.uint8(min(max(y, 0.0), 1.0) * 255.0)
+    return out
+
+
+@_jit
+def snow_blend(x: np.ndarray, layer: np.ndarray, blend: float) -> np.ndarray:
+    """The recipe's snow compositing, one pass: x' = b x + (1 - b) max(x, 1.5 grey(x) + .5),
+    plus the snow layer and its 180-degree rotation, clipped, stored like uint8(v * 255)."""
+    n, h, w, c = x.shape
+    out = np.empty_like(x)
+    for m in range(n):
+        for i in range(h):
+            for j in range(w):
+                r, g, b = x[m, i, j, 0] / 255.0, x[m, i, j, 1] / 255.0, x[m, i, j, 2] / 255.0
+                lift = (r * 0.299 + g * 0.587 + b * 0.114) * 1.5 + 0.5
+                flakes = layer[m, i, j] + layer[m, h - 1 - i, w - 1 - j]
+                for ch in range(3):
+                    v = x[m, i, j, ch] / 255.0
+                    y = blend * v + (1.0 - blend) * max(v, lift) + flakes
+                    out[m, i, j, ch] = np.uint8(min(max(y, 0.0), 1.0) * 255.0 + 1e-3)
     return out

@@ -8,29 +8,23 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from . import kernels
 from .base import RandomStream, register
 from .filters import clipped_zoom_matrix, gaussian_filter, motion_blur
-
-
-def _gray(x: np.ndarray) -> np.ndarray:
-    """OpenCV's RGB2GRAY weights on float images."""
-    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
 
 
 @register("snow", "weather")
 def snow(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     loc, scale, zoom, threshold, radius, sigma, blend = p
     n, h, w, _ = x.shape
-    x = x.astype(np.float32) / 255.0
-    layer = rs.draw(lambda rng, k: rng.normal(loc, scale, size=(k, h, w)), tag=0)
-    a = clipped_zoom_matrix(h, zoom)
+    layer = rs.draw(lambda rng, k: rng.standard_normal((k, h, w), dtype=np.float32) * scale + loc, tag=0)
+    a = clipped_zoom_matrix(h, zoom).astype(np.float32)
     layer = a @ layer @ a.T
     layer[layer < threshold] = 0
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8)  # the recipe stores it as an 8-bit PNG
     angles = rs.draw(lambda rng, k: rng.uniform(-135, -45, size=k), tag=1)
-    layer = np.rint(motion_blur(layer, radius, sigma, angles)).astype(np.float32)[..., None] / 255.0
-    x = blend * x + (1 - blend) * np.maximum(x, _gray(x)[..., None] * 1.5 + 0.5)
-    return x + layer + layer[:, ::-1, ::-1]
+    layer = np.rint(motion_blur(layer, radius, sigma, angles)).astype(np.float32) / 255.0
+    return kernels.snow_blend(x, layer, float(blend))
 
 
 @lru_cache(maxsize=1)
