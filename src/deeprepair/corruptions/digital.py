@@ -110,14 +110,14 @@ def _two_taps(m: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 @lru_cache(maxsize=16)
 def _pixelate_maps(h: int, w: int, sh: int, sw: int) -> tuple[np.ndarray, ...] | None:
-    """Flat source indices (4 per output pixel) of down-then-up BOX resizing, if 2-tap."""
+    """(ra, rb, ca, cb, ur, uc): the 2-tap rows/columns of the BOX downscale and the source
+    of each output row/column of the BOX upscale, or None if some pixel needs more taps."""
     taps = [_two_taps(box_resize_matrix(h, sh)), _two_taps(box_resize_matrix(w, sw)),
             _two_taps(box_resize_matrix(sh, h)), _two_taps(box_resize_matrix(sw, w))]  # fmt: skip
     if any(t is None for t in taps):
         return None
     (ra, rb), (ca, cb), (ur, _), (uc, _) = taps
-    r, c = ur[:, None], uc[None, :]
-    return tuple((rows[r] * w + cols[c]).ravel() for rows, cols in ((ra, ca), (ra, cb), (rb, ca), (rb, cb)))
+    return ra, rb, ca, cb, ur, uc
 
 
 @register("pixelate", "digital")
@@ -132,4 +132,4 @@ def pixelate(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
     maps = _pixelate_maps(h, w, int(h * c), int(w * c))
     if maps is None:
         return _box_resize(_box_resize(x, int(h * c), int(w * c)), h, w)
-    return kernels.pair_average_gather(x, *maps)
+    return kernels.box_pixelate(x, *maps)

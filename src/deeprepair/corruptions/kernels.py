@@ -35,21 +35,6 @@ def impulse(x: np.ndarray, bits: np.ndarray, threshold: int) -> np.ndarray:
 
 
 @_jit
-def pair_average_gather(x: np.ndarray, i1: np.ndarray, i2: np.ndarray, i3: np.ndarray, i4: np.ndarray) -> np.ndarray:
-    """out[p] = avg(avg(x[i1], x[i2]), avg(x[i3], x[i4])), avg(a, b) = (a + b + 1) >> 1, per channel."""
-    n, h, w, c = x.shape
-    xf = x.reshape(n, h * w, c)
-    out = np.empty((n, i1.size, c), dtype=np.uint8)
-    for k in range(n):
-        for p in range(i1.size):
-            for ch in range(c):
-                a = (np.int32(xf[k, i1[p], ch]) + xf[k, i2[p], ch] + 1) >> 1
-                b = (np.int32(xf[k, i3[p], ch]) + xf[k, i4[p], ch] + 1) >> 1
-                out[k, p, ch] = (a + b + 1) >> 1
-    return out.reshape(n, h, w, c)
-
-
-@_jit
 def contrast(x: np.ndarray, c: float) -> np.ndarray:
     """The recipe's uint8(clip((x/255 - m) c + m, 0, 1) 255), m the per-image channel mean.
 
@@ -214,3 +199,40 @@ def snow_blend(x: np.ndarray, layer: np.ndarray, blend: float) -> np.ndarray:
                     y = blend * v + (1.0 - blend) * max(v, lift) + flakes
                     out[m, i, j, ch] = np.uint8(min(max(y, 0.0), 1.0) * 255.0 + 1e-3)
     return out
+
+
+@_jit
+def box_pixelate(x: np.ndarray, ra, rb, ca, cb, ur, uc) -> np.ndarray:
+    """Pillow's 2-tap BOX down (rows ra/rb, columns ca/cb, each pass rounded, horizontal
+    first) then nearest BOX up (rows ur, columns uc): downscale once, then copy."""
+    n, h, w, c = x.shape
+    sh, sw = ra.size, ca.size
+    ka = np.empty(sw * c, dtype=np.int64)
+    kb = np.empty(sw * c, dtype=np.int64)
+    ku = np.empty(w * c, dtype=np.int64)
+    for q in range(sw * c):
+        ka[q] = ca[q // c] * c + q % c
+        kb[q] = cb[q // c] * c + q % c
+    for q in range(w * c):
+        ku[q] = uc[q // c] * c + q % c
+    xr = x.reshape(n, h, w * c)
+    t = np.empty((h, sw * c), dtype=np.int32)
+    d = np.empty(sw * c, dtype=np.int32)
+    out = np.empty((n, h, w * c), dtype=np.uint8)
+    for m in range(n):
+        for i in range(h):
+            row = xr[m, i]
+            for q in range(sw * c):
+                t[i, q] = (np.int32(row[ka[q]]) + row[kb[q]] + 1) >> 1
+        done = -1
+        for i in range(h):
+            r = ur[i]
+            if r == done:
+                out[m, i] = out[m, i - 1]
+                continue
+            for q in range(sw * c):
+                d[q] = (t[ra[r], q] + t[rb[r], q] + 1) >> 1
+            for q in range(w * c):
+                out[m, i, q] = d[ku[q]]
+            done = r
+    return out.reshape(n, h, w, c)
