@@ -236,3 +236,68 @@ def box_pixelate(x: np.ndarray, ra, rb, ca, cb, ur, uc) -> np.ndarray:
                 out[m, i, q] = d[ku[q]]
             done = r
     return out.reshape(n, h, w, c)
+
+
+@_jit
+def fog_blend(x: np.ndarray, haze: np.ndarray, strength: float) -> np.ndarray:
+    """The recipe's fog: (x + s haze) * max(x) / (max(x) + s), max over the image, one pass."""
+    n, h, w, c = x.shape
+    out = np.empty_like(x)
+    for m in range(n):
+        peak = 0
+        for i in range(h):
+            for j in range(w):
+                for ch in range(c):
+                    peak = max(peak, x[m, i, j, ch])
+        mv = peak / 255.0
+        scale = mv / (mv + strength)
+        for i in range(h):
+            for j in range(w):
+                add = strength * haze[m, i, j]
+                for ch in range(c):
+                    y = (x[m, i, j, ch] / 255.0 + add) * scale
+                    out[m, i, j, ch] = np.uint8(min(max(y, 0.0), 1.0) * 255.0 + 1e-3)
+    return out
+
+
+@_jit
+def plasma_fractal(r: np.ndarray, size: int, decay: float) -> np.ndarray:
+    """Diamond-square height maps (N, size, size) in [0, 1], one per image, wrapping borders.
+
+    ``r`` (N, 3 * sum_levels g^2) holds U(-1, 1) draws: per level (g = size / step cells a side)
+    the square centres, then the two diamond sets, each g x g in row-major order.
+    """
+    n = r.shape[0]
+    maps = np.zeros((n, size, size), dtype=np.float64)
+    for m in range(n):
+        mp = maps[m]
+        step, wib, off = size, 100.0, 0
+        while step >= 2:
+            g, half = size // step, step // 2
+            w2 = wib * wib
+            for a in range(g):
+                for b in range(g):
+                    a1, b1 = (a + 1) % g, (b + 1) % g
+                    sq = mp[a * step, b * step] + mp[a1 * step, b * step] + mp[a * step, b1 * step] + mp[a1 * step, b1 * step]
+                    mp[a * step + half, b * step + half] = sq / 4 + w2 * r[m, off + a * g + b]
+            for a in range(g):
+                for b in range(g):
+                    a0, b0 = (a - 1) % g, (b - 1) % g
+                    a1, b1 = (a + 1) % g, (b + 1) % g
+                    dr = mp[a * step + half, b * step + half]
+                    ul = mp[a * step, b * step]
+                    lt = dr + mp[a0 * step + half, b * step + half] + ul + mp[a * step, b1 * step]
+                    td = dr + mp[a * step + half, b0 * step + half] + ul + mp[a1 * step, b * step]
+                    mp[a * step, b * step + half] = lt / 4 + w2 * r[m, off + g * g + a * g + b]
+                    mp[a * step + half, b * step] = td / 4 + w2 * r[m, off + 2 * g * g + a * g + b]
+            off += 3 * g * g
+            step, wib = half, wib / decay
+        lo, hi = mp.min(), 0.0
+        for i in range(size):
+            for j in range(size):
+                mp[i, j] -= lo
+                hi = max(hi, mp[i, j])
+        for i in range(size):
+            for j in range(size):
+                mp[i, j] /= hi
+    return maps

@@ -59,25 +59,9 @@ def frost(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
 
 def plasma_fractal(rs: RandomStream, n: int, mapsize: int, decay: float) -> np.ndarray:
     """Diamond-square height maps (n, mapsize, mapsize) in [0, 1], one per image."""
-    m = np.zeros((n, mapsize, mapsize), dtype=np.float64)
-    step, wibble, level = mapsize, 100.0, 0
-    while step >= 2:
-        g = mapsize // step
-        r = rs.draw(lambda rng, k: rng.uniform(-1, 1, size=(k, 3, g, g)), tag=level)
-        r *= wibble * wibble  # the recipe's wibble * uniform(-wibble, wibble)
-        half = step // 2
-        corner = m[:, 0::step, 0::step]
-        sq = corner + np.roll(corner, -1, axis=1)
-        sq = sq + np.roll(sq, -1, axis=2)
-        m[:, half::step, half::step] = sq / 4 + r[:, 0]
-        dr, ul = m[:, half::step, half::step], m[:, 0::step, 0::step]
-        lt = dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=2)
-        td = dr + np.roll(dr, 1, axis=2) + ul + np.roll(ul, -1, axis=1)
-        m[:, 0::step, half::step] = lt / 4 + r[:, 1]
-        m[:, half::step, 0::step] = td / 4 + r[:, 2]
-        step, wibble, level = half, wibble / decay, level + 1
-    m -= m.min(axis=(1, 2), keepdims=True)
-    return m / m.max(axis=(1, 2), keepdims=True)
+    draws = 3 * sum((mapsize // step) ** 2 for step in (mapsize >> k for k in range(int(np.log2(mapsize)))))
+    r = rs.draw(lambda rng, k: rng.uniform(-1, 1, size=(k, draws)))
+    return kernels.plasma_fractal(r, mapsize, float(decay))
 
 
 @register("fog", "weather")
@@ -86,10 +70,8 @@ def fog(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     strength, decay = p
     n, h, w, _ = x.shape
     size = 1 << int(np.ceil(np.log2(max(h, w, 2))))
-    x = x.astype(np.float32) / 255.0
-    max_val = x.max(axis=(1, 2, 3), keepdims=True)
-    haze = plasma_fractal(rs, n, size, decay)[:, :h, :w, None].astype(np.float32)
-    return (x + strength * haze) * max_val / (max_val + strength)
+    haze = plasma_fractal(rs, n, size, decay)[:, :h, :w]
+    return kernels.fog_blend(x, np.ascontiguousarray(haze), float(strength))
 
 
 def _water_mask(liquid: np.ndarray) -> np.ndarray:
