@@ -580,3 +580,27 @@ def test_grid_figure_writes_png(tmp_path, smooth_images):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as im:
         assert im.width > 100 and im.height > 50
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_gaussian_blur_equals_scipy_reference(severity, smooth_images):
+    from scipy.ndimage import gaussian_filter as scipy_gaussian
+
+    sigma = PARAMS["gaussian_blur"][severity - 1]
+    x = np.concatenate([smooth_images(12, seed=6), random_images(4, seed=6)])
+    ref = np.uint8(np.clip(scipy_gaussian(x / 255.0, sigma=(0, sigma, sigma, 0), mode="nearest"), 0, 1) * 255)
+    out = corrupt(x, "gaussian_blur", severity)
+    assert np.abs(out.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_other_image_sizes_work_or_say_why(name):
+    rng = np.random.default_rng(3)
+    for shape in [(3, 20, 24, 3), (3, 64, 64, 3)]:
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        try:
+            out = corrupt(x, name, 3)
+        except DeepRepairError as e:
+            assert name == "frost" and "resize" in str(e)
+            continue
+        assert out.shape == x.shape and out.dtype == np.uint8

@@ -70,18 +70,16 @@ def motion_blur_(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def zoom_blur_operator(size: int, max_zoom: float) -> np.ndarray:
-    """(x + sum_z clipped_zoom(x, z)) / (len(zooms) + 1) as one (size^2, size^2) matrix."""
+def zoom_blur_operator(h: int, w: int, max_zoom: float) -> np.ndarray:
+    """(x + sum_z clipped_zoom(x, z)) / (len(zooms) + 1) as one (h*w, h*w) matrix."""
     zooms = np.arange(1, max_zoom, 0.01)
-    m = np.eye(size * size)
+    m = np.eye(h * w)
     for z in zooms:
-        a = clipped_zoom_matrix(size, float(z))
-        m += np.kron(a, a)
+        m += np.kron(clipped_zoom_matrix(h, float(z)), clipped_zoom_matrix(w, float(z)))
     return (m / (len(zooms) + 1)).astype(np.float32)
 
 
 @register("zoom_blur", "blur", chunked=False)
 def zoom_blur(x: np.ndarray, max_zoom: float, rs: RandomStream) -> np.ndarray:
     n, h, w, c = x.shape
-    assert h == w, "zoom blur needs square images"
-    return apply_pixel_operator(x.astype(np.float32) / 255.0, zoom_blur_operator(h, max_zoom))
+    return apply_pixel_operator(x.astype(np.float32) / 255.0, zoom_blur_operator(h, w, max_zoom))

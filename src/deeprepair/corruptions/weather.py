@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from . import kernels
+from ..errors import DeepRepairError
 from .base import RandomStream, register
 from .filters import clipped_zoom_matrix, gaussian_filter, motion_blur
 
@@ -18,8 +19,9 @@ def snow(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     loc, scale, zoom, threshold, radius, sigma, blend = p
     n, h, w, _ = x.shape
     layer = rs.draw(lambda rng, k: rng.standard_normal((k, h, w), dtype=np.float32) * scale + loc, tag=0)
-    a = clipped_zoom_matrix(h, zoom).astype(np.float32)
-    layer = a @ layer @ a.T
+    ah = clipped_zoom_matrix(h, zoom).astype(np.float32)
+    aw = clipped_zoom_matrix(w, zoom).astype(np.float32)
+    layer = ah @ layer @ aw.T
     layer[layer < threshold] = 0
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8)  # the recipe stores it as an 8-bit PNG
     angles = rs.draw(lambda rng, k: rng.uniform(-135, -45, size=k), tag=1)
@@ -43,6 +45,11 @@ def frost(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     tex = frost_textures()[:5]
     th = np.array([t.shape[0] for t in tex])
     tw = np.array([t.shape[1] for t in tex])
+    if h >= th.min() or w >= tw.min():
+        raise DeepRepairError(
+            f"frost crops its textures ({th.min()}x{tw.min()} px at the smallest) and needs images smaller "
+            f"than that; got {h}x{w}: resize the images to CIFAR size (32x32) first"
+        )
     u = rs.draw(lambda rng, k: rng.random((k, 3)))
     idx = np.minimum((u[:, 0] * 5).astype(np.int64), 4)
     top = (u[:, 1] * (th[idx] - h)).astype(np.int64)  # randint(0, fh - 32)
