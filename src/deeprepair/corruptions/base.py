@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DeepRepairError
+from . import kernels
 
 BLOCK = 64  # images per random stream
 CHUNK = 256  # images per work unit: keeps the arrays of one unit in the CPU cache
@@ -81,9 +82,7 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     """The recipe's ``np.uint8(np.clip(x, 0, 1) * 255)`` (truncation), robust to float32 error."""
     if x.dtype == np.uint8:
         return x
-    from . import kernels  # + 1e-3: an exact integer computed in float32 may land a hair below it
-
-    return kernels.to_uint8(np.ascontiguousarray(x))
+    return kernels.to_uint8(np.ascontiguousarray(x))  # adds 1e-3 before truncating
 
 
 def default_threads() -> int:
