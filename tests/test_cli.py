@@ -229,3 +229,22 @@ def test_closed_stdout_is_not_a_traceback():
     proc = subprocess.run(f"'{exe}' corruptions | head -n 1", shell=True, capture_output=True, text=True, timeout=120)
     assert proc.stdout.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    np.savez(data / "test.npz", x=x, y=np.arange(6) % 3)
+    (tmp_path / "afile").write_text("not a folder")
+    cases = [
+        ["corrupt", "--data", str(data), "--grid", str(tmp_path / "g.png"), "--index", "99"],
+        ["corrupt", "--data", str(data), "--limit", "-1", "--out", str(tmp_path / "o")],
+        ["corrupt", "--data", str(data), "--out", str(data), "--corruptions", "fog"],
+        ["corrupt", "--data", str(data), "--out", str(tmp_path / "afile"), "--corruptions", "fog"],
+    ]
+    for argv in cases:
+        assert main(argv + ["--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    assert sorted(p.name for p in data.iterdir()) == ["test.npz"]

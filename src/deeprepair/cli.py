@@ -32,6 +32,11 @@ def _load(args: argparse.Namespace, split: str):
     from .data import load_dataset, resolve_data_dir
 
     root = resolve_data_dir(args.data)
+    if args.limit < 0:
+        raise DeepRepairError(f"--limit must be 0 (all images) or a positive count; got {args.limit}")
+    out = getattr(args, "out", None)
+    if out and Path(out).resolve() == Path(root).resolve():
+        raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
     ds = load_dataset(root, split=split)
     if args.limit:
         ds = ds.subset(np.arange(min(args.limit, len(ds))))
@@ -57,6 +62,8 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     root, ds = _load(args, args.split)
     names = _names(args.corruptions, heldout=args.grid is not None or args.heldout)
     if args.grid:
+        if not 0 <= args.index < len(ds):
+            raise DeepRepairError(f"--index {args.index} is out of range: the {args.split} split has {len(ds)} images")
         path = grid_figure(ds.x[args.index], names, args.grid, seed=args.seed)
         _emit(args, {"grid": str(path)}, [f"wrote {path}"])
         if not args.out:

@@ -80,7 +80,10 @@ def generate(
     if not severities or any(s not in SEVERITIES for s in severities):
         raise DeepRepairError(f"severities must be within 1..5; got {severities}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeepRepairError(f"cannot create the output folder {out} ({e.strerror}); choose another --out") from e
     parts = out / ".parts"
     source_sha = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
     manifest = _load_manifest(out)
