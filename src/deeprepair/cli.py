@@ -118,6 +118,228 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors from `deeprepair train`), "
+                   "TorchScript file, or your weights with --factory")  # fmt: skip
+    p.add_argument("--factory", help="your model as package.module:function (called with num_classes=)")
+    p.add_argument("--num-classes", type=int, help="output width of your model (with --factory)")
+    p.add_argument("--mean", type=float, nargs=3, help="input normalisation mean your model expects")
+    p.add_argument("--std", type=float, nargs=3, help="input normalisation std your model expects")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a .pt/.pth file that is not a "
+                   "plain state dict (runs code from the file: only for files you trust)")  # fmt: skip
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto = bf16 where the hardware runs it fast (AMX CPUs, GPUs), else fp32")
+
+
+def _open_model(args: argparse.Namespace, classes: list[str] | None = None):
+    from .engine import pick_device
+    from .models.checkpoint import load_model
+
+    device = pick_device(args.device)
+    model, meta = load_model(args.model, factory=args.factory, num_classes=args.num_classes,
+                             mean=args.mean, std=args.std, allow_pickle=args.allow_pickle,
+                             device=device)  # fmt: skip
+    if classes is not None and meta["num_classes"] != len(classes):
+        raise DeepRepairError(f"the model has {meta['num_classes']} outputs but the data has "
+                              f"{len(classes)} classes: use the model trained on this data")
+    return model, meta, device
+
+
+def _check_images(ds, meta: dict, what: str) -> None:
+    want = meta.get("input_size")
+    if want and list(ds.x.shape[1:]) != list(want):
+        raise DeepRepairError(f"{what} images are {tuple(ds.x.shape[1:])} (H, W, C) but the model "
+                              f"expects {tuple(want)}: resize the images or use a matching model")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import keep_heap, pick_device
+    from .models import Classifier, count_parameters, create_model
+    from .models.checkpoint import save_checkpoint
+    from .train import TrainConfig, fit, read_state
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise DeepRepairError(f"--out must end in .safetensors, got {out}")
+    if out.exists() and not args.resume:
+        raise DeepRepairError(f"{out} exists; choose another --out (existing checkpoints are never "
+                              "overwritten)")
+    state = out.with_suffix(".state.safetensors")
+    if state.exists() and not args.resume:
+        raise DeepRepairError(f"an interrupted run left {state}: add --resume to continue it, or "
+                              "delete it to start over")
+    root, train = _load(args, "train")
+    _, test = _load(args, "test")
+    device = pick_device(args.device)
+    keep_heap()
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      schedule=args.schedule, label_smoothing=args.label_smoothing,
+                      precision=args.precision, weight_decay=args.weight_decay)  # fmt: skip
+    torch.manual_seed(args.seed)
+    model = Classifier(create_model(args.arch, train.num_classes))
+    n_params = count_parameters(model)
+    bar = _progress(len(train) * args.epochs, args.quiet, f"train {args.arch}")
+
+    def on_epoch(row: dict) -> None:
+        bar.set_postfix(epoch=row["epoch"], loss=f"{row['train_loss']:.3f}",
+                        test=f"{row['test_acc']:.4f}")
+
+    if state.exists():  # fit resumes after the finished epochs: start the bar there
+        bar.update(len(train) * read_state(state).get("epochs_done", 0))
+    t0 = time.perf_counter()
+    with bar:
+        result = fit(model, train.x, train.y, cfg, device=device, eval_x=test.x, eval_y=test.y,
+                     state_path=state, progress=lambda n, epoch: bar.update(n), on_epoch=on_epoch)
+    import hashlib
+
+    data_sha = hashlib.sha256(train.x.tobytes() + train.y.astype("<i8").tobytes()).hexdigest()
+    acc = result.history[-1]["test_acc"]
+    cmd = (f"deeprepair train --arch {args.arch} --data {args.data or '$DEEPREPAIR_DATA'} --out {out} "
+           f"--epochs {args.epochs} --seed {args.seed}")
+    for flag, val, default in (("--batch-size", args.batch_size, 128), ("--lr", args.lr, 0.1),
+                               ("--schedule", args.schedule, "cosine"),
+                               ("--label-smoothing", args.label_smoothing, 0.0),
+                               ("--weight-decay", args.weight_decay, 5e-4),
+                               ("--precision", args.precision, "auto")):  # fmt: skip
+        if val != default:
+            cmd += f" {flag} {val}"
+    from dataclasses import asdict
+
+    meta = {"arch": args.arch, "num_classes": train.num_classes, "classes": train.classes,
+            "input_size": list(train.x.shape[1:]), "mean": [0.5] * 3, "std": [0.5] * 3,
+            "train_command": cmd, "train_config": asdict(cfg), "precision": result.precision,
+            "data_sha256": data_sha, "train_images": len(train), "seed": args.seed,
+            "clean_accuracy": acc, "parameters": n_params, "history": result.history,
+            "train_seconds": round(result.seconds, 1), "device": str(device)}  # fmt: skip
+    if not out.exists():
+        save_checkpoint(model.cpu(), out, meta)
+    state.unlink(missing_ok=True)
+    secs = time.perf_counter() - t0
+    _emit(args, {"checkpoint": str(out), "clean_accuracy": acc, "train_seconds": result.seconds,
+                 "epochs": args.epochs, "precision": result.precision},
+          [f"{args.arch}: clean test accuracy {acc:.2%} after {args.epochs} epochs "
+           f"({result.seconds / 60:.1f} min of training, {result.precision}); wrote {out} and "
+           f"{out.with_suffix('.json')} ({secs:.0f} s this run)"])  # fmt: skip
+    return 0
+
+
+def _source(args: argparse.Namespace, test):
+    from .evaluate import CorruptedSource
+
+    folder = Path(args.corrupted) if args.corrupted else None
+    if folder is not None and not folder.is_dir():
+        raise DeepRepairError(f"--corrupted {folder} is not a folder: give the output of "
+                              "`deeprepair corrupt` (or CIFAR-10-C), or leave it out to render on the fly")
+    return CorruptedSource(test.x, test.y, folder, seed=args.corruption_seed)
+
+
+def _eval_names(args: argparse.Namespace, source) -> list[str]:
+    from .corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+
+    if args.corruptions:
+        return _names(args.corruptions, heldout=False)
+    if source.folder is not None:
+        return source.names()
+    return list(ALL_CORRUPTIONS if args.heldout else CORRUPTIONS)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model, severity_table, write_report
+
+    root, test = _load(args, "test")
+    model, meta, device = _open_model(args, test.classes)
+    _check_images(test, meta, "test")
+    source = _source(args, test)
+    names = _eval_names(args, source)
+    label = args.name or Path(args.model).stem
+    t0 = time.perf_counter()
+    with _progress(len(test) * (1 + 5 * len(names)), args.quiet, f"evaluate {label}") as bar:
+        res = evaluate_model(model, source, names, device=device, precision=args.precision,
+                             progress=bar.update)
+    secs = time.perf_counter() - t0
+    res["img_per_s"] = len(test) * (1 + 5 * len(names)) / secs
+    res["seconds"] = secs
+    res["model"] = {"path": str(args.model), "arch": meta["arch"]}
+    res["precision"] = args.precision
+    out = Path(args.out or Path("runs") / "evaluate" / label)
+    paths = write_report({label: res}, out, extra={"data": str(root), "command": " ".join(sys.argv)})
+    lines = [f"{label}: clean {res['clean']:.2%}"
+             + (f", mean over {res['main_corruptions']} corruptions {res['mean_corrupted']:.2%}" if res["mean_corrupted"] is not None else ""),
+             severity_table(res),
+             f"{res['img_per_s']:,.0f} img/s including rendering ({secs:.0f} s); wrote "
+             + ", ".join(str(p) for p in paths)]  # fmt: skip
+    _emit(args, res, lines)
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from .data import sha256_file
+    from .evaluate import iter_predictions
+    from .mining import FailureSplit, export_collected, find_failures, write_mining
+
+    root, test = _load(args, "test")
+    model, meta, device = _open_model(args, test.classes)
+    _check_images(test, meta, "test")
+    source = _source(args, test)
+    names = _eval_names(args, source)
+    y = source.labels()
+    out = Path(args.out)
+    if out.resolve() == Path(root).resolve() or (source.folder and out.resolve() == source.folder.resolve()):
+        raise DeepRepairError(f"--out {out} is an input folder: choose a separate output folder")
+    info = {"model": str(args.model), "model_sha256": sha256_file(args.model), "collect": args.collect,
+            "seed": args.seed, "precision": args.precision, "source": source.describe(),
+            "data": str(root), "classes": test.classes, "corruptions": names}  # fmt: skip
+    old = out / "mining.json"
+    if old.is_file():
+        prev = json.loads(old.read_text())
+        for key in ("model_sha256", "collect", "seed", "source"):
+            if prev.get(key) != info[key]:
+                raise DeepRepairError(f"{out} holds failures mined with another {key} "
+                                      f"({prev.get(key)!r}); choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    splits, t0 = {}, time.perf_counter()
+    with _progress(len(test) * 5 * len(names), args.quiet, "mine") as bar:
+        for name in names:
+            if (out / f"{name}.split.npz").is_file() and (out / f"{name}.dc.npz").is_file():
+                splits[name] = FailureSplit.load(out, name)
+                bar.update(len(test) * 5)
+                continue
+            preds, stack = [], []
+            for _, s, imgs, pred in iter_predictions(model, source, [name], device=device,
+                                                     precision=args.precision, progress=bar.update):
+                preds.append(pred)
+                stack.append(imgs)
+            split = find_failures(name, preds, y, args.collect, test.num_classes, args.seed)
+            export_collected(split, np.concatenate(stack), test.classes, out / f"{name}.dc.npz")
+            split.save(out)
+            splits[name] = split
+            write_mining(out, splits, info, args.collect)
+    write_mining(out, splits, info, args.collect)
+    short = [n for n, s in splits.items() if len(s.dc) < args.collect]
+    res = {n: {"failures": len(s.index), "collected": len(s.dc), "held_out": len(s.de)}
+           for n, s in splits.items()}
+    lines = [(out / "table1.md").read_text(),
+             f"wrote {out}/<corruption>.dc.npz (collected failures: x, y, severity) and "
+             f"<corruption>.split.npz (Dc/De indices) in {time.perf_counter() - t0:.0f} s"]
+    if short:
+        lines.append(f"fewer than {args.collect} failures to collect for: {', '.join(short)} "
+                     "(all of them are in Dc; De is what is left)")
+    _emit(args, {"out": str(out), "table1": res, "short": short}, lines)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import count_parameters, create_model, list_models, model_info
+
+    info = {n: {**model_info(n), "parameters": count_parameters(create_model(n))} for n in list_models()}
+    lines = [f"{n:20s} {v['profile']:5s} {v['parameters'] / 1e6:5.2f}M  {v['note']}" for n, v in info.items()]
+    _emit(args, info, lines)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .corruptions import ALL_CORRUPTIONS, PARAMS, get_corruption
 
@@ -168,6 +390,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a classifier from scratch (the deployed model to repair)",
+                       description="Train a registered architecture on DATA's train split with the "
+                       "standard recipe (pad-4 crop, flip, SGD Nesterov, cosine); a checkpoint of the "
+                       "run is kept after every epoch, so --resume continues an interrupted run.")  # fmt: skip
+    _common(p)
+    p.add_argument("--arch", required=True, help="model name (see `deeprepair models`)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors; .json beside it)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle"])
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run of --out")
+    p.set_defaults(func=cmd_train)
+
+    for name, helptext in (("evaluate", "accuracy on clean data and every corruption x severity (RQ1)"),
+                           ("mine", "find a model's failures per corruption; split them into Dc and De")):
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ". "
+                           "Corrupted images come from --corrupted (CIFAR-10-C layout) or are "
+                           "rendered on the fly from the test split.")  # fmt: skip
+        _common(p)
+        _model_args(p)
+        p.add_argument("--corrupted", help="CIFAR-10-C style folder (default: render on the fly)")
+        p.add_argument("--corruption-seed", type=int, default=0, help="seed for on-the-fly rendering")
+        p.add_argument("--corruptions", nargs="+", help="names (default: the 15 of the paper)")
+        p.add_argument("--heldout", action="store_true", help="add the 4 held-out corruptions")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--collect", type=int, default=1000, help="failures per corruption to collect (Dc)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Dc/De split")
+    p.set_defaults(func=cmd_mine)
+    evaluate_p = sub.choices["evaluate"]
+    evaluate_p.add_argument("--out", help="report folder (default: runs/evaluate/<model name>)")
+    evaluate_p.add_argument("--name", help="label of the model in reports (default: file name)")
+    evaluate_p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list the registered architectures")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("corruptions", help="list the corruptions and their severity parameters")
     _common(p, data=False)

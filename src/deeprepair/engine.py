@@ -1,0 +1,113 @@
+"""Where and how tensors run: device choice, bf16 autocast, image batches, batched inference."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import DeepRepairError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` if given, else CUDA when present, else CPU."""
+    if name:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise DeepRepairError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise DeepRepairError("--device cuda asked for, but no CUDA GPU is visible to torch")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` means bf16 where the hardware runs it fast (CPU with AMX/AVX512-BF16, or CUDA), else fp32."""
+    if precision not in PRECISIONS:
+        raise DeepRepairError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if _cpu_has_fast_bf16() else "fp32"
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast context for ``precision == "bf16"``, else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_float(xb: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1], channels_last in memory (a free permute)."""
+    return xb.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def keep_heap() -> bool:
+    """Ask glibc to keep freed memory instead of returning big buffers to the OS each step.
+
+    glibc serves every buffer over 32 MB with mmap and unmaps it on free, so each training step
+    pays the page faults again; turning mmap off and raising the trim threshold removes that.
+    A no-op (returns False) where the C library is not glibc.
+    """
+    if os.environ.get("DEEPREPAIR_KEEP_HEAP", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        ok = libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    for i in range(0, n, batch_size):
+        yield slice(i, min(i + batch_size, n))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 500,
+                   device: torch.device | None = None, precision: str = "auto",
+                   progress=None) -> torch.Tensor:
+    """Float32 logits (N, K) for uint8 NHWC images, in eval mode, batched."""
+    device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    xt = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if xt.dtype != torch.uint8 or xt.ndim != 4:
+        raise DeepRepairError(f"expected uint8 images (N, H, W, C), got {xt.dtype} {tuple(xt.shape)}")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for s in batches(len(xt), batch_size):
+            xb = to_float(xt[s].to(device, non_blocking=True))
+            with autocast(device, precision):
+                out.append(model(xb).float().cpu())
+            if progress is not None:
+                progress.update(s.stop - s.start)
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def predict(model: nn.Module, x: np.ndarray | torch.Tensor, **kw) -> np.ndarray:
+    """Predicted class indices (N,) int64."""
+    return predict_logits(model, x, **kw).argmax(1).numpy()

@@ -1,0 +1,130 @@
+"""Failure mining: which corrupted images a model gets wrong, split into collected Dc and held-out De."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.io import atomic_write_bytes
+from .errors import DeepRepairError
+
+
+def stratified_quota(counts: np.ndarray, total: int) -> np.ndarray:
+    """How many to take from each class: ``total // K`` each, a short class's shortfall spread
+    over the classes that still have images (water-filling), never more than a class has."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(min(total, counts.sum()))
+    quota = np.zeros_like(counts)
+    left = total
+    while left > 0:
+        open_ = np.flatnonzero(quota < counts)
+        share = max(left // len(open_), 1)
+        for k in open_:
+            take = min(share, counts[k] - quota[k], left)
+            quota[k] += take
+            left -= take
+            if left == 0:
+                break
+    return quota
+
+
+def split_collected(labels: np.ndarray, n_collect: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the collected failures (Dc) and of the rest (De), stratified by class.
+
+    Dc takes ``n_collect // num_classes`` failures per class when a class has that many (the
+    authors' 100 per class); the draw within a class is uniform and seeded. Both index arrays
+    are sorted; together they cover every position exactly once.
+    """
+    labels = np.asarray(labels)
+    if n_collect < 0:
+        raise DeepRepairError(f"the number of failures to collect must be >= 0, got {n_collect}")
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=num_classes)
+    quota = stratified_quota(counts, n_collect)
+    chosen = [rng.choice(np.flatnonzero(labels == k), size=q, replace=False)
+              for k, q in enumerate(quota) if q]
+    dc = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    de = np.setdiff1d(np.arange(len(labels)), dc)
+    return dc.astype(np.int64), de.astype(np.int64)
+
+
+@dataclass
+class FailureSplit:
+    """One corruption's failures. ``index`` counts into the 5-severity stack (severity s, image i
+    -> ``(s - 1) * n + i``); ``dc`` and ``de`` are positions into the failure arrays."""
+
+    name: str
+    index: np.ndarray
+    y: np.ndarray
+    pred: np.ndarray
+    severity: np.ndarray
+    dc: np.ndarray
+    de: np.ndarray
+    n_images: int
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, index=self.index, y=self.y, pred=self.pred, severity=self.severity,
+                 dc=self.dc, de=self.de, n_images=np.int64(self.n_images))
+        return atomic_write_bytes(folder / f"{self.name}.split.npz", buf.getvalue())
+
+    @classmethod
+    def load(cls, folder: Path, name: str) -> FailureSplit:
+        path = Path(folder) / f"{name}.split.npz"
+        if not path.is_file():
+            raise DeepRepairError(f"{path} not found: run `deeprepair mine` first")
+        with np.load(path, allow_pickle=False) as f:
+            return cls(name, f["index"], f["y"], f["pred"], f["severity"], f["dc"], f["de"],
+                       int(f["n_images"]))
+
+
+def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: int,
+                  num_classes: int, seed: int) -> FailureSplit:
+    """Misclassified images over all severities (``preds[s-1]`` for severity s), split Dc/De."""
+    n = len(y)
+    pred = np.concatenate(preds)
+    yy = np.tile(y, len(preds))
+    index = np.flatnonzero(pred != yy)
+    dc, de = split_collected(yy[index], n_collect, num_classes, seed)
+    return FailureSplit(name, index, yy[index], pred[index], index // n + 1, dc, de, n)
+
+
+def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str], path: Path) -> Path:
+    """Dc as a failure set a user would hand to ``repair``: npz with ``x``, ``y`` (+ provenance)."""
+    sel = split.index[split.dc]
+    buf = io.BytesIO()
+    np.savez(buf, x=images[sel], y=split.y[split.dc], severity=split.severity[split.dc],
+             index=sel, classes=np.array(classes))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def table1(splits: dict[str, FailureSplit], n_collect: int) -> tuple[str, str]:
+    """Table 1 (|Dc+De|, |Dc|, |De| per corruption) as Markdown and CSV."""
+    rows = [(n, len(s.index), len(s.dc), len(s.de), 5 * s.n_images) for n, s in splits.items()]
+    md = ["| corruption | Dc+De (failures) | Dc (collected) | De (held out) | images | failure rate |",
+          "|---|---:|---:|---:|---:|---:|"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["corruption", "failures", "collected", "held_out", "images"])
+    for n, f, c, e, total in rows:
+        short = " (short)" if c < n_collect else ""
+        md.append(f"| {n} | {f:,} | {c:,}{short} | {e:,} | {total:,} | {f / total:.1%} |")
+        w.writerow([n, f, c, e, total])
+    return "\n".join(md) + "\n", buf.getvalue()
+
+
+def write_mining(out: Path, splits: dict[str, FailureSplit], info: dict, n_collect: int) -> None:
+    md, csv_text = table1(splits, n_collect)
+    atomic_write_bytes(out / "table1.md", md.encode())
+    atomic_write_bytes(out / "table1.csv", csv_text.encode())
+    atomic_write_bytes(out / "mining.json", json.dumps(info, indent=2).encode())
+
+
+__all__ = ["FailureSplit", "export_collected", "find_failures", "split_collected", "stratified_quota",
+           "table1", "write_mining"]
