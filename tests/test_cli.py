@@ -15,7 +15,7 @@ import pytest
 from deeprepair.cli import main
 from deeprepair.corruptions import ALL_CORRUPTIONS
 
-SUBCOMMANDS = ["corrupt", "demo", "corruptions"]
+SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "models"]
 
 
 @pytest.fixture
@@ -248,3 +248,72 @@ def test_cli_bad_arguments_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
     assert sorted(p.name for p in data.iterdir()) == ["test.npz"]
+
+
+# ------------------------------------------------------------------------------ train / evaluate / mine
+
+
+@pytest.fixture
+def trained(data_dir, tmp_path, capsys) -> Path:
+    ckpt = tmp_path / "ck" / "m.safetensors"
+    assert main(["train", "--arch", "resnet-20", "--data", str(data_dir), "--out", str(ckpt),
+                 "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+    capsys.readouterr()
+    return ckpt
+
+
+def test_train_writes_checkpoint_with_provenance(trained):
+    meta = json.loads(trained.with_suffix(".json").read_text())
+    assert meta["arch"] == "resnet-20" and meta["num_classes"] == 10
+    assert meta["train_command"].startswith("deeprepair train --arch resnet-20")
+    assert len(meta["data_sha256"]) == 64 and 0 <= meta["clean_accuracy"] <= 1
+    assert not trained.with_suffix(".state.safetensors").exists()
+
+
+def test_train_refuses_to_overwrite_and_unknown_arch(trained, data_dir, capsys):
+    assert main(["train", "--arch", "resnet-20", "--data", str(data_dir), "--out", str(trained)]) == 2
+    assert_one_line_error(capsys.readouterr().err)
+    assert main(["train", "--arch", "vgg-99", "--data", str(data_dir), "--out", str(trained.parent / "x.safetensors")]) == 2
+    assert_one_line_error(capsys.readouterr().err)
+
+
+def test_evaluate_and_mine(trained, data_dir, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", str(trained), "--data", str(data_dir), "--corruptions", "contrast",
+                 "--out", str(out), "--json", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["corruptions"]) == {"contrast"} and len(res["corruptions"]["contrast"]["severity"]) == 5
+    assert (out / "rq1.md").is_file() and (out / "rq1.png").stat().st_size > 1000
+    mine = tmp_path / "mine"
+    assert main(["mine", "--model", str(trained), "--data", str(data_dir), "--corruptions", "contrast",
+                 "--out", str(mine), "--collect", "10", "--json", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    row = res["table1"]["contrast"]
+    assert row["failures"] == row["collected"] + row["held_out"] and row["collected"] <= 10
+    with np.load(mine / "contrast.dc.npz") as f:
+        assert f["x"].shape == (row["collected"], 32, 32, 3) and f["x"].dtype == np.uint8
+    # rerun resumes (nothing recomputed), another seed into the same folder is refused
+    assert main(["mine", "--model", str(trained), "--data", str(data_dir), "--corruptions", "contrast",
+                 "--out", str(mine), "--collect", "10", "--quiet"]) == 0
+    assert main(["mine", "--model", str(trained), "--data", str(data_dir), "--corruptions", "contrast",
+                 "--out", str(mine), "--collect", "10", "--seed", "5", "--quiet"]) == 2
+    assert_one_line_error(capsys.readouterr().err)
+
+
+def test_wrong_class_count_and_image_size_are_one_line_errors(trained, tmp_path, smooth_images, capsys):
+    three = tmp_path / "three"
+    three.mkdir()
+    for split in ("train", "test"):
+        np.savez(three / f"{split}.npz", x=smooth_images(6), y=np.arange(6) % 3)
+    assert main(["evaluate", "--model", str(trained), "--data", str(three), "--corruptions", "contrast"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "10 outputs but the data has 3 classes" in err
+    small = tmp_path / "small"
+    small.mkdir()
+    for split in ("train", "test"):
+        np.savez(small / f"{split}.npz", x=smooth_images(10)[:, :16, :16], y=np.arange(10))
+    assert main(["evaluate", "--model", str(trained), "--data", str(small), "--corruptions", "contrast"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "expects (32, 32, 3)" in err

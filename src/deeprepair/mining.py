@@ -66,12 +66,14 @@ class FailureSplit:
     dc: np.ndarray
     de: np.ndarray
     n_images: int
+    n_severities: int = 5
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, index=self.index, y=self.y, pred=self.pred, severity=self.severity,
-                 dc=self.dc, de=self.de, n_images=np.int64(self.n_images))
+                 dc=self.dc, de=self.de, n_images=np.int64(self.n_images),
+                 n_severities=np.int64(self.n_severities))
         return atomic_write_bytes(folder / f"{self.name}.split.npz", buf.getvalue())
 
     @classmethod
@@ -81,7 +83,7 @@ class FailureSplit:
             raise DeepRepairError(f"{path} not found: run `deeprepair mine` first")
         with np.load(path, allow_pickle=False) as f:
             return cls(name, f["index"], f["y"], f["pred"], f["severity"], f["dc"], f["de"],
-                       int(f["n_images"]))
+                       int(f["n_images"]), int(f["n_severities"]))
 
 
 def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: int,
@@ -92,7 +94,7 @@ def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: 
     yy = np.tile(y, len(preds))
     index = np.flatnonzero(pred != yy)
     dc, de = split_collected(yy[index], n_collect, num_classes, seed)
-    return FailureSplit(name, index, yy[index], pred[index], index // n + 1, dc, de, n)
+    return FailureSplit(name, index, yy[index], pred[index], index // n + 1, dc, de, n, len(preds))
 
 
 def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str], path: Path) -> Path:
@@ -106,7 +108,7 @@ def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str]
 
 def table1(splits: dict[str, FailureSplit], n_collect: int) -> tuple[str, str]:
     """Table 1 (|Dc+De|, |Dc|, |De| per corruption) as Markdown and CSV."""
-    rows = [(n, len(s.index), len(s.dc), len(s.de), 5 * s.n_images) for n, s in splits.items()]
+    rows = [(n, len(s.index), len(s.dc), len(s.de), s.n_severities * s.n_images) for n, s in splits.items()]
     md = ["| corruption | Dc+De (failures) | Dc (collected) | De (held out) | images | failure rate |",
           "|---|---:|---:|---:|---:|---:|"]
     buf = io.StringIO()
