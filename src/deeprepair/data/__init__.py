@@ -8,7 +8,13 @@ from deeprepair.data.cifar_c import (
     write_corruption,
     write_labels,
 )
-from deeprepair.data.datasets import ImageSet, download_cifar10, load_dataset, resolve_data_dir
+from deeprepair.data.datasets import (
+    ImageSet,
+    download_cifar10,
+    load_dataset,
+    load_failure_set,
+    resolve_data_dir,
+)
 from deeprepair.data.io import atomic_open, atomic_save_npy, atomic_write_bytes, sha256_file
 
 __all__ = [
@@ -19,6 +25,7 @@ __all__ = [
     "download_cifar10",
     "list_corruptions",
     "load_dataset",
+    "load_failure_set",
     "load_manifest",
     "read_corruption",
     "read_labels",

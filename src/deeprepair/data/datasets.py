@@ -226,3 +226,40 @@ def load_dataset(root: str | Path, split: str = "test") -> ImageSet:
         return _load_image_folder(root)
     raise DeepRepairError(f"{root} is not a dataset folder I recognise; "
                           f"accepted layouts: {LAYOUTS}")
+
+
+def load_failure_set(path: str | Path, classes: list[str]) -> ImageSet:
+    """Labelled failure images a user collected: an ``.npz`` with ``x`` (N,H,W,C uint8) and ``y``,
+    or a folder with one sub-folder per class (named as in ``classes``; labels follow ``classes``)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DeepRepairError(f"failure set {path} does not exist: give an .npz (x, y) or a "
+                              "folder of class sub-folders")
+    if path.is_dir():
+        ds = _load_image_folder(path)
+        unknown = [c for c in ds.classes if c not in classes]
+        if unknown:
+            raise DeepRepairError(f"{path} has class folders {unknown} that the model does not "
+                                  f"know (its classes: {', '.join(classes)})")
+        remap = np.array([classes.index(c) for c in ds.classes])
+        return ImageSet(ds.x, remap[ds.y], list(classes))
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if "x" not in d.files or "y" not in d.files:
+                raise DeepRepairError(f"{path} needs arrays x and y (found: {', '.join(d.files)}); "
+                                      "save it with np.savez(path, x=images, y=labels)")
+            x, y = d["x"], d["y"]
+    except DeepRepairError:
+        raise
+    except Exception as exc:
+        raise DeepRepairError(f"cannot read failure set {path} ({type(exc).__name__}: {exc}); "
+                              "expected an .npz with arrays x and y") from None
+    if len(x) == 0:
+        raise DeepRepairError(f"{path} holds no failure images: collect at least one")
+    if np.asarray(y).ndim == 1 and len(y) and (np.min(y) < 0 or np.max(y) >= len(classes)):
+        raise DeepRepairError(f"{path} has labels {int(np.min(y))}..{int(np.max(y))} but the model "
+                              f"has {len(classes)} classes (0..{len(classes) - 1})")
+    try:
+        return ImageSet(x, y, list(classes))
+    except DeepRepairError as exc:
+        raise DeepRepairError(f"{path}: {exc}") from None

@@ -1,0 +1,257 @@
+"""Repair by fine-tuning with style-guided augmentation (Algorithm 1) and the JSD loss."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..augment import StyleAug, StyleOps, jsd_loss
+from ..cluster import ReferenceSampler
+from ..data import ImageSet
+from ..data.io import atomic_write_bytes
+from ..engine import autocast, batches, predict, resolve_precision, to_float
+from ..errors import DeepRepairError
+from ..style import create_style
+from ..train import crop_flip
+
+METHODS = ("deeprepair", "augmix", "finetune")
+
+
+@dataclass
+class RepairConfig:
+    """What a repair run does and what it may spend (stored in the repaired checkpoint)."""
+
+    method: str = "deeprepair"      # deeprepair | augmix (no style ops) | finetune (plain CE)
+    style: str = "wavelet"           # style backend for the style ops
+    style_options: dict = field(default_factory=dict)
+    style_alpha: float = 1.0         # strength of the style op (1 = full transfer)
+    sampling: str = "eq4"            # eq4 | uniform (no-cluster) | per-class (authors' code)
+    clusters: int = 5                # N: number of clusters = number of style ops
+    epochs: int = 3                  # passes over the fine-tuning set (the budget)
+    train_subset: int = 10000        # images of Dt used for fine-tuning (0 = all)
+    dc_repeat: int = 1               # how many times Dc appears in the fine-tuning set
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    jsd_weight: float = 12.0         # lambda of the JSD term
+    width: int = 3                   # M chains
+    severity: float = 3.0            # AugMix op severity
+    aug_alpha: float = 1.0           # Dirichlet / Beta parameter
+    val_fraction: float = 0.1        # of Dc held out for model selection (and 1,000 of Dt)
+    val_train: int = 1000
+    patience: int = 5                # early stopping on the validation score
+    seed: int = 0
+    precision: str = "auto"
+
+    def check(self, n_failures: int) -> None:
+        if self.method not in METHODS:
+            raise DeepRepairError(f"method must be one of {METHODS}, got {self.method!r}")
+        if n_failures == 0:
+            raise DeepRepairError("the failure set is empty: collect at least one misclassified image")
+        if self.epochs < 1 or self.batch_size < 1 or self.dc_repeat < 0:
+            raise DeepRepairError("epochs and batch size must be >= 1, dc_repeat >= 0")
+        if not 0 <= self.val_fraction < 1:
+            raise DeepRepairError("val_fraction must be in [0, 1)")
+
+
+@dataclass
+class Split:
+    """Fine-tuning set and the validation sets carved from Dt and Dc (never from De or test)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    is_failure: np.ndarray
+    val_train: ImageSet | None
+    val_failures: ImageSet | None
+    dc_fit: ImageSet
+
+
+def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(train))
+    n_val = min(cfg.val_train, len(train) // 10)
+    val_t = train.subset(order[:n_val]) if n_val else None
+    rest = order[n_val:]
+    if cfg.train_subset:
+        rest = rest[: cfg.train_subset]
+    fo = rng.permutation(len(failures))
+    n_fval = int(round(cfg.val_fraction * len(failures))) if len(failures) >= 10 else 0
+    val_f = failures.subset(np.sort(fo[:n_fval])) if n_fval else None
+    dc_fit = failures.subset(np.sort(fo[n_fval:]))
+    reps = [dc_fit.x] * cfg.dc_repeat
+    x = np.concatenate([train.x[rest], *reps]) if reps else train.x[rest]
+    y = np.concatenate([train.y[rest], *[dc_fit.y] * cfg.dc_repeat])
+    is_f = np.concatenate([np.zeros(len(rest), bool), np.ones(len(dc_fit) * cfg.dc_repeat, bool)])
+    return Split(x, y, is_f, val_t, val_f, dc_fit)
+
+
+def build_augmenter(cfg: RepairConfig, dc: ImageSet) -> tuple[StyleAug | None, ReferenceSampler | None]:
+    if cfg.method == "finetune":
+        return None, None
+    if cfg.method == "augmix":
+        return StyleAug(width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha), None
+    sampler = ReferenceSampler(cfg.sampling, cfg.clusters, cfg.seed).fit(dc.x, dc.y)
+    refs = to_float(torch.from_numpy(np.ascontiguousarray(dc.x))).contiguous()
+    ops = StyleOps(create_style(cfg.style, **cfg.style_options), refs, sampler, alpha=cfg.style_alpha)
+    return StyleAug(ops, width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha), sampler
+
+
+def _accuracy(model: nn.Module, ds: ImageSet | None, device, precision) -> float | None:
+    if ds is None:
+        return None
+    return float((predict(model, ds.x, device=device, precision=precision) == ds.y).mean())
+
+
+def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
+    """Accuracy on the held-back Dt and Dc images; the score is their mean."""
+    a_t = _accuracy(model, split.val_train, device, precision)
+    a_f = _accuracy(model, split.val_failures, device, precision)
+    parts = [a for a in (a_t, a_f) if a is not None]
+    return {"val_train_acc": a_t, "val_failures_acc": a_f,
+            "val_score": float(np.mean(parts)) if parts else None}
+
+
+def _save(path: Path, model: nn.Module, best: dict, opt: torch.optim.Optimizer, meta: dict) -> None:
+    from safetensors.torch import save
+
+    t = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    t.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            t[f"opt.{i}"] = buf.detach().cpu().contiguous()
+    atomic_write_bytes(path, save(t, metadata={"meta": json.dumps(meta)}))
+
+
+def _load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+        keys = list(f.keys())
+        model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
+        best = {k[5:]: f.get_tensor(k) for k in keys if k.startswith("best.")}
+        for i, p in enumerate(opt.param_groups[0]["params"]):
+            if f"opt.{i}" in keys:
+                opt.state[p]["momentum_buffer"] = f.get_tensor(f"opt.{i}").to(p.device)
+    return meta, best
+
+
+def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
+           device: torch.device | None = None, state_path: str | Path | None = None,
+           progress: Callable[[int], None] | None = None, **overrides) -> tuple[nn.Module, dict]:
+    """Fine-tune a copy of ``model`` (a ``Classifier``, input [0, 1]) on a subset of ``train``
+    plus the collected ``failures`` with the chosen method; return it and a report.
+
+    Model selection and early stopping use a validation split of ``train`` and ``failures``
+    only. With ``state_path`` the run saves its state after each epoch and resumes from it.
+    """
+    cfg = copy.deepcopy(config) if config else RepairConfig()
+    for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise DeepRepairError(f"unknown repair option {k!r}")
+        setattr(cfg, k, v)
+    cfg.check(len(failures))
+    if train.x.shape[1:] != failures.x.shape[1:]:
+        raise DeepRepairError(f"failure images are {failures.x.shape[1:]} but training images are "
+                              f"{train.x.shape[1:]} (H, W, C): resize the failures to the model's input size")
+    if failures.num_classes != train.num_classes or int(failures.y.max()) >= train.num_classes:
+        raise DeepRepairError("failure labels must use the training data's classes")
+    device = device or next(model.parameters()).device
+    precision = resolve_precision(cfg.precision, device)
+    model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
+    split = make_split(train, failures, cfg)
+    aug, sampler = build_augmenter(cfg, split.dc_fit)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, nesterov=True)
+    n = len(split.x)
+    steps = math.ceil(n / cfg.batch_size) * cfg.epochs
+    before = validation_score(model, split, device, precision)
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    history: list[dict] = []
+    best_score, best_epoch, start, seconds = before["val_score"], 0, 0, 0.0
+    state_path = Path(state_path) if state_path else None
+    if state_path is not None and state_path.exists():
+        meta, best = _load(state_path, model, opt)
+        if meta["config"] != json.loads(json.dumps(asdict(cfg))):
+            raise DeepRepairError(f"{state_path} belongs to a run with other settings; delete it or "
+                                  "rerun with the same settings")
+        history, best_score, best_epoch = meta["history"], meta["best_score"], meta["best_epoch"]
+        start, seconds, best_state = meta["epochs_done"], meta["seconds"], best or best_state
+    xt = torch.from_numpy(np.ascontiguousarray(split.x))
+    yt = torch.from_numpy(split.y)
+    for epoch in range(start, cfg.epochs):
+        if epoch - best_epoch > cfg.patience:
+            break
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 7919 + epoch)
+        order = torch.randperm(n, generator=gen)
+        model.train()
+        tot = {"loss": 0.0, "jsd": 0.0, "aug_s": 0.0}
+        for i, s in enumerate(batches(n, cfg.batch_size)):
+            idx = order[s]
+            x = to_float(crop_flip(xt[idx], gen)).to(device)
+            yb = yt[idx].to(device)
+            step = epoch * math.ceil(n / cfg.batch_size) + i
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            if aug is None:
+                with autocast(device, precision):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), yb)
+            else:
+                ta = time.perf_counter()
+                x_all = torch.cat([x, aug(x, rng), aug(x, rng)]).contiguous(memory_format=torch.channels_last)
+                tot["aug_s"] += time.perf_counter() - ta
+                with autocast(device, precision):
+                    logits_all = model(x_all)
+                l0, l1, l2 = logits_all.float().split(len(idx))
+                js = jsd_loss(l0, l1, l2)
+                loss = F.cross_entropy(l0, yb) + cfg.jsd_weight * js
+                tot["jsd"] += js.item() * len(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot["loss"] += loss.item() * len(idx)
+            if progress is not None:
+                progress(len(idx))
+        if not math.isfinite(tot["loss"]):
+            raise DeepRepairError(f"repair diverged in epoch {epoch + 1}: lower the learning rate")
+        val = validation_score(model, split, device, precision)
+        row = {"epoch": epoch + 1, "loss": tot["loss"] / n, "jsd": tot["jsd"] / n,
+               "seconds": time.perf_counter() - t0, "aug_seconds": tot["aug_s"], **val}
+        seconds += row["seconds"]
+        history.append(row)
+        if val["val_score"] is None or best_score is None or val["val_score"] >= best_score:
+            best_score, best_epoch = val["val_score"], epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if state_path is not None:
+            _save(state_path, model, best_state, opt, {
+                "config": asdict(cfg), "history": history, "best_score": best_score,
+                "best_epoch": best_epoch, "epochs_done": epoch + 1, "seconds": seconds})
+    model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format).eval()
+    images = sum(len(split.x) for _ in history)
+    report = {
+        "config": asdict(cfg), "precision": precision, "history": history, "best_epoch": best_epoch,
+        "validation_before": before, "validation_after": history[best_epoch - 1] if best_epoch else before,
+        "finetune_images": n, "failures_used": len(split.dc_fit),
+        "failures_validation": len(split.val_failures) if split.val_failures is not None else 0,
+        "seconds": seconds, "img_per_s": images / seconds if seconds else None,
+        "aug_share": (sum(h["aug_seconds"] for h in history) / seconds) if seconds else None,
+        "clusters": [len(g[0]) for g in sampler.groups] if sampler is not None else None,
+    }
+    return model, report

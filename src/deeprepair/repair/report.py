@@ -1,0 +1,74 @@
+"""Before/after comparison of a repair: accuracy, repair rate and break rate, with breakdowns."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data import ImageSet
+from ..engine import predict
+
+
+def _pred(model: nn.Module, x: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
+    return predict(model, x, device=device, precision=precision)
+
+
+def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: ImageSet | None = None,
+            heldout: ImageSet | None = None, heldout_groups: dict[str, np.ndarray] | None = None,
+            device: torch.device, precision: str = "auto") -> dict:
+    """Accuracy before and after on the clean test set, the collected failures (Dc) and the
+    held-out failures (De); repair rate = share of De now right that was wrong before; break
+    rate = share of the clean test images right before and wrong after.
+
+    ``heldout_groups`` maps a group name (e.g. ``severity 3``) to a boolean mask over De for
+    the per-group breakdown.
+    """
+    pb, pa = _pred(before, test.x, device, precision), _pred(after, test.x, device, precision)
+    right_b, right_a = pb == test.y, pa == test.y
+    out = {
+        "clean_before": float(right_b.mean()), "clean_after": float(right_a.mean()),
+        "break_rate": float((right_b & ~right_a).sum() / max(right_b.sum(), 1)),
+        "fix_rate_clean": float((~right_b & right_a).sum() / max((~right_b).sum(), 1)),
+    }  # fmt: skip
+    if failures is not None:
+        out["dc_before"] = float((_pred(before, failures.x, device, precision) == failures.y).mean())
+        out["dc_after"] = float((_pred(after, failures.x, device, precision) == failures.y).mean())
+    if heldout is not None:
+        hb = _pred(before, heldout.x, device, precision) == heldout.y
+        ha = _pred(after, heldout.x, device, precision) == heldout.y
+        out["de_before"], out["de_after"] = float(hb.mean()), float(ha.mean())
+        out["repair_rate"] = float((~hb & ha).sum() / max((~hb).sum(), 1))
+        out["de_images"] = len(heldout)
+        if heldout_groups:
+            out["de_groups"] = {g: {"n": int(m.sum()), "before": float(hb[m].mean()) if m.any() else None,
+                                    "after": float(ha[m].mean()) if m.any() else None}
+                                for g, m in heldout_groups.items()}
+    return out
+
+
+def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
+    """A short Markdown report of one repair."""
+    pct = lambda v: "n/a" if v is None else f"{v * 100:.2f}"  # noqa: E731
+    rows = [("clean test accuracy", cmp["clean_before"], cmp["clean_after"])]
+    if "dc_before" in cmp:
+        rows.append(("collected failures (Dc)", cmp["dc_before"], cmp["dc_after"]))
+    if "de_before" in cmp:
+        rows.append(("held-out failures (De)", cmp["de_before"], cmp["de_after"]))
+    lines = [f"# Repair report: {name}", "", "| accuracy (%) | before | after |", "|---|---:|---:|"]
+    lines += [f"| {r} | {pct(b)} | {pct(a)} |" for r, b, a in rows]
+    lines += ["", f"- break rate (clean images right before, wrong after): {pct(cmp['break_rate'])}%"]
+    if "repair_rate" in cmp:
+        lines.append(f"- repair rate (held-out failures now right): {pct(cmp['repair_rate'])}%")
+    cfg = report["config"]
+    lines.append(f"- method {cfg['method']}" + (f", style {cfg['style']}, sampling {cfg['sampling']}, "
+                                                f"{cfg['clusters']} clusters" if cfg["method"] == "deeprepair" else "")
+                 + f"; {cfg['epochs']} epochs over {report['finetune_images']:,} images, best epoch "
+                 f"{report['best_epoch']} (selected on the validation split of Dt and Dc)")
+    if report.get("seconds"):
+        lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
+                     f"{report['precision']})")
+    if cmp.get("de_groups"):
+        lines += ["", "| held-out group | images | before (%) | after (%) |", "|---|---:|---:|---:|"]
+        lines += [f"| {g} | {v['n']} | {pct(v['before'])} | {pct(v['after'])} |" for g, v in cmp["de_groups"].items()]
+    return "\n".join(lines) + "\n"
