@@ -15,7 +15,7 @@ import pytest
 from deeprepair.cli import main
 from deeprepair.corruptions import ALL_CORRUPTIONS
 
-SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "models"]
+SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "repair", "models"]
 
 
 @pytest.fixture
@@ -192,18 +192,26 @@ def test_corruptions_json(capsys):
 # ------------------------------------------------------------------------------ demo
 
 
-def test_demo_runs_quickly(data_dir, tmp_path, capsys):
+def test_demo_runs_end_to_end(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "demo"
-    t0 = time.perf_counter()
-    rc = main(["demo", "--data", str(data_dir), "--limit", "8", "--out", str(out)])
-    secs = time.perf_counter() - t0
+    rc = main(["demo", "--data", str(data_dir), "--model", str(trained), "--out", str(out), "--collect", "5",
+               "--epochs", "1", "--train-subset", "10", "--json", "--quiet"])
     assert rc == 0
-    assert secs < 30, f"demo took {secs:.1f} s"
-    for name in ALL_CORRUPTIONS:
-        assert np.load(out / "corrupted" / f"{name}.npy").shape == (5 * 8, 32, 32, 3)
-    assert (out / "corruptions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = capsys.readouterr().out
-    assert all(name in text for name in ALL_CORRUPTIONS)
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["results"]) == {"deeprepair", "augmix"}
+    cmp = res["results"]["deeprepair"]["compare"]
+    assert 0 <= cmp["clean_after"] <= 1 and 0 <= cmp["break_rate"] <= 1 and cmp["dc_before"] == 0.0
+    assert (out / "demo.md").is_file() and (out / "fog.dc.npz").is_file()
+
+
+def test_demo_without_model_explains_how_to_get_one(data_dir, tmp_path, capsys, monkeypatch):
+    import deeprepair.cli as cli
+
+    monkeypatch.setattr(cli, "_default_model", lambda: tmp_path / "missing.safetensors")
+    assert main(["demo", "--data", str(data_dir), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "deeprepair train" in err
 
 
 # ----------------------------------------------------------------- console script
@@ -317,3 +325,33 @@ def test_wrong_class_count_and_image_size_are_one_line_errors(trained, tmp_path,
     err = capsys.readouterr().err
     assert_one_line_error(err)
     assert "expects (32, 32, 3)" in err
+
+
+def test_repair_command_and_its_errors(trained, data_dir, tmp_path, smooth_images, capsys):
+    fails = tmp_path / "f.npz"
+    np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10, severity=np.ones(12, int))
+    out = tmp_path / "rep"
+    args = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+            "--eval-failures", str(fails), "--epochs", "1", "--train-subset", "10", "--quiet"]
+    assert main(args + ["--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {"clean_before", "clean_after", "break_rate", "de_after", "repair_rate"} <= set(res["compare"])
+    assert res["compare"]["de_groups"]["severity 1"]["n"] == 12
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["parent_sha256"] and meta["repair_config"]["method"] == "deeprepair"
+    assert main(args + ["--out", str(out)]) == 2  # never overwrites without --force
+    assert_one_line_error(capsys.readouterr().err)
+
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 32, 32, 3), np.uint8), y=np.zeros(0, int))
+    bad_labels = tmp_path / "bad.npz"
+    np.savez(bad_labels, x=smooth_images(2), y=np.array([3, 12]))
+    small = tmp_path / "small.npz"
+    np.savez(small, x=smooth_images(2)[:, :16, :16], y=np.array([1, 2]))
+    for f, msg in ((empty, "no failure images"), (bad_labels, "10 classes"), (small, "resize")):
+        a = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(f),
+             "--out", str(tmp_path / f.stem)]
+        assert main(a) == 2
+        err = capsys.readouterr().err
+        assert_one_line_error(err)
+        assert msg in err, err

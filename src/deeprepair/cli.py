@@ -38,8 +38,8 @@ def _load(args: argparse.Namespace, split: str):
     if out and Path(out).resolve() == Path(root).resolve():
         raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
     ds = load_dataset(root, split=split)
-    if args.limit:
-        ds = ds.subset(np.arange(min(args.limit, len(ds))))
+    if args.limit and args.limit < len(ds):  # a seeded random subset: datasets are often sorted by class
+        ds = ds.subset(np.sort(np.random.default_rng(0).choice(len(ds), args.limit, replace=False)))
     return root, ds
 
 
@@ -84,42 +84,83 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The end-to-end demo available so far: corrupt a test subset and show the damage."""
-    from .corruptions import ALL_CORRUPTIONS, get_corruption
-    from .corruptions.generate import generate, grid_figure
-    from .data import read_corruption
-    from .metrics import psnr, ssim
+def _default_model() -> Path:
+    """The committed CPU-profile checkpoint the demo repairs (repository ``checkpoints/``)."""
+    return Path(__file__).resolve().parents[2] / "checkpoints" / "resnet-20.safetensors"
 
-    root, ds = _load(args, "test")
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """End to end: corrupt the test set, mine the model's failures, repair it, compare."""
+    from .evaluate import CorruptedSource, iter_predictions
+    from .mining import export_collected, find_failures
+    from .data import ImageSet, load_failure_set
+    from .repair import RepairConfig, compare, repair, repair_report_markdown
+
+    if args.model is None:
+        args.model = str(_default_model())
+        if not Path(args.model).is_file():
+            raise DeepRepairError(f"no model given and the bundled {args.model} is missing: train one "
+                                  "with `deeprepair train --arch resnet-20 --out M.safetensors` and pass --model M.safetensors")
+    root, train = _load(args, "train")
+    _, test = _load(args, "test")
+    model, meta, device = _open_model(args, test.classes)
+    _check_images(test, meta, "test")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    names = list(ALL_CORRUPTIONS)
-    with _progress(len(ds) * 5 * len(names), args.quiet, "demo: corrupt") as bar:
-        generate(ds.x, ds.y, out / "corrupted", names, seed=args.seed, progress=bar.update,
-                 source={"data": str(root), "split": "test", "limit": args.limit})  # fmt: skip
-    grid = grid_figure(ds.x[0], names, out / "corruptions.png", seed=args.seed)
-    rows, table = [], {}
-    for name in names:
-        vals = []
-        for s in range(1, 6):
-            block = np.asarray(read_corruption(out / "corrupted", name, s))
-            p = np.minimum(psnr(ds.x, block), 100.0)  # an unchanged image counts as 100 dB
-            vals.append((float(np.mean(p)), float(np.mean(ssim(ds.x, block)))))
-        table[name] = {"psnr": [v[0] for v in vals], "ssim": [v[1] for v in vals]}
-        tag = " (held-out)" if get_corruption(name).heldout else ""
-        rows.append(f"{name + tag:30s} " + "  ".join(f"{p:5.1f}/{q:.2f}" for p, q in vals))
+    source = CorruptedSource(test.x, test.y, seed=args.seed)
+    preds, stack = [], []
+    with _progress(len(test) * 5, args.quiet, f"demo: corrupt + predict ({args.corruption})") as bar:
+        for _, s, imgs, pred in iter_predictions(model, source, [args.corruption], device=device,
+                                                 precision=args.precision, progress=bar.update):
+            preds.append(pred)
+            stack.append(imgs)
+    split = find_failures(args.corruption, preds, test.y, args.collect, test.num_classes, args.seed)
+    if len(split.dc) == 0:
+        raise DeepRepairError(f"the model makes no mistakes under {args.corruption}: nothing to repair")
+    stack = np.concatenate(stack)
+    dc_path = export_collected(split, stack, test.classes, out / f"{args.corruption}.dc.npz")
+    failures = load_failure_set(dc_path, test.classes)
+    de_sel = split.index[split.de]
+    heldout = ImageSet(stack[de_sel], split.y[split.de], test.classes) if len(de_sel) else None
+    groups = {f"severity {s}": split.severity[split.de] == s for s in range(1, 6)} if heldout else None
+    results = {}
+    for method in args.methods:
+        cfg = RepairConfig(method=method, epochs=args.epochs, train_subset=args.train_subset,
+                           seed=args.seed, precision=args.precision)  # fmt: skip
+        n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures)
+        with _progress(n_ft * args.epochs, args.quiet, f"demo: repair ({method})") as bar:
+            repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update)
+        cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
+                      device=device, precision=args.precision)
+        results[method] = {"compare": cmp, "repair": report}
+    pct = lambda v: f"{v * 100:.1f}"  # noqa: E731
+    first = next(iter(results.values()))["compare"]
+    lines = [f"demo: {Path(args.model).name} under {args.corruption} (5 severities x {len(test):,} test images): "
+             f"{len(split.index):,} failures -> {len(split.dc):,} collected (Dc), {len(split.de):,} held out (De)",
+             "", "| model | clean test (%) | Dc (%) | De, unseen failures (%) | break rate (%) | time (s) |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| original | {pct(first['clean_before'])} | {pct(first['dc_before'])} | "
+             f"{pct(first.get('de_before', 0))} | - | - |"]  # fmt: skip
+    for method, r in results.items():
+        c = r["compare"]
+        lines.append(f"| {method} | {pct(c['clean_after'])} | {pct(c['dc_after'])} | {pct(c.get('de_after', 0))} | "
+                     f"{pct(c['break_rate'])} | {r['repair']['seconds']:.0f} |")
+    from .data.io import atomic_write_bytes
+
+    table = "\n".join(lines) + "\n"
+    atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
+        repair_report_markdown(m, r["compare"], r["repair"]) for m, r in results.items())).encode())
+    atomic_write_bytes(out / "demo.json", json.dumps({"corruption": args.corruption, "model": args.model,
+                                                      "results": results}, indent=2).encode())
     secs = time.perf_counter() - t0
-    lines = [f"demo: {len(ds)} test images from {root}, {len(names)} corruptions x 5 severities",
-             "mean PSNR (dB) / SSIM against the clean image, severities 1..5:", *rows,
-             f"corrupted set (CIFAR-10-C layout): {out / 'corrupted'}", f"grid figure: {grid}",
-             f"done in {secs:.1f} s"]  # fmt: skip
-    _emit(args, {"out": str(out), "grid": str(grid), "seconds": round(secs, 2), "fidelity": table}, lines)
+    _emit(args, {"out": str(out), "seconds": secs, "results": results},
+          [table, f"one seed, one corruption: a demonstration, not a benchmark (see benchmarks/). "
+                  f"Wrote {out}/demo.md and demo.json in {secs:.0f} s"])
     return 0
 
-
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint (.safetensors from `deeprepair train`), "
+    p.add_argument("--model", required=p.prog.split()[-1] != "demo", help="checkpoint (.safetensors from `deeprepair train`), "
                    "TorchScript file, or your weights with --factory")  # fmt: skip
     p.add_argument("--factory", help="your model as package.module:function (called with num_classes=)")
     p.add_argument("--num-classes", type=int, help="output width of your model (with --factory)")
@@ -313,7 +354,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
                 preds.append(pred)
                 stack.append(imgs)
             split = find_failures(name, preds, y, args.collect, test.num_classes, args.seed)
-            export_collected(split, np.concatenate(stack), test.classes, out / f"{name}.dc.npz")
+            stack = np.concatenate(stack)
+            if args.export_heldout:
+                export_collected(split, stack, test.classes, out / f"{name}.de.npz", part="de")
+            export_collected(split, stack, test.classes, out / f"{name}.dc.npz")
             split.save(out)
             splits[name] = split
             write_mining(out, splits, info, args.collect)
@@ -328,6 +372,69 @@ def cmd_mine(args: argparse.Namespace) -> int:
         lines.append(f"fewer than {args.collect} failures to collect for: {', '.join(short)} "
                      "(all of them are in Dc; De is what is left)")
     _emit(args, {"out": str(out), "table1": res, "short": short}, lines)
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_failure_set, sha256_file
+    from .models.checkpoint import save_checkpoint
+    from .repair import RepairConfig, compare, repair, repair_report_markdown
+
+    out = Path(args.out)
+    ckpt = out / "model.safetensors"
+    if ckpt.exists() and not args.force:
+        raise DeepRepairError(f"{ckpt} exists; choose another --out or pass --force to replace it")
+    root, train = _load(args, "train")
+    _, test = _load(args, "test")
+    model, meta, device = _open_model(args, train.classes)
+    _check_images(train, meta, "training")
+    failures = load_failure_set(args.failures, train.classes)
+    _check_images(failures, meta, "failure")
+    heldout = load_failure_set(args.eval_failures, train.classes) if args.eval_failures else None
+    if heldout is not None:
+        _check_images(heldout, meta, "held-out failure")
+    style_opts = {}
+    if args.style_mode:
+        style_opts["mode"] = args.style_mode
+    cfg = RepairConfig(method=args.method, style=args.style, style_options=style_opts,
+                       sampling=args.sampling, clusters=args.clusters, epochs=args.epochs,
+                       train_subset=args.train_subset, dc_repeat=args.dc_repeat, lr=args.lr,
+                       batch_size=args.batch_size, seed=args.seed, precision=args.precision)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / "repair.state.safetensors"
+    torch.manual_seed(args.seed)
+    n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures) * args.dc_repeat
+    with _progress(n_ft * args.epochs, args.quiet, f"repair ({args.method})") as bar:
+        repaired, report = repair(model, train, failures, cfg, device=device, state_path=state,
+                                  progress=bar.update)
+    groups = None
+    if heldout is not None and args.eval_failures.endswith(".npz"):
+        with np.load(args.eval_failures) as f:
+            if "severity" in f.files:
+                sev = f["severity"]
+                groups = {f"severity {s}": sev == s for s in sorted(set(sev.tolist()))}
+    cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
+                  device=device, precision=args.precision)
+    rmeta = {**{k: v for k, v in meta.items() if k in ("arch", "num_classes", "classes", "mean", "std",
+                                                      "input_size")},
+             "parent": str(args.model), "parent_sha256": sha256_file(args.model),
+             "failures": str(args.failures), "failures_sha256": sha256_file(args.failures)
+             if Path(args.failures).is_file() else None, "repair_config": report["config"],
+             "clean_accuracy": cmp["clean_after"], "repair_command": " ".join(sys.argv)}  # fmt: skip
+    if str(meta.get("arch", "")).startswith(("factory:", "torchscript:")):
+        torch.save(repaired.state_dict(), out / "model_state.pt")  # users' own module: plain state dict
+    else:
+        save_checkpoint(repaired.cpu(), ckpt, rmeta)
+    full = {"compare": cmp, "repair": report, "metadata": rmeta}
+    from .data.io import atomic_write_bytes
+
+    atomic_write_bytes(out / "report.json", json.dumps(full, indent=2).encode())
+    md = repair_report_markdown(Path(args.failures).name, cmp, report)
+    atomic_write_bytes(out / "report.md", md.encode())
+    state.unlink(missing_ok=True)
+    _emit(args, full, [md, f"wrote {out}/model.safetensors, report.json and report.md"])
     return 0
 
 
@@ -355,7 +462,7 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data", help="dataset folder (npz files, cifar-10-batches-py or an image "
                        "folder tree); default: $DEEPREPAIR_DATA")  # fmt: skip
-        p.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
+        p.add_argument("--limit", type=int, default=0, help="use a fixed random subset of N images of each split (0 = all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
@@ -382,11 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which image the --grid figure shows")
     p.set_defaults(func=cmd_corrupt)
 
-    p = sub.add_parser("demo", help="end-to-end demo on a test subset",
-                       description="Corrupt a subset of the test set with all 19 corruptions, write a "
-                       "grid figure and print how much each corruption degrades the images.")  # fmt: skip
+    p = sub.add_parser("demo", help="end-to-end demo: corrupt, mine failures, repair, compare",
+                       description="Take the bundled CPU-profile model (or --model), corrupt the test set "
+                       "with one corruption, split its failures into collected (Dc) and held-out (De), "
+                       "repair with DeepRepair (and AugMix for comparison) and print before/after.")  # fmt: skip
     _common(p)
-    p.set_defaults(limit=1000)
+    _model_args(p)
+    p.set_defaults(model=None)
+    p.add_argument("--corruption", default="fog", help="which corruption the field brings (default: fog)")
+    p.add_argument("--collect", type=int, default=500, help="failures collected (Dc)")
+    p.add_argument("--methods", nargs="+", default=["deeprepair", "augmix"],
+                   choices=["deeprepair", "augmix", "finetune"])
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-subset", type=int, default=5000)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
@@ -424,11 +539,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--collect", type=int, default=1000, help="failures per corruption to collect (Dc)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Dc/De split")
+    p.add_argument("--export-heldout", action="store_true", help="also write <corruption>.de.npz "
+                   "(the held-out failures, for `repair --eval-failures`)")  # fmt: skip
     p.set_defaults(func=cmd_mine)
     evaluate_p = sub.choices["evaluate"]
     evaluate_p.add_argument("--out", help="report folder (default: runs/evaluate/<model name>)")
     evaluate_p.add_argument("--name", help="label of the model in reports (default: file name)")
     evaluate_p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("repair", help="repair a model from collected failures (DeepRepair, AugMix, fine-tune)",
+                       description="Fine-tune a copy of --model on a subset of DATA's train split plus the "
+                       "collected failures, with style-guided augmentation (Algorithm 1) and the JSD "
+                       "loss; model selection on a validation split of train and failures only. "
+                       "Resumes an interrupted run in the same --out.")  # fmt: skip
+    _common(p)
+    _model_args(p)
+    p.add_argument("--failures", required=True, help="collected failures: .npz (x, y) or class folders")
+    p.add_argument("--eval-failures", help="held-out failures (.npz) to measure the repair on")
+    p.add_argument("--out", required=True, help="output folder (model.safetensors, report.json/.md)")
+    p.add_argument("--method", default="deeprepair", choices=["deeprepair", "augmix", "finetune"])
+    p.add_argument("--style", default="wavelet", choices=["wavelet", "fourier"])
+    p.add_argument("--style-mode", choices=["hist", "meanstd", "wct"], help="wavelet matching mode")
+    p.add_argument("--sampling", default="eq4", choices=["eq4", "uniform", "per-class"])
+    p.add_argument("--clusters", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=3, help="budget: passes over the fine-tuning set")
+    p.add_argument("--train-subset", type=int, default=10000, help="training images used (0 = all)")
+    p.add_argument("--dc-repeat", type=int, default=1, help="copies of the failures in the fine-tuning set")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("models", help="list the registered architectures")
     _common(p, data=False)

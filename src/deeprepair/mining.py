@@ -97,11 +97,14 @@ def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: 
     return FailureSplit(name, index, yy[index], pred[index], index // n + 1, dc, de, n, len(preds))
 
 
-def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str], path: Path) -> Path:
-    """Dc as a failure set a user would hand to ``repair``: npz with ``x``, ``y`` (+ provenance)."""
-    sel = split.index[split.dc]
+def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str], path: Path,
+                     part: str = "dc") -> Path:
+    """Dc (or De with ``part="de"``) as a failure set ``repair`` reads: npz with ``x``, ``y``,
+    plus ``severity`` and ``index`` into the 5-severity stack for breakdowns."""
+    pos = split.dc if part == "dc" else split.de
+    sel = split.index[pos]
     buf = io.BytesIO()
-    np.savez(buf, x=images[sel], y=split.y[split.dc], severity=split.severity[split.dc],
+    np.savez(buf, x=images[sel], y=split.y[pos], severity=split.severity[pos],
              index=sel, classes=np.array(classes))
     return atomic_write_bytes(path, buf.getvalue())
 

@@ -1,0 +1,98 @@
+"""Repair end to end on small synthetic data: it fixes failures, is seeded, and resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deeprepair.data import ImageSet
+from deeprepair.engine import predict
+from deeprepair.errors import DeepRepairError
+from deeprepair.models import Classifier, create_model
+from deeprepair.repair import RepairConfig, compare, repair
+from deeprepair.train import TrainConfig, fit
+
+CLASSES = ["red", "green", "blue"]
+
+
+def _data(n: int, seed: int, shift: float = 0.0) -> ImageSet:
+    """Class = which colour channel is brightest; ``shift`` adds a strong haze that hides it."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    base = rng.uniform(40, 90, (n, 1, 1, 3))
+    base[np.arange(n), 0, 0, y] += 70
+    x = base + rng.normal(0, 12, (n, 16, 16, 3))
+    x = (1 - shift) * x + shift * np.array([235.0, 40.0, 40.0])  # a reddish fog
+    return ImageSet(np.clip(x, 0, 255).astype(np.uint8), y, CLASSES)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    train = _data(300, 0)
+    torch.manual_seed(0)
+    model = Classifier(create_model("resnet-20", 3))
+    fit(model, train.x, train.y, TrainConfig(epochs=3, batch_size=32, lr=0.05, precision="fp32"),
+        device=torch.device("cpu"))
+    model.eval()
+    fogged = _data(400, 1, shift=0.6)
+    wrong = predict(model, fogged.x, precision="fp32") != fogged.y
+    failures = fogged.subset(np.flatnonzero(wrong))
+    assert len(failures) > 60, "the synthetic shift must make the model fail"
+    return model, train, failures.subset(np.arange(40)), failures.subset(np.arange(40, len(failures)))
+
+
+def test_repair_fixes_unseen_failures_of_the_same_kind(setup):
+    model, train, dc, de = setup
+    cfg = RepairConfig(method="deeprepair", epochs=4, train_subset=0, batch_size=32, lr=0.02,
+                       dc_repeat=3, precision="fp32", clusters=2)  # fmt: skip
+    repaired, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    res = compare(model, repaired, _data(150, 2), failures=dc, heldout=de, device=torch.device("cpu"),
+                  precision="fp32")
+    assert res["de_before"] == 0.0
+    assert res["de_after"] > 0.5, res
+    assert res["clean_after"] > 0.8, res
+    assert report["best_epoch"] >= 1 and len(report["clusters"]) == 2
+
+
+def test_repair_is_deterministic_and_resumes(setup, tmp_path):
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method="augmix", epochs=2, train_subset=60, batch_size=32, precision="fp32",
+                       patience=10)  # fmt: skip
+    a, _ = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    b, _ = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    state = tmp_path / "r.state.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        def stop(n, calls=[0]):  # noqa: B006  interrupt in the second epoch
+            calls[0] += n
+            if calls[0] > 60 + len(dc):
+                raise KeyboardInterrupt
+        repair(model, train, dc, cfg, device=torch.device("cpu"), state_path=state, progress=stop)
+    c, rep = repair(model, train, dc, cfg, device=torch.device("cpu"), state_path=state)
+    assert [h["epoch"] for h in rep["history"]] == [1, 2]
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, c.state_dict()[k]), k
+
+
+def test_original_model_is_not_modified(setup):
+    model, train, dc, _ = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    repair(model, train, dc, RepairConfig(method="finetune", epochs=1, train_subset=30, precision="fp32"),
+           device=torch.device("cpu"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_repair_input_errors(setup):
+    model, train, dc, _ = setup
+    with pytest.raises(DeepRepairError, match="empty"):
+        repair(model, train, dc.subset(np.arange(0)), device=torch.device("cpu"))
+    with pytest.raises(DeepRepairError, match="resize"):
+        repair(model, train, ImageSet(np.zeros((2, 8, 8, 3), np.uint8), np.array([0, 1]), CLASSES),
+               device=torch.device("cpu"))
+    with pytest.raises(DeepRepairError, match="method"):
+        repair(model, train, dc, method="magic", device=torch.device("cpu"))
+    with pytest.raises(DeepRepairError, match="unknown repair option"):
+        repair(model, train, dc, epochz=3, device=torch.device("cpu"))
