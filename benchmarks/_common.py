@@ -50,7 +50,9 @@ def select_corruptions(spec: str | None, main: tuple[str, ...], heldout: tuple[s
 
 
 def load_test_images(data_dir: str | os.PathLike, n: int) -> tuple[np.ndarray, str]:
-    """First ``n`` images of ``<data_dir>/test.npz`` (array ``x``, uint8 NHWC) and a path label."""
+    """``n`` images of ``<data_dir>/test.npz`` (uint8 NHWC) and a path label: a fixed random
+    subset (seed 0, in index order), because the local test set is sorted by class and its
+    first 1,000 images are all airplanes."""
     path = Path(data_dir) / "test.npz"
     if not path.is_file():
         raise SystemExit(f"CIFAR-10 test set not found: {path} (pass --data DIR holding test.npz)")
@@ -60,7 +62,8 @@ def load_test_images(data_dir: str | os.PathLike, n: int) -> tuple[np.ndarray, s
         raise SystemExit(f"{path}: expected x uint8 (N,32,32,3), got {x.dtype} {x.shape}")
     if n > len(x):
         raise SystemExit(f"--n {n} > {len(x)} images in {path}")
-    return np.ascontiguousarray(x[:n]), str(path)
+    idx = np.sort(np.random.default_rng(0).choice(len(x), n, replace=False)) if n < len(x) else np.arange(n)
+    return np.ascontiguousarray(x[idx]), str(path)
 
 
 def _git(*args: str) -> str | None:

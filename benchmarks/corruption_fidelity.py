@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fidelity table of deeprepair's corruptions: PSNR and SSIM of corrupted vs clean images.
 
-For each of the 19 corruptions (15 CIFAR-10-C + 4 held-out) and each severity 1..5, the first N
+For each of the 19 corruptions (15 CIFAR-10-C + 4 held-out) and each severity 1..5, a fixed random subset (seed 0) of N
 CIFAR-10 test images (default 1,000) are corrupted with ``deeprepair.corruptions.corrupt(images,
 name, severity, seed=0)`` and compared with the clean images:
 
@@ -147,7 +147,7 @@ def to_markdown(res: dict) -> str:
         "# Corruption fidelity: PSNR / SSIM of corrupted vs clean CIFAR-10 test images",
         "",
         _common.provenance_markdown(p),
-        f"- data: first {st['n_images']:,} images of `{st['data']}` (sha256 of the pixels, first 16 hex: "
+        f"- data: {st['n_images']:,} images (fixed random subset, seed 0) of `{st['data']}` (sha256 of the pixels, first 16 hex: "
         f"`{st['images_sha256_16']}`), seed {st['seed']}",
         f"- PSNR: {st['psnr']}",
         f"- SSIM: {st['ssim']}",

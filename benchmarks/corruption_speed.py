@@ -232,7 +232,7 @@ def to_markdown(res: dict) -> str:
         "# Corruption throughput: batched (deeprepair) vs per-image reference",
         "",
         _common.provenance_markdown(p),
-        f"- data: first {st['n_images']:,} images of `{st['data']}` (sha256 of the pixels, first 16 hex: "
+        f"- data: {st['n_images']:,} images (fixed random subset, seed 0) of `{st['data']}` (sha256 of the pixels, first 16 hex: "
         f"`{st['images_sha256_16']}`), severity {st['severity']}, seed {st['seed']}, best of {st['repeats']} run(s)",
         "",
         "How it is measured: ours = one batched `corrupt(images, name, severity, seed)` call on all images "
