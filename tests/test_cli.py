@@ -355,3 +355,10 @@ def test_repair_command_and_its_errors(trained, data_dir, tmp_path, smooth_image
         err = capsys.readouterr().err
         assert_one_line_error(err)
         assert msg in err, err
+
+
+def test_cli_method_list_matches_the_library():
+    from deeprepair.cli import REPAIR_METHODS
+    from deeprepair.repair import METHODS
+
+    assert tuple(REPAIR_METHODS) == METHODS

@@ -96,3 +96,37 @@ def test_repair_input_errors(setup):
         repair(model, train, dc, method="magic", device=torch.device("cpu"))
     with pytest.raises(DeepRepairError, match="unknown repair option"):
         repair(model, train, dc, epochz=3, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle"])
+def test_every_baseline_runs_and_changes_the_model(setup, method):
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method=method, epochs=1, train_subset=30, batch_size=16, precision="fp32",
+                       oracle_corruption="fog" if method == "oracle" else None, fewshot_replay=10)
+    repaired, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    assert report["history"] and report["finetune_images"] == (len(dc) - 4 + (10 if method == "fewshot" else 30))
+    changed = any(not torch.equal(v, model.state_dict()[k]) for k, v in report_state(repaired).items())
+    assert changed or report["best_epoch"] == 0
+
+
+def report_state(m):
+    return {k: v for k, v in m.state_dict().items() if v.is_floating_point()}
+
+
+def test_sensei_search_is_at_least_as_hard_as_the_input(setup):
+    from deeprepair.repair.methods import Sensei
+
+    model, train, dc, _ = setup
+    x = torch.from_numpy(np.array(train.x[:32])).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(train.y[:32])
+    s = Sensei(lambda: __import__("contextlib").nullcontext(), n_examples=32)
+    _, best = s.search(model, x, y, np.arange(32), np.random.default_rng(0))
+    with torch.no_grad():
+        base = torch.nn.functional.cross_entropy(model.eval()(x), y, reduction="none")
+    assert torch.all(best >= base - 1e-6)
+
+
+def test_oracle_needs_the_corruption_name(setup):
+    model, train, dc, _ = setup
+    with pytest.raises(DeepRepairError, match="oracle_corruption"):
+        repair(model, train, dc, method="oracle", device=torch.device("cpu"))

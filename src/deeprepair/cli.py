@@ -15,6 +15,11 @@ from . import __version__
 from .errors import DeepRepairError
 
 
+# kept here (not imported from deeprepair.repair) so that `--help` does not import torch;
+# tests/test_cli.py checks it equals deeprepair.repair.METHODS
+REPAIR_METHODS = ["deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle"]
+
+
 def _progress(total: int, quiet: bool, desc: str):
     from tqdm import tqdm
 
@@ -401,7 +406,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     cfg = RepairConfig(method=args.method, style=args.style, style_options=style_opts,
                        sampling=args.sampling, clusters=args.clusters, epochs=args.epochs,
                        train_subset=args.train_subset, dc_repeat=args.dc_repeat, lr=args.lr,
-                       batch_size=args.batch_size, seed=args.seed, precision=args.precision)  # fmt: skip
+                       batch_size=args.batch_size, seed=args.seed, precision=args.precision,
+                       oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -499,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption", default="fog", help="which corruption the field brings (default: fog)")
     p.add_argument("--collect", type=int, default=500, help="failures collected (Dc)")
     p.add_argument("--methods", nargs="+", default=["deeprepair", "augmix"],
-                   choices=["deeprepair", "augmix", "finetune"])
+                   choices=REPAIR_METHODS)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-subset", type=int, default=5000)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
@@ -557,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failures", required=True, help="collected failures: .npz (x, y) or class folders")
     p.add_argument("--eval-failures", help="held-out failures (.npz) to measure the repair on")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, report.json/.md)")
-    p.add_argument("--method", default="deeprepair", choices=["deeprepair", "augmix", "finetune"])
+    p.add_argument("--method", default="deeprepair", choices=REPAIR_METHODS)
     p.add_argument("--style", default="wavelet", choices=["wavelet", "fourier"])
     p.add_argument("--style-mode", choices=["hist", "meanstd", "wct"], help="wavelet matching mode")
     p.add_argument("--sampling", default="eq4", choices=["eq4", "uniform", "per-class"])
@@ -565,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3, help="budget: passes over the fine-tuning set")
     p.add_argument("--train-subset", type=int, default=10000, help="training images used (0 = all)")
     p.add_argument("--dc-repeat", type=int, default=1, help="copies of the failures in the fine-tuning set")
+    p.add_argument("--oracle-corruption", help="oracle method: the failures' true corruption name")
+    p.add_argument("--fewshot-replay", type=int, default=0, help="fewshot method: training images replayed")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

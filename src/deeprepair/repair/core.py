@@ -13,9 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..augment import StyleAug, StyleOps, jsd_loss
+from ..augment import StyleAug, StyleOps
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
 from ..data.io import atomic_write_bytes
@@ -24,14 +23,16 @@ from ..errors import DeepRepairError
 from ..style import create_style
 from ..train import crop_flip
 
-METHODS = ("deeprepair", "augmix", "finetune")
+METHODS = ("deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle")
 
 
 @dataclass
 class RepairConfig:
     """What a repair run does and what it may spend (stored in the repaired checkpoint)."""
 
-    method: str = "deeprepair"      # deeprepair | augmix (no style ops) | finetune (plain CE)
+    method: str = "deeprepair"      # see METHODS and repair/methods.py
+    oracle_corruption: str | None = None  # oracle: the true corruption of the failures
+    fewshot_replay: int = 0          # fewshot: training images replayed beside Dc
     style: str = "wavelet"           # style backend for the style ops
     style_options: dict = field(default_factory=dict)
     style_alpha: float = 1.0         # strength of the style op (1 = full transfer)
@@ -57,6 +58,8 @@ class RepairConfig:
     def check(self, n_failures: int) -> None:
         if self.method not in METHODS:
             raise DeepRepairError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method == "oracle" and not self.oracle_corruption:
+            raise DeepRepairError("the oracle method needs oracle_corruption (the true corruption name)")
         if n_failures == 0:
             raise DeepRepairError("the failure set is empty: collect at least one misclassified image")
         if self.epochs < 1 or self.batch_size < 1 or self.dc_repeat < 0:
@@ -83,7 +86,9 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
     n_val = min(cfg.val_train, len(train) // 10)
     val_t = train.subset(order[:n_val]) if n_val else None
     rest = order[n_val:]
-    if cfg.train_subset:
+    if cfg.method == "fewshot":
+        rest = rest[: cfg.fewshot_replay]
+    elif cfg.train_subset:
         rest = rest[: cfg.train_subset]
     fo = rng.permutation(len(failures))
     n_fval = int(round(cfg.val_fraction * len(failures))) if len(failures) >= 10 else 0
@@ -96,15 +101,53 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
     return Split(x, y, is_f, val_t, val_f, dc_fit)
 
 
-def build_augmenter(cfg: RepairConfig, dc: ImageSet) -> tuple[StyleAug | None, ReferenceSampler | None]:
-    if cfg.method == "finetune":
-        return None, None
+class OracleOps:
+    """One op: the true corruption at a random severity (1-5), for the oracle upper bound."""
+
+    def __init__(self, name: str):
+        from ..corruptions import get_corruption
+
+        get_corruption(name)
+        self.name = name
+
+    def __len__(self) -> int:
+        return 1
+
+    def __call__(self, x: torch.Tensor, group: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        from ..corruptions import corrupt
+
+        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        sev = rng.integers(1, 6, len(u8))
+        seed = int(rng.integers(2**31))
+        for s in np.unique(sev):
+            m = np.flatnonzero(sev == s)
+            u8[m] = corrupt(u8[m], self.name, int(s), seed=seed)
+        return to_float(torch.from_numpy(u8)).to(x.device)
+
+
+def build_objective(cfg: RepairConfig, dc: ImageSet, n_examples: int, ctx) -> tuple[object, ReferenceSampler | None]:
+    """The loss of the chosen method (``repair/methods.py``) and, for DeepRepair, its sampler."""
+    from . import methods as M
+
+    aug_kw = dict(width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha)
+    if cfg.method in ("finetune", "fewshot"):
+        return M.Objective(ctx), None
+    if cfg.method == "cutout":
+        return M.Cutout(ctx), None
+    if cfg.method == "mixup":
+        return M.Mixup(ctx), None
+    if cfg.method == "cutmix":
+        return M.CutMix(ctx), None
+    if cfg.method == "sensei":
+        return M.Sensei(ctx, n_examples), None
     if cfg.method == "augmix":
-        return StyleAug(width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha), None
+        return M.JSDObjective(ctx, StyleAug(**aug_kw), cfg.jsd_weight), None
+    if cfg.method == "oracle":
+        return M.JSDObjective(ctx, StyleAug(OracleOps(cfg.oracle_corruption), **aug_kw), cfg.jsd_weight), None
     sampler = ReferenceSampler(cfg.sampling, cfg.clusters, cfg.seed).fit(dc.x, dc.y)
     refs = to_float(torch.from_numpy(np.ascontiguousarray(dc.x))).contiguous()
     ops = StyleOps(create_style(cfg.style, **cfg.style_options), refs, sampler, alpha=cfg.style_alpha)
-    return StyleAug(ops, width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha), sampler
+    return M.JSDObjective(ctx, StyleAug(ops, **aug_kw), cfg.jsd_weight), sampler
 
 
 def _accuracy(model: nn.Module, ds: ImageSet | None, device, precision) -> float | None:
@@ -172,7 +215,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     precision = resolve_precision(cfg.precision, device)
     model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
     split = make_split(train, failures, cfg)
-    aug, sampler = build_augmenter(cfg, split.dc_fit)
+    objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=True)
     n = len(split.x)
@@ -208,20 +251,9 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
             step = epoch * math.ceil(n / cfg.batch_size) + i
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            if aug is None:
-                with autocast(device, precision):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), yb)
-            else:
-                ta = time.perf_counter()
-                x_all = torch.cat([x, aug(x, rng), aug(x, rng)]).contiguous(memory_format=torch.channels_last)
-                tot["aug_s"] += time.perf_counter() - ta
-                with autocast(device, precision):
-                    logits_all = model(x_all)
-                l0, l1, l2 = logits_all.float().split(len(idx))
-                js = jsd_loss(l0, l1, l2)
-                loss = F.cross_entropy(l0, yb) + cfg.jsd_weight * js
-                tot["jsd"] += js.item() * len(idx)
+            loss, extra = objective.loss(model, x, yb, idx.numpy(), rng)
+            tot["jsd"] += extra.get("jsd", 0.0) * len(idx)
+            tot["aug_s"] += extra.get("aug_s", 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
