@@ -30,12 +30,14 @@ from pathlib import Path
 from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, provenance, provenance_markdown, write_results
 
 BACKENDS = {
-    "wavelet-hist": ("wavelet", {}),
-    "wavelet-hist-coarse-meanstd": ("wavelet", {"coarse": "meanstd"}),
-    "wavelet-meanstd": ("wavelet", {"mode": "meanstd"}),
-    "wavelet-wct": ("wavelet", {"mode": "wct"}),
-    "fourier-full": ("fourier", {"beta": 0.5}),
-    "fourier-low-0.1": ("fourier", {"beta": 0.1}),
+    "wavelet (starlet, energy)": ("wavelet", {}),
+    "wavelet (haar, energy)": ("wavelet", {"basis": "haar"}),
+    "wavelet (starlet, hist)": ("wavelet", {"mode": "hist"}),
+    "wavelet (starlet, meanstd)": ("wavelet", {"mode": "meanstd"}),
+    "wavelet (starlet, wct)": ("wavelet", {"mode": "wct"}),
+    "fourier (full swap)": ("fourier", {"beta": 0.5, "ratio": 1.0}),
+    "fourier (full, mix 0.5)": ("fourier", {"beta": 0.5, "ratio": 0.5}),
+    "fourier (low band 0.1)": ("fourier", {"beta": 0.1, "ratio": 1.0}),
 }
 
 

@@ -10,7 +10,8 @@ from deeprepair.errors import DeepRepairError
 from deeprepair.style import BACKENDS, create_style
 from deeprepair.style.wavelet import decompose, haar_forward, haar_inverse, recompose
 
-CONFIGS = [("wavelet", {}), ("wavelet", {"mode": "meanstd"}), ("wavelet", {"mode": "wct"}),
+CONFIGS = [("wavelet", {}), ("wavelet", {"basis": "haar"}), ("wavelet", {"mode": "hist"}),
+           ("wavelet", {"mode": "meanstd"}), ("wavelet", {"mode": "wct", "basis": "haar"}),
            ("fourier", {}), ("fourier", {"beta": 0.1, "ratio": 0.5})]  # fmt: skip
 IDS = [f"{n}-{'-'.join(map(str, kw.values())) or 'default'}" for n, kw in CONFIGS]
 
@@ -46,7 +47,8 @@ def test_alpha_zero_returns_the_content(name, kw, smooth_images):
     assert torch.allclose(create_style(name, **kw).transfer(c, s, alpha=0.0), c)
 
 
-@pytest.mark.parametrize("name,kw", [("wavelet", {}), ("wavelet", {"mode": "meanstd"}), ("fourier", {})])
+@pytest.mark.parametrize("name,kw", [("wavelet", {}), ("wavelet", {"basis": "haar"}), ("wavelet", {"mode": "hist"}),
+                                     ("wavelet", {"mode": "meanstd"}), ("fourier", {})])
 def test_content_equal_to_style_is_reconstructed(name, kw, smooth_images):
     c = _imgs(smooth_images)
     assert (create_style(name, **kw).transfer(c, c) - c).abs().max() < 1e-4
@@ -58,6 +60,28 @@ def test_fitted_references_give_the_same_result_as_passing_them(name, kw, smooth
     st = create_style(name, **kw).fit(refs)
     idx = torch.tensor([0, 4, 2, 2, 1, 3, 0, 4])
     assert torch.allclose(st.transfer(c, index=idx), create_style(name, **kw).transfer(c, refs[idx]), atol=1e-5)
+
+
+def test_starlet_bands_sum_back_exactly():
+    from deeprepair.style.wavelet import starlet_decompose
+
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    bands = starlet_decompose(x, 3)
+    assert len(bands) == 4
+    assert torch.allclose(torch.stack(bands).sum(0).view(x.shape), x, atol=1e-12)
+
+
+def test_energy_rule_gives_each_band_the_reference_energy():
+    from deeprepair.style.wavelet import _energy
+
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(4, 3, 256, generator=g) * torch.tensor([0.1, 1.0, 3.0]).view(1, 3, 1)
+    ref = torch.randn(4, 3, 256, generator=g)  # energy 1 per channel
+    out = _energy(content, ref, coarse=False)
+    e = out.pow(2).mean(-1)
+    # shrunk exactly where the content had more; content + independent ref ~ 1 where it had less
+    assert torch.allclose(e[:, 2], ref[:, 2].pow(2).mean(-1), rtol=1e-4)
+    assert torch.allclose(e[:, :2], torch.ones(4, 2), atol=0.25)
 
 
 def test_single_style_image_is_broadcast(smooth_images):

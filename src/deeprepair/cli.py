@@ -444,6 +444,38 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_style(args: argparse.Namespace) -> int:
+    from .style import create_style
+    from .style.figure import grid_figure, load_images, render, strip_figure
+
+    kw = {"mode": args.mode} if args.mode and args.backend == "wavelet" else {}
+    st = create_style(args.backend, **kw)
+    if args.figure:
+        from .corruptions import corrupt
+
+        _, test = _load(args, "test")
+        rng = np.random.default_rng(args.seed)
+        pick = rng.choice(len(test), 4, replace=False)
+        content, ref_src = test.x[pick[:3]], test.x[pick[3:]]
+        names = ["gaussian_noise", "defocus_blur", "motion_blur", "fog", "contrast", "brightness",
+                 "jpeg_compression", "pixelate", "snow", "frost"]
+        refs = {n: corrupt(ref_src, n, 5, seed=args.seed) for n in names}
+        backends = {"wavelet": create_style("wavelet"), "fourier": create_style("fourier")}
+        path = grid_figure(content, refs, backends, args.figure)
+        _emit(args, {"figure": str(path)}, [f"wrote {path}"])
+        return 0
+    if not (args.content and args.style and args.out):
+        raise DeepRepairError("give --content, --style and --out (or --figure PNG with --data)")
+    content = load_images(args.content, args.index)
+    style = load_images(args.style, args.style_index)
+    if len(style) not in (1, len(content)):
+        style = style[:1]
+    out = render(content, style, st, alpha=args.alpha)
+    path = strip_figure(content, style, out, args.out)
+    _emit(args, {"out": str(path), "images": len(content)}, [f"wrote {path} ({len(content)} rows: content | style | output)"])
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, list_models, model_info
 
@@ -578,6 +610,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
     p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("style", help="render images in the style of a reference (to look at the style ops)",
+                       description="Render --content in the degradation style of --style with a style "
+                       "backend and save content | style | output rows as a PNG; --figure renders the "
+                       "docs/style_transfer.png grid from the test set.")  # fmt: skip
+    _common(p)
+    p.add_argument("--content", help="image file or .npz with x")
+    p.add_argument("--style", help="reference image file or .npz with x (one, or one per content image)")
+    p.add_argument("--index", type=int, nargs="+", help="which images of a content .npz (default: all)")
+    p.add_argument("--style-index", type=int, nargs="+", help="which images of a style .npz")
+    p.add_argument("--out", help="PNG to write")
+    p.add_argument("--backend", default="wavelet", choices=["wavelet", "fourier"])
+    p.add_argument("--mode", choices=["hist", "meanstd", "wct"], help="wavelet matching mode")
+    p.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
+    p.add_argument("--figure", metavar="PNG", help="render the Fig. 1-style grid from --data instead")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_style)
 
     p = sub.add_parser("models", help="list the registered architectures")
     _common(p, data=False)

@@ -4,7 +4,11 @@ Degradations live in characteristic bands: noise and JPEG blocks in the fine det
 blur is their absence, haze, contrast and brightness in the coarse approximation. We
 decompose content and reference with a multi-level orthonormal Haar transform (exactly
 invertible), match the content's coefficients to the reference's per band and channel, and
-invert. Matching modes: ``hist`` (quantile/histogram matching: the content's coefficient
+invert. Matching modes: ``energy`` (the default: per detail band and channel, shrink the
+content's coefficients where the reference has less energy -- blur -- and add the
+reference's own coefficients where it has more -- noise, blocks, snow -- so the output's band
+energy equals the reference's; the coarse band gets the reference's overall brightness and
+contrast, pooled over channels so the content keeps its colours), ``hist`` (quantile/histogram matching: the content's coefficient
 ranks take the reference's values, which carries the reference's noise level and
 distribution while keeping the content's spatial layout), ``meanstd`` (shift and scale, the
 AdaIN statistic), and ``wct`` (whitening-colouring across the 3 channels, as in WCT2).
@@ -13,6 +17,7 @@ AdaIN statistic), and ``wct`` (whitening-colouring across the 3 channels, as in 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import DeepRepairError
 from .base import StyleTransfer
@@ -63,6 +68,32 @@ def recompose(bands: list[torch.Tensor], shape: torch.Size, levels: int) -> torc
     return x
 
 
+_B3 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+
+
+def starlet_decompose(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """Isotropic undecimated ("a trous", B3-spline) wavelet bands, flattened (B, C, H*W):
+    details d_1..d_J (fine to coarse), then the smooth residual; they sum back to ``x`` exactly.
+
+    No subsampling, so shrinking or adding detail leaves no block artefacts (unlike Haar).
+    """
+    b, c, h, w = x.shape
+    k = torch.tensor(_B3, dtype=x.dtype, device=x.device)
+    cur = x.reshape(b * c, 1, h, w)
+    bands = []
+    for j in range(levels):
+        d = 2**j
+        pad = 2 * d
+        if pad >= min(h, w):
+            break
+        sm = F.conv2d(F.pad(cur, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, 5), dilation=(1, d))
+        sm = F.conv2d(F.pad(sm, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, 5, 1), dilation=(d, 1))
+        bands.append((cur - sm).view(b, c, h * w))
+        cur = sm
+    bands.append(cur.reshape(b, c, h * w))
+    return bands
+
+
 def max_levels(h: int, w: int) -> int:
     n = 0
     while h % 2 == 0 and w % 2 == 0 and min(h, w) > 2:
@@ -74,13 +105,28 @@ class WaveletStyle(StyleTransfer):
     """Per band and channel statistic matching in a ``levels``-level Haar basis (see module doc)."""
 
     name = "wavelet"
-    MODES = ("hist", "meanstd", "wct")
+    MODES = ("energy", "hist", "meanstd", "wct")
 
-    def __init__(self, levels: int = 3, mode: str = "hist", coarse: str | None = None):
+    BASES = ("starlet", "haar")
+
+    def __init__(self, levels: int = 3, mode: str = "energy", coarse: str | None = None,
+                 basis: str = "starlet"):
         super().__init__()
         if mode not in self.MODES or (coarse is not None and coarse not in self.MODES):
             raise DeepRepairError(f"wavelet mode must be one of {self.MODES}, got {mode!r}")
-        self.levels, self.mode, self.coarse = levels, mode, coarse or mode
+        if basis not in self.BASES:
+            raise DeepRepairError(f"wavelet basis must be one of {self.BASES}, got {basis!r}")
+        self.levels, self.mode, self.coarse, self.basis = levels, mode, coarse or mode, basis
+
+    def _decompose(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.basis == "starlet":
+            return starlet_decompose(x, self.levels)
+        return decompose(x, self._levels(x))
+
+    def _recompose(self, bands: list[torch.Tensor], shape: torch.Size) -> torch.Tensor:
+        if self.basis == "starlet":
+            return torch.stack(bands).sum(0).view(shape)
+        return recompose(bands, shape, len(bands) - 1)
 
     def _levels(self, x: torch.Tensor) -> int:
         n = min(self.levels, max_levels(x.shape[2], x.shape[3]))
@@ -90,11 +136,13 @@ class WaveletStyle(StyleTransfer):
         return n
 
     def stats(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        bands = decompose(images, self._levels(images))
+        bands = self._decompose(images)
         out = []
         for k, band in enumerate(bands):
             mode = self.coarse if k == len(bands) - 1 else self.mode
-            if mode == "hist":
+            if mode == "energy":
+                out.append(band)  # the coefficients themselves: they are added where energy is missing
+            elif mode == "hist":
                 out.append(band.sort(-1).values)
             elif mode == "meanstd":
                 out.append(torch.stack([band.mean(-1), band.std(-1, unbiased=False)], -1))
@@ -103,19 +151,33 @@ class WaveletStyle(StyleTransfer):
         return tuple(out)
 
     def apply(self, content: torch.Tensor, stats: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        levels = self._levels(content)
-        bands = decompose(content, levels)
+        bands = self._decompose(content)
         out = []
         for k, (band, st) in enumerate(zip(bands, stats)):
             mode = self.coarse if k == len(bands) - 1 else self.mode
-            if mode == "hist":
+            if mode == "energy":
+                out.append(_energy(band, st, coarse=k == len(bands) - 1))
+            elif mode == "hist":
                 out.append(_match_hist(band, st))
             elif mode == "meanstd":
                 mu, sd = band.mean(-1, keepdim=True), band.std(-1, unbiased=False, keepdim=True)
                 out.append((band - mu) / (sd + 1e-6) * st[..., 1:2] + st[..., 0:1])
             else:
                 out.append(_wct(band, st))
-        return recompose(out, content.shape, levels)
+        return self._recompose(out, content.shape)
+
+
+def _energy(band: torch.Tensor, ref: torch.Tensor, coarse: bool) -> torch.Tensor:
+    """Give ``band`` the reference band's energy: shrink it, or add the reference's coefficients."""
+    if coarse:  # brightness and contrast, pooled over channels (keeps the content's colours)
+        mu_c, mu_r = band.mean((1, 2), keepdim=True), ref.mean((1, 2), keepdim=True)
+        sd_c, sd_r = band.std((1, 2), keepdim=True), ref.std((1, 2), keepdim=True)
+        return (band - mu_c) * (sd_r / (sd_c + 1e-6)) + mu_r
+    e_c = band.pow(2).mean(-1, keepdim=True)
+    e_r = ref.pow(2).mean(-1, keepdim=True)
+    gain = torch.sqrt(torch.clamp(e_r / (e_c + 1e-12), max=1.0))
+    extra = torch.sqrt(torch.clamp(e_r - e_c, min=0) / (e_r + 1e-12))
+    return gain * band + extra * ref
 
 
 def _match_hist(band: torch.Tensor, ref_sorted: torch.Tensor) -> torch.Tensor:
