@@ -292,14 +292,19 @@ def _eval_names(args: argparse.Namespace, source) -> list[str]:
     return list(ALL_CORRUPTIONS if args.heldout else CORRUPTIONS)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_model, severity_table, write_report
-
+def _model_on_test(args: argparse.Namespace):
+    """The test split, the model checked against it, and the corrupted images to run it on."""
     root, test = _load(args, "test")
     model, meta, device = _open_model(args, test.classes)
     _check_images(test, meta, "test")
     source = _source(args, test)
-    names = _eval_names(args, source)
+    return root, test, model, meta, device, source, _eval_names(args, source)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model, severity_table, write_report
+
+    root, test, model, meta, device, source, names = _model_on_test(args)
     label = args.name or Path(args.model).stem
     t0 = time.perf_counter()
     with _progress(len(test) * (1 + 5 * len(names)), args.quiet, f"evaluate {label}") as bar:
@@ -326,11 +331,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from .evaluate import iter_predictions
     from .mining import FailureSplit, export_collected, find_failures, write_mining
 
-    root, test = _load(args, "test")
-    model, meta, device = _open_model(args, test.classes)
-    _check_images(test, meta, "test")
-    source = _source(args, test)
-    names = _eval_names(args, source)
+    root, test, model, meta, device, source, names = _model_on_test(args)
     y = source.labels()
     out = Path(args.out)
     if out.resolve() == Path(root).resolve() or (source.folder and out.resolve() == source.folder.resolve()):

@@ -72,10 +72,13 @@ def crop_flip(xb: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Ten
     return padded[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> None:
+def save_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict,
+                   best: dict[str, torch.Tensor] | None = None) -> None:
+    """Model, SGD momentum (and optionally a best-so-far state dict) plus a JSON record, atomically."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in (best or {}).items()})
     for i, p in enumerate(opt.param_groups[0]["params"]):
         buf = opt.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
@@ -94,18 +97,19 @@ def read_state(path: Path) -> dict:
         raise DeepRepairError(f"{path} is not a training state file ({exc}); delete it to start over") from None
 
 
-def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+def load_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Restore what ``save_run_state`` wrote; returns (record, best state dict or {})."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["meta"])
-        state = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
-        model.load_state_dict(state)
-        params = opt.param_groups[0]["params"]
-        for i, p in enumerate(params):
-            if f"opt.{i}" in f.keys():
+        keys = list(f.keys())
+        model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
+        best = {k[5:]: f.get_tensor(k) for k in keys if k.startswith("best.")}
+        for i, p in enumerate(opt.param_groups[0]["params"]):
+            if f"opt.{i}" in keys:
                 opt.state[p]["momentum_buffer"] = f.get_tensor(f"opt.{i}").to(p.device)
-    return meta
+    return meta, best
 
 
 @dataclass
@@ -140,7 +144,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     start, history, seconds = 0, [], 0.0
     if state_path is not None and Path(state_path).exists():
-        meta = _load_state(Path(state_path), model, opt)
+        meta, _ = load_run_state(Path(state_path), model, opt)
         if meta.get("config") != asdict(cfg):
             raise DeepRepairError(f"{state_path} was written by a run with other settings; "
                                   "delete it to start over, or rerun with the same settings")
@@ -183,7 +187,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
         seconds += row["seconds"]
         history.append(row)
         if state_path is not None:
-            _save_state(Path(state_path), model, opt, {"config": asdict(cfg), "epochs_done": epoch + 1,
+            save_run_state(Path(state_path), model, opt, {"config": asdict(cfg), "epochs_done": epoch + 1,
                                                        "history": history, "seconds": seconds})
         if on_epoch is not None:
             on_epoch(row)

@@ -56,3 +56,16 @@ def create_model(name: str, num_classes: int = 10) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def init_weights(model: nn.Module, linear_bias: bool = True) -> None:
+    """He (fan-out) init for convolutions, BN at identity, zero linear biases (unless
+    ``linear_bias=False``: torch's default init stays, as the committed ResNet-20 was trained)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and m.bias is not None and linear_bias:
+            nn.init.zeros_(m.bias)

@@ -17,11 +17,10 @@ import torch.nn as nn
 from ..augment import StyleAug, StyleOps
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
-from ..data.io import atomic_write_bytes
 from ..engine import autocast, batches, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
 from ..style import create_style
-from ..train import crop_flip
+from ..train import crop_flip, load_run_state, save_run_state
 
 METHODS = ("deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle")
 
@@ -165,32 +164,6 @@ def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
             "val_score": float(np.mean(parts)) if parts else None}
 
 
-def _save(path: Path, model: nn.Module, best: dict, opt: torch.optim.Optimizer, meta: dict) -> None:
-    from safetensors.torch import save
-
-    t = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    t.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
-    for i, p in enumerate(opt.param_groups[0]["params"]):
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            t[f"opt.{i}"] = buf.detach().cpu().contiguous()
-    atomic_write_bytes(path, save(t, metadata={"meta": json.dumps(meta)}))
-
-
-def _load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["meta"])
-        keys = list(f.keys())
-        model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
-        best = {k[5:]: f.get_tensor(k) for k in keys if k.startswith("best.")}
-        for i, p in enumerate(opt.param_groups[0]["params"]):
-            if f"opt.{i}" in keys:
-                opt.state[p]["momentum_buffer"] = f.get_tensor(f"opt.{i}").to(p.device)
-    return meta, best
-
-
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
            device: torch.device | None = None, state_path: str | Path | None = None,
            progress: Callable[[int], None] | None = None, **overrides) -> tuple[nn.Module, dict]:
@@ -226,7 +199,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     best_score, best_epoch, start, seconds = before["val_score"], 0, 0, 0.0
     state_path = Path(state_path) if state_path else None
     if state_path is not None and state_path.exists():
-        meta, best = _load(state_path, model, opt)
+        meta, best = load_run_state(state_path, model, opt)
         if meta["config"] != json.loads(json.dumps(asdict(cfg))):
             raise DeepRepairError(f"{state_path} belongs to a run with other settings; delete it or "
                                   "rerun with the same settings")
@@ -271,9 +244,9 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
             best_score, best_epoch = val["val_score"], epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if state_path is not None:
-            _save(state_path, model, best_state, opt, {
+            save_run_state(state_path, model, opt, {
                 "config": asdict(cfg), "history": history, "best_score": best_score,
-                "best_epoch": best_epoch, "epochs_done": epoch + 1, "seconds": seconds})
+                "best_epoch": best_epoch, "epochs_done": epoch + 1, "seconds": seconds}, best=best_state)
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format).eval()
     images = sum(len(split.x) for _ in history)
