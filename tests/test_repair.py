@@ -130,3 +130,59 @@ def test_oracle_needs_the_corruption_name(setup):
     model, train, dc, _ = setup
     with pytest.raises(DeepRepairError, match="oracle_corruption"):
         repair(model, train, dc, method="oracle", device=torch.device("cpu"))
+
+
+def test_interpolation_endpoints_are_exact(setup):
+    from deeprepair.repair.core import interpolate_weights
+
+    model, train, dc, _ = setup
+    repaired, _ = repair(model, train, dc, RepairConfig(method="finetune", epochs=1, train_subset=30,
+                                                         precision="fp32"), device=torch.device("cpu"))
+    for a, ref in ((0.0, model), (1.0, repaired)):
+        m = interpolate_weights(model, repaired, a)
+        for k, v in m.state_dict().items():
+            if v.is_floating_point():
+                assert torch.equal(v, ref.state_dict()[k]), (a, k)
+
+
+def test_regression_control_options_run_and_report(setup):
+    model, train, dc, de = setup
+    cfg = RepairConfig(method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32",
+                       distill=1.0, interpolate=True, max_break=0.0, dc_repeat=2)
+    repaired, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    interp = report["interpolation"]
+    assert interp is not None and 0 <= interp["alpha"] <= 1
+    chosen = next(r for r in interp["grid"] if r["alpha"] == interp["alpha"])
+    assert chosen["val_break"] <= 0.0 or interp["alpha"] == 0.0
+
+
+def test_interpolation_search_reads_only_validation_data(setup, monkeypatch):
+    """choose_interpolation is handed the split; it must never see De or a test set."""
+    import deeprepair.repair.core as core
+
+    model, train, dc, de = setup
+    seen = []
+    real_predict = core.predict
+
+    def spy(m, x, **kw):
+        seen.append(len(x))
+        return real_predict(m, x, **kw)
+
+    monkeypatch.setattr(core, "predict", spy)
+    repair(model, train, dc, RepairConfig(method="finetune", epochs=1, train_subset=30, precision="fp32",
+                                          interpolate=True), device=torch.device("cpu"))
+    assert len(de) not in (30, 4)
+    assert set(seen) == {30, 4}  # the 30 held-back Dt images and 4 held-back Dc images, nothing else
+
+
+@pytest.mark.parametrize("method", ["bn-adapt", "tent"])
+def test_test_time_baselines_leave_the_original_untouched(setup, method):
+    model, train, dc, _ = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted, report = repair(model, train, dc, RepairConfig(method=method, epochs=1, precision="fp32"),
+                             device=torch.device("cpu"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    out = adapted(torch.rand(4, 3, 16, 16))
+    assert out.shape == (4, 3)
+    assert report["history"] == []

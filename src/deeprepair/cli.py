@@ -17,7 +17,8 @@ from .errors import DeepRepairError
 
 # kept here (not imported from deeprepair.repair) so that `--help` does not import torch;
 # tests/test_cli.py checks it equals deeprepair.repair.METHODS
-REPAIR_METHODS = ["deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle"]
+REPAIR_METHODS = ["deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle",
+                  "bn-adapt", "tent"]
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -408,7 +409,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        sampling=args.sampling, clusters=args.clusters, epochs=args.epochs,
                        train_subset=args.train_subset, dc_repeat=args.dc_repeat, lr=args.lr,
                        batch_size=args.batch_size, seed=args.seed, precision=args.precision,
-                       oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay)  # fmt: skip
+                       oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
+                       distill=args.distill, interpolate=args.interpolate, max_break=args.max_break)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -606,6 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dc-repeat", type=int, default=1, help="copies of the failures in the fine-tuning set")
     p.add_argument("--oracle-corruption", help="oracle method: the failures' true corruption name")
     p.add_argument("--fewshot-replay", type=int, default=0, help="fewshot method: training images replayed")
+    p.add_argument("--distill", type=float, default=0.0, help="regression control: weight of distillation "
+                   "from the original model on training inputs (e.g. 1.0)")
+    p.add_argument("--interpolate", action="store_true", help="regression control: mix original and "
+                   "repaired weights, choosing the mix on the validation split")
+    p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate: largest validation "
+                   "break rate allowed (default 0.01)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..augment import StyleAug, StyleOps
 from ..cluster import ReferenceSampler
@@ -22,7 +23,8 @@ from ..errors import DeepRepairError
 from ..style import create_style
 from ..train import crop_flip, load_run_state, save_run_state
 
-METHODS = ("deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle")
+METHODS = ("deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle",
+           "bn-adapt", "tent")
 
 
 @dataclass
@@ -51,6 +53,10 @@ class RepairConfig:
     val_fraction: float = 0.1        # of Dc held out for model selection (and 1,000 of Dt)
     val_train: int = 1000
     patience: int = 5                # early stopping on the validation score
+    distill: float = 0.0             # regression control: weight of KL(original || repaired) on training inputs
+    distill_t: float = 2.0           # its temperature
+    interpolate: bool = False        # regression control: WiSE-FT mix of original and repaired weights ...
+    max_break: float = 0.01          # ... with the largest repair whose validation break rate stays <= this
     seed: int = 0
     precision: str = "auto"
 
@@ -164,6 +170,48 @@ def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
             "val_score": float(np.mean(parts)) if parts else None}
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean (Hinton et al. 2015)."""
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
+                    log_target=True) * t * t
+
+
+def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) -> nn.Module:
+    """theta = (1 - alpha) theta_original + alpha theta_repaired (floating tensors; integer
+    buffers such as BN's batch counter come from the repaired model). 0 -> original, 1 -> repaired."""
+    out = copy.deepcopy(repaired)
+    so, sr = original.state_dict(), repaired.state_dict()
+    if alpha == 0:
+        out.load_state_dict(so)
+        return out
+    if alpha == 1:
+        return out
+    out.load_state_dict({k: (so[k] + alpha * (v - so[k])) if v.is_floating_point() else v for k, v in sr.items()})
+    return out
+
+
+def choose_interpolation(original: nn.Module, repaired: nn.Module, split: Split, max_break: float,
+                         device, precision, grid: int = 11) -> tuple[nn.Module, dict]:
+    """The largest validation repair over alpha in [0, 1] whose validation break rate (held-back
+    Dt images right before, wrong after) is <= ``max_break``. Only Dt/Dc validation data is read."""
+    if split.val_train is None:
+        return repaired, {"alpha": 1.0, "reason": "no validation images of Dt"}
+    right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
+    rows = []
+    for a in np.linspace(0, 1, grid):
+        m = interpolate_weights(original, repaired, float(a))
+        right = predict(m, split.val_train.x, device=device, precision=precision) == split.val_train.y
+        brk = float((right0 & ~right).sum() / max(right0.sum(), 1))
+        fix = _accuracy(m, split.val_failures, device, precision)
+        rows.append({"alpha": float(a), "val_break": brk, "val_failures_acc": fix,
+                     "val_train_acc": float(right.mean())})
+    ok = [r for r in rows if r["val_break"] <= max_break]
+    key = (lambda r: (r["val_failures_acc"] or 0.0, r["alpha"])) if split.val_failures is not None else (lambda r: r["alpha"])
+    best = max(ok, key=key) if ok else rows[0]
+    return interpolate_weights(original, repaired, best["alpha"]), {"alpha": best["alpha"], "grid": rows,
+                                                                     "max_break": max_break}
+
+
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
            device: torch.device | None = None, state_path: str | Path | None = None,
            progress: Callable[[int], None] | None = None, **overrides) -> tuple[nn.Module, dict]:
@@ -186,6 +234,17 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         raise DeepRepairError("failure labels must use the training data's classes")
     device = device or next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
+    if cfg.method in ("bn-adapt", "tent"):  # label-free, on the failure images only
+        from .testtime import bn_adapt, tent
+
+        t0 = time.perf_counter()
+        out = (bn_adapt(model, failures.x, device=device) if cfg.method == "bn-adapt"
+               else tent(model, failures.x, steps=cfg.epochs, seed=cfg.seed, device=device))
+        secs = time.perf_counter() - t0
+        return out, {"config": asdict(cfg), "precision": precision, "history": [], "best_epoch": 0,
+                     "finetune_images": len(failures), "failures_used": len(failures), "seconds": secs,
+                     "img_per_s": len(failures) * max(cfg.epochs, 1) / secs if secs else None,
+                     "aug_share": None, "clusters": None, "interpolation": None}
     model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
     split = make_split(train, failures, cfg)
     objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
@@ -193,6 +252,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                           weight_decay=cfg.weight_decay, nesterov=True)
     n = len(split.x)
     steps = math.ceil(n / cfg.batch_size) * cfg.epochs
+    teacher = copy.deepcopy(model).eval() if cfg.distill > 0 else None
+    original = copy.deepcopy(model).eval() if cfg.interpolate else None
     before = validation_score(model, split, device, precision)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history: list[dict] = []
@@ -225,6 +286,13 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             loss, extra = objective.loss(model, x, yb, idx.numpy(), rng)
+            if teacher is not None:  # distillation on the (clean or augmented) training inputs
+                keep = torch.from_numpy(~split.is_failure[idx.numpy()])
+                if keep.any():
+                    with torch.no_grad(), autocast(device, precision):
+                        t_logits = teacher(extra["inputs"][keep].contiguous(memory_format=torch.channels_last)).float()
+                    kd = distill_loss(extra["student"][keep], t_logits, cfg.distill_t)
+                    loss = loss + cfg.distill * kd
             tot["jsd"] += extra.get("jsd", 0.0) * len(idx)
             tot["aug_s"] += extra.get("aug_s", 0.0)
             opt.zero_grad(set_to_none=True)
@@ -249,6 +317,9 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                 "best_epoch": best_epoch, "epochs_done": epoch + 1, "seconds": seconds}, best=best_state)
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format).eval()
+    interp = None
+    if original is not None and best_epoch:
+        model, interp = choose_interpolation(original, model, split, cfg.max_break, device, precision)
     images = sum(len(split.x) for _ in history)
     report = {
         "config": asdict(cfg), "precision": precision, "history": history, "best_epoch": best_epoch,
@@ -258,5 +329,6 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "seconds": seconds, "img_per_s": images / seconds if seconds else None,
         "aug_share": (sum(h["aug_seconds"] for h in history) / seconds) if seconds else None,
         "clusters": [len(g[0]) for g in sampler.groups] if sampler is not None else None,
+        "interpolation": interp,
     }
     return model, report

@@ -37,7 +37,9 @@ class Objective:
             return model(x.contiguous(memory_format=torch.channels_last)).float()
 
     def loss(self, model, x, y, idx, rng) -> tuple[torch.Tensor, dict]:
-        return F.cross_entropy(self.forward(model, x), y), {}
+        """(loss, extra); extra["student"] are logits of extra["inputs"], for distillation."""
+        out = self.forward(model, x)
+        return F.cross_entropy(out, y), {"student": out, "inputs": x}
 
 
 class JSDObjective(Objective):
@@ -53,7 +55,7 @@ class JSDObjective(Objective):
         aug_s = time.perf_counter() - t
         l0, l1, l2 = self.forward(model, views).split(len(x))
         js = jsd_loss(l0, l1, l2)
-        return F.cross_entropy(l0, y) + self.weight * js, {"jsd": js.item(), "aug_s": aug_s}
+        return F.cross_entropy(l0, y) + self.weight * js, {"jsd": js.item(), "aug_s": aug_s, "student": l0, "inputs": x}
 
 
 def _box(rng: np.random.Generator, n: int, h: int, w: int, side_h: np.ndarray, side_w: np.ndarray):
@@ -79,7 +81,7 @@ class Cutout(Objective):
         n, _, h, w = x.shape
         s = np.full(n, self.size)
         mask = _box_mask(*_box(rng, n, h, w, s, s), h, w, x.device)
-        return F.cross_entropy(self.forward(model, x.masked_fill(mask, 0.0)), y), {}
+        return super().loss(model, x.masked_fill(mask, 0.0), y, idx, rng)
 
 
 class Mixup(Objective):
@@ -90,8 +92,9 @@ class Mixup(Objective):
     def loss(self, model, x, y, idx, rng):
         lam = float(rng.beta(self.alpha, self.alpha))
         perm = torch.from_numpy(rng.permutation(len(x))).to(x.device)
-        out = self.forward(model, lam * x + (1 - lam) * x[perm])
-        return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm]), {}
+        mixed = lam * x + (1 - lam) * x[perm]
+        out = self.forward(model, mixed)
+        return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm]), {"student": out, "inputs": mixed}
 
 
 class CutMix(Objective):
@@ -112,7 +115,7 @@ class CutMix(Objective):
         mixed[:, :, y0[0]:y1[0], x0[0]:x1[0]] = x[perm][:, :, y0[0]:y1[0], x0[0]:x1[0]]
         lam = 1 - (y1[0] - y0[0]) * (x1[0] - x0[0]) / (h * w)
         out = self.forward(model, mixed)
-        return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm]), {}
+        return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm]), {"student": out, "inputs": mixed}
 
 
 # SENSEI's natural variations for CIFAR (facts.md): (low, high) per gene
@@ -178,4 +181,4 @@ class Sensei(Objective):
         skip = (base < self.skip_loss).cpu().numpy()
         genes[skip] = SENSEI_IDENTITY
         self.seeds[idx] = genes
-        return F.cross_entropy(self.forward(model, sensei_transform(x, genes)), y), {}
+        return super().loss(model, sensei_transform(x, genes), y, idx, rng)

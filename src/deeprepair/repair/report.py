@@ -14,6 +14,17 @@ def _pred(model: nn.Module, x: np.ndarray, device: torch.device, precision: str)
     return predict(model, x, device=device, precision=precision)
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval for a proportion k/n (95% by default)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [float(max(0.0, c - h)), float(min(1.0, c + h))]
+
+
 def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: ImageSet | None = None,
             heldout: ImageSet | None = None, heldout_groups: dict[str, np.ndarray] | None = None,
             device: torch.device, precision: str = "auto") -> dict:
@@ -26,9 +37,12 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
     """
     pb, pa = _pred(before, test.x, device, precision), _pred(after, test.x, device, precision)
     right_b, right_a = pb == test.y, pa == test.y
+    broke = np.flatnonzero(right_b & ~right_a)
     out = {
         "clean_before": float(right_b.mean()), "clean_after": float(right_a.mean()),
-        "break_rate": float((right_b & ~right_a).sum() / max(right_b.sum(), 1)),
+        "break_rate": float(len(broke) / max(right_b.sum(), 1)),
+        "break_rate_ci95": wilson(len(broke), int(right_b.sum())),
+        "broken_indices": broke.tolist(),
         "fix_rate_clean": float((~right_b & right_a).sum() / max((~right_b).sum(), 1)),
     }  # fmt: skip
     if failures is not None:
@@ -57,14 +71,21 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
         rows.append(("held-out failures (De)", cmp["de_before"], cmp["de_after"]))
     lines = [f"# Repair report: {name}", "", "| accuracy (%) | before | after |", "|---|---:|---:|"]
     lines += [f"| {r} | {pct(b)} | {pct(a)} |" for r, b, a in rows]
-    lines += ["", f"- break rate (clean images right before, wrong after): {pct(cmp['break_rate'])}%"]
+    lo, hi = cmp.get("break_rate_ci95", [None, None])
+    ci = f" (95% CI {pct(lo)}-{pct(hi)}%)" if lo is not None else ""
+    lines += ["", f"- break rate (clean images right before, wrong after): {pct(cmp['break_rate'])}%{ci}; "
+              f"the {len(cmp.get('broken_indices', []))} broken test images are listed in report.json (`broken_indices`)"]
     if "repair_rate" in cmp:
         lines.append(f"- repair rate (held-out failures now right): {pct(cmp['repair_rate'])}%")
     cfg = report["config"]
-    lines.append(f"- method {cfg['method']}" + (f", style {cfg['style']}, sampling {cfg['sampling']}, "
+    lines.append(f"- method {cfg['method']}" + (f" (distillation weight {cfg['distill']})" if cfg.get("distill") else "")
+                 + (f", style {cfg['style']}, sampling {cfg['sampling']}, "
                                                 f"{cfg['clusters']} clusters" if cfg["method"] == "deeprepair" else "")
                  + f"; {cfg['epochs']} epochs over {report['finetune_images']:,} images, best epoch "
                  f"{report['best_epoch']} (selected on the validation split of Dt and Dc)")
+    if report.get("interpolation"):
+        lines.append(f"- weight interpolation: alpha {report['interpolation']['alpha']:.1f} chosen on the validation "
+                     f"split (break rate <= {report['interpolation'].get('max_break', 0) * 100:.1f}%)")
     if report.get("seconds"):
         lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
                      f"{report['precision']})")
