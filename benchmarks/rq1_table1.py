@@ -19,12 +19,13 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, provenance, provenance_markdown, write_results
+from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, atomic_write_text, provenance, provenance_markdown, write_results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=sorted(glob.glob(str(REPO_ROOT / "checkpoints" / "*.safetensors"))))
+    ap.add_argument("--models", nargs="+", default=sorted(p for p in glob.glob(str(REPO_ROOT / "checkpoints" / "*.safetensors"))
+                                                          if not p.endswith(".state.safetensors")))
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=str(DEFAULT_OUT / "rq1"))
     ap.add_argument("--mine-dir", default=str(REPO_ROOT / "runs" / "mine"))
@@ -35,10 +36,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from deeprepair.corruptions import ALL_CORRUPTIONS
+    from deeprepair.corruptions import ALL_CORRUPTIONS, CORRUPTIONS
     from deeprepair.data import load_dataset
-    from deeprepair.engine import resolve_precision
-    from deeprepair.evaluate import CorruptedSource, evaluate_model, iter_predictions, plot_accuracy, markdown_table, severity_table
+    from deeprepair.engine import predict, resolve_precision
+    from deeprepair.evaluate import CorruptedSource, iter_predictions, markdown_table, plot_accuracy, severity_table
     from deeprepair.mining import FailureSplit, export_collected, find_failures, table1
     from deeprepair.models.checkpoint import load_checkpoint
 
@@ -54,37 +55,45 @@ def main() -> None:
         name = Path(path).stem
         model, meta = load_checkpoint(path, device)
         pretrain.append((name, meta))
-        if name in done:
-            results[name] = done[name]
-        else:
-            t0 = time.perf_counter()
-            res = evaluate_model(model, CorruptedSource(test.x, test.y, seed=0), list(ALL_CORRUPTIONS),
-                                 device=device, precision=args.precision)
-            res["seconds"] = time.perf_counter() - t0
-            res["img_per_s"] = len(test) * (1 + 5 * len(ALL_CORRUPTIONS)) / res["seconds"]
-            results[name] = res
-            done[name] = res
-            cache.write_text(json.dumps(done))
-            print(f"{name}: clean {res['clean']:.4f}, mean-15 {res['mean_corrupted']:.4f} "
-                  f"({res['img_per_s']:.0f} img/s incl. rendering)", flush=True)
         mdir = Path(args.mine_dir) / name
         mdir.mkdir(parents=True, exist_ok=True)
-        splits = {}
         source = CorruptedSource(test.x, test.y, seed=0)
-        for cname in ALL_CORRUPTIONS[:15]:
-            if (mdir / f"{cname}.split.npz").is_file():
-                splits[cname] = FailureSplit.load(mdir, cname)
+        res = done.get(name) or {"corruptions": {}, "seconds": 0.0}
+        splits = {}
+        t0 = time.perf_counter()
+        if "clean" not in res:
+            res["clean"] = float((predict(model, test.x, device=device, precision=args.precision) == test.y).mean())
+        for cname in ALL_CORRUPTIONS:  # one pass per corruption: accuracy, and for the 15, the failures
+            mine = cname in CORRUPTIONS
+            if cname in res["corruptions"] and (not mine or (mdir / f"{cname}.split.npz").is_file()):
+                if mine:
+                    splits[cname] = FailureSplit.load(mdir, cname)
                 continue
             preds, stack = [], []
             for _, s, imgs, pred in iter_predictions(model, source, [cname], device=device, precision=args.precision):
                 preds.append(pred)
-                stack.append(imgs)
-            sp = find_failures(cname, preds, test.y, args.collect, test.num_classes, seed=0)
-            stack = np.concatenate(stack)
-            export_collected(sp, stack, test.classes, mdir / f"{cname}.dc.npz")
-            export_collected(sp, stack, test.classes, mdir / f"{cname}.de.npz", part="de")
-            sp.save(mdir)
-            splits[cname] = sp
+                stack.append(imgs if mine else None)
+            acc = [float((p == test.y).mean()) for p in preds]
+            res["corruptions"][cname] = {"severity": acc, "mean": float(np.mean(acc))}
+            if mine:
+                sp = find_failures(cname, preds, test.y, args.collect, test.num_classes, seed=0)
+                stack = np.concatenate(stack)
+                export_collected(sp, stack, test.classes, mdir / f"{cname}.dc.npz")
+                export_collected(sp, stack, test.classes, mdir / f"{cname}.de.npz", part="de")
+                sp.save(mdir)
+                splits[cname] = sp
+            res["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            done[name] = res
+            atomic_write_text(cache, json.dumps(done))
+            print(f"{name} {cname}: {res['corruptions'][cname]['mean']:.4f}", flush=True)
+        main15 = [res["corruptions"][c]["severity"] for c in CORRUPTIONS]
+        res["mean_corrupted"] = float(np.mean(main15))
+        res["per_severity"] = [float(np.mean([v[i] for v in main15])) for i in range(5)]
+        res["main_corruptions"] = len(CORRUPTIONS)
+        res["images"] = len(test)
+        res["img_per_s"] = len(test) * (1 + 5 * len(ALL_CORRUPTIONS)) / max(res["seconds"], 1e-9)
+        results[name] = res
         md, csv_text = table1(splits, args.collect)
         tables[name] = {n: {"failures": len(s.index), "collected": len(s.dc), "held_out": len(s.de)} for n, s in splits.items()}
         (out / f"table1_{name}.csv").write_text(csv_text)
@@ -99,7 +108,7 @@ def main() -> None:
             f"- precision: {resolve_precision(args.precision, device)}; figure: `rq1.png`\n",
             markdown_table(results)]
     for name, r in results.items():
-        text += [f"\n## {name}: per severity (inference {r['img_per_s']:.0f} img/s incl. rendering)\n", severity_table(r)]
+        text += [f"\n## {name}: per severity ({r['img_per_s']:.0f} img/s: rendering + inference + mining)\n", severity_table(r)]
     write_results(out, "rq1", "\n".join(text), {"provenance": prov, "results": results})
     rows = ["| model | parameters | epochs | clean test acc. (%) | training wall-clock (min) | precision | command |",
             "|---|---:|---:|---:|---:|---|---|"]
