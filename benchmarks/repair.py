@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, provenance, provenance_markdown, write_results
+from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, atomic_write_text, provenance, provenance_markdown, write_results
 
 VARIANTS = {
     "finetune": dict(method="finetune"),
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_repair"))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--stem", default="repair")
+    ap.add_argument("--no-run", action="store_true", help="only summarise the cells already in --cache")
     args = ap.parse_args()
 
     import numpy as np
@@ -82,6 +83,8 @@ def main() -> None:
                 if path.is_file():
                     results[key] = json.loads(path.read_text())
                     continue
+                if args.no_run:
+                    continue
                 cfg = RepairConfig(epochs=args.epochs, train_subset=args.train_subset, lr=args.lr, seed=seed,
                                    **VARIANTS[v])
                 torch.manual_seed(seed)
@@ -91,7 +94,7 @@ def main() -> None:
                 row = {"corruption": c, "variant": v, "seed": seed, "compare": cmp,
                        "repair": {k: rep[k] for k in ("config", "history", "best_epoch", "seconds", "img_per_s", "aug_share", "clusters")},
                        "wall": time.perf_counter() - t0}
-                path.write_text(json.dumps(row))
+                atomic_write_text(path, json.dumps(row))
                 results[key] = row
                 print(f"{c:18s} {v:16s} seed {seed}: De {cmp['de_after']:.4f} clean {cmp['clean_after']:.4f} "
                       f"break {cmp['break_rate']:.4f} ({rep['seconds']:.0f} s)", flush=True)
