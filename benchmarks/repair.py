@@ -76,6 +76,7 @@ def main() -> None:
         with np.load(mine / f"{c}.de.npz") as f:
             sev = f["severity"]
         groups = {f"severity {s}": sev == s for s in range(1, 6)}
+        before_cache: dict = {}
         for v in variants:
             for seed in seeds:
                 key = f"{c}__{v}__{args.epochs}ep_{args.train_subset}_lr{args.lr}__s{seed}"
@@ -90,7 +91,8 @@ def main() -> None:
                 torch.manual_seed(seed)
                 t0 = time.perf_counter()
                 repaired, rep = repair(model, train, dc, cfg, device=device)
-                cmp = compare(model, repaired, test, failures=dc, heldout=de, heldout_groups=groups, device=device)
+                cmp = compare(model, repaired, test, failures=dc, heldout=de, heldout_groups=groups, device=device,
+                              cache=before_cache)
                 row = {"corruption": c, "variant": v, "seed": seed, "compare": cmp,
                        "repair": {k: rep[k] for k in ("config", "history", "best_epoch", "seconds", "img_per_s", "aug_share", "clusters")},
                        "wall": time.perf_counter() - t0}

@@ -27,15 +27,24 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: ImageSet | None = None,
             heldout: ImageSet | None = None, heldout_groups: dict[str, np.ndarray] | None = None,
-            device: torch.device, precision: str = "auto") -> dict:
+            device: torch.device, precision: str = "auto", cache: dict | None = None) -> dict:
     """Accuracy before and after on the clean test set, the collected failures (Dc) and the
     held-out failures (De); repair rate = share of De now right that was wrong before; break
     rate = share of the clean test images right before and wrong after.
 
     ``heldout_groups`` maps a group name (e.g. ``severity 3``) to a boolean mask over De for
-    the per-group breakdown.
+    the per-group breakdown. ``cache`` (a dict kept by the caller) stores the original
+    model's predictions so that comparing several repairs of one model predicts them once.
     """
-    pb, pa = _pred(before, test.x, device, precision), _pred(after, test.x, device, precision)
+    cache = {} if cache is None else cache
+
+    def pred_before(name: str, x: np.ndarray) -> np.ndarray:
+        key = (name, id(before), len(x))
+        if key not in cache:
+            cache[key] = _pred(before, x, device, precision)
+        return cache[key]
+
+    pb, pa = pred_before("test", test.x), _pred(after, test.x, device, precision)
     right_b, right_a = pb == test.y, pa == test.y
     broke = np.flatnonzero(right_b & ~right_a)
     out = {
@@ -46,10 +55,10 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
         "fix_rate_clean": float((~right_b & right_a).sum() / max((~right_b).sum(), 1)),
     }  # fmt: skip
     if failures is not None:
-        out["dc_before"] = float((_pred(before, failures.x, device, precision) == failures.y).mean())
+        out["dc_before"] = float((pred_before("dc", failures.x) == failures.y).mean())
         out["dc_after"] = float((_pred(after, failures.x, device, precision) == failures.y).mean())
     if heldout is not None:
-        hb = _pred(before, heldout.x, device, precision) == heldout.y
+        hb = pred_before("de", heldout.x) == heldout.y
         ha = _pred(after, heldout.x, device, precision) == heldout.y
         out["de_before"], out["de_after"] = float(hb.mean()), float(ha.mean())
         out["repair_rate"] = float((~hb & ha).sum() / max((~hb).sum(), 1))
