@@ -15,7 +15,7 @@ import pytest
 from deeprepair.cli import main
 from deeprepair.corruptions import ALL_CORRUPTIONS
 
-SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "repair", "style", "models"]
+SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "repair", "style", "models", "bench"]
 
 
 @pytest.fixture

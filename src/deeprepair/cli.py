@@ -479,6 +479,41 @@ def cmd_style(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import list_cells, load_profile, restrict, run, write_report
+    from .data import resolve_data_dir
+
+    prof = restrict(load_profile(args.profile), args.archs, args.corruptions, args.methods)
+    root = resolve_data_dir(args.data)
+    out = Path(args.out)
+    if out.resolve() == Path(root).resolve():
+        raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
+    old = out / "profile.json"
+    if old.is_file() and json.loads(old.read_text()).get("name") != prof["name"]:
+        raise DeepRepairError(f"{out} holds a run of another profile; choose a new --out")
+    t0 = time.perf_counter()
+    log = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, flush=True))
+    with _progress(len(list_cells(prof)), True, "bench") as bar:
+        results = run(prof, str(root), out, executor=args.executor, address=args.address, device=args.device,
+                      log=log, progress=bar.update)
+    md, page = write_report(out, provenance={"command": " ".join(sys.argv), "data": str(root),
+                                             "seconds": round(time.perf_counter() - t0, 1)})
+    _emit(args, {"out": str(out), "cells": len(results), "report": str(md)},
+          [f"{len(results)} cells in {out}/cells; report: {md} and {page}"])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .bench import write_report
+
+    out = Path(args.dir)
+    if not (out / "cells").is_dir() or not (out / "profile.json").is_file():
+        raise DeepRepairError(f"{out} is not a benchmark folder (no cells/ or profile.json): run `deeprepair bench` first")
+    md, page = write_report(out)
+    _emit(args, {"markdown": str(md), "html": str(page)}, [f"wrote {md} and {page}"])
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, list_models, model_info
 
@@ -636,6 +671,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", metavar="PNG", help="render the Fig. 1-style grid from --data instead")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_style)
+
+    p = sub.add_parser("bench", help="run a benchmark profile (RQ1-RQ4): models, failures, every repair cell",
+                       description="Pre-train or load each model of the profile, mine its failures, run every "
+                       "(arch, corruption, method, seed) repair cell and write the report. Finished cells are kept "
+                       "in OUT/cells and skipped when rerun.")  # fmt: skip
+    _common(p)
+    p.add_argument("--profile", default="smoke", help="smoke, cpu, paper, or a JSON file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--archs", nargs="+")
+    p.add_argument("--corruptions", nargs="+")
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="rebuild the Markdown/HTML report of a benchmark folder")
+    p.add_argument("dir")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("models", help="list the registered architectures")
     _common(p, data=False)

@@ -1,0 +1,98 @@
+"""Benchmark profiles: committed JSON files that state every number of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..corruptions import CORRUPTIONS
+from ..errors import DeepRepairError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+REQUIRED = ("name", "archs", "corruptions", "methods", "seeds", "collect", "repair", "cross_subsample")
+
+# bench method name -> RepairConfig options ("original" = the pre-trained model, no repair)
+METHOD_OPTIONS: dict[str, dict] = {
+    "original": {},
+    "finetune": {"method": "finetune"},
+    "fewshot": {"method": "fewshot"},
+    "cutout": {"method": "cutout"},
+    "mixup": {"method": "mixup"},
+    "cutmix": {"method": "cutmix"},
+    "sensei": {"method": "sensei"},
+    "augmix": {"method": "augmix"},
+    "deeprepair": {"method": "deeprepair"},
+    "dr-uniform": {"method": "deeprepair", "sampling": "uniform"},
+    "dr-per-class": {"method": "deeprepair", "sampling": "per-class"},
+    "dr-fourier": {"method": "deeprepair", "style": "fourier"},
+    "oracle": {"method": "oracle"},
+    "bn-adapt": {"method": "bn-adapt"},
+    "tent": {"method": "tent"},
+}
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+
+
+def load_profile(name_or_path: str) -> dict:
+    """A profile by name (``smoke``, ``cpu``, ``paper``) or path, validated."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = PROFILE_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise DeepRepairError(f"unknown profile {name_or_path!r}; choose one of {list_profiles()} or give a JSON file")
+    try:
+        prof = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DeepRepairError(f"{path} is not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED if k not in prof]
+    if missing:
+        raise DeepRepairError(f"profile {path} lacks {missing}")
+    bad = [m for m in prof["methods"] + prof.get("ablation", []) if m not in METHOD_OPTIONS]
+    if bad:
+        raise DeepRepairError(f"profile {path}: unknown methods {bad}; known: {list(METHOD_OPTIONS)}")
+    bad = [c for c in prof["corruptions"] if c not in CORRUPTIONS]
+    if bad:
+        raise DeepRepairError(f"profile {path}: unknown corruptions {bad}")
+    prof.setdefault("ablation", [])
+    prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
+    return prof
+
+
+def restrict(prof: dict, archs: list[str] | None, corruptions: list[str] | None, methods: list[str] | None) -> dict:
+    """The profile limited to the given archs / corruptions / methods (command-line filters)."""
+    prof = json.loads(json.dumps(prof))
+    if archs:
+        unknown = [a for a in archs if a not in prof["archs"]]
+        if unknown:
+            raise DeepRepairError(f"--archs {unknown} not in profile {prof['name']} ({list(prof['archs'])})")
+        prof["archs"] = {a: prof["archs"][a] for a in archs}
+    if corruptions:
+        unknown = [c for c in corruptions if c not in prof["corruptions"]]
+        if unknown:
+            raise DeepRepairError(f"--corruptions {unknown} not in profile {prof['name']}")
+        prof["corruptions"] = corruptions
+    if methods:
+        allm = prof["methods"] + prof["ablation"]
+        unknown = [m for m in methods if m not in allm]
+        if unknown:
+            raise DeepRepairError(f"--methods {unknown} not in profile {prof['name']} ({allm})")
+        prof["methods"] = [m for m in prof["methods"] if m in methods]
+        prof["ablation"] = [m for m in prof["ablation"] if m in methods]
+    return prof
+
+
+def arch_corruptions(prof: dict, arch: str) -> list[str]:
+    sel = prof["archs"][arch].get("corruptions", "all")
+    return list(prof["corruptions"]) if sel == "all" else [c for c in prof["corruptions"] if c in sel]
+
+
+def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, model_id: str) -> str:
+    """Hash of everything a cell's result depends on: same hash, same cell."""
+    key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
+           "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
+           "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,
+           "cross_set": arch_corruptions(prof, arch)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,36 @@
+"""Run benchmark cells as Ray tasks (``--executor ray``): one task per cell, a GPU per task when
+the cluster has GPUs. Workers rebuild the shared context from OUT (a shared filesystem)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..errors import DeepRepairError
+
+
+def _cell_task(cell, prof, data_dir, out):
+    from ..engine import pick_device
+    from .runner import Context, run_cell
+
+    ctx = Context(prof, data_dir, Path(out), pick_device(None))
+    r = run_cell(ctx, tuple(cell))
+    return r["arch"], r["corruption"], r["method"], r["seed"]
+
+
+def run_ray(cells, prof: dict, data_dir: str, out: Path, address: str | None,
+            log: Callable[[str], None], progress: Callable[[int], None] | None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise DeepRepairError("--executor ray needs Ray: pip install 'ray[default]'") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_gpus=gpus)(_cell_task)
+    pending = [task.remote(list(c), prof, data_dir, str(out)) for c in cells]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            log("/".join(map(str, ray.get(ref))) + ": done (ray)")
+            if progress:
+                progress(1)

@@ -1,0 +1,200 @@
+"""Turn benchmark cells into the paper's tables and figures: Markdown and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import atomic_write_bytes
+
+
+def load_cells(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / "cells").glob("*.json"))]
+
+
+def _agg(vals: list[float]) -> tuple[float, float, int]:
+    a = np.array(vals, float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan"), len(a)
+
+
+def _fmt(t: tuple[float, float, int], scale: float = 100) -> str:
+    m, s, n = t
+    return f"{m * scale:.2f}" + (f" ± {s * scale:.2f}" if n > 1 else "")
+
+
+def grid(cells: list[dict], key) -> dict:
+    """{arch: {method: {corruption: (mean, std, n)}}} of key(cell) over seeds."""
+    acc = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for c in cells:
+        v = key(c)
+        if v is not None:
+            acc[c["arch"]][c["method"]][c["corruption"]].append(v)
+    return {a: {m: {k: _agg(v) for k, v in d.items()} for m, d in ms.items()} for a, ms in acc.items()}
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _table(rows: list[list[str]], head: list[str]) -> str:
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str]:
+    """(markdown, html) for the cells under ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = load_cells(out)
+    prof = prof or json.loads((Path(out) / "profile.json").read_text())
+    de = grid(cells, lambda c: c["metrics"].get("de_after"))
+    clean = grid(cells, lambda c: c["metrics"]["clean_after"])
+    brk = grid(cells, lambda c: c["metrics"]["break_rate"] if c["method"] != "original" else None)
+    secs = grid(cells, lambda c: c["repair"].get("seconds"))
+    md, figs = [f"# Benchmark report: profile `{prof['name']}`", "", prof.get("about", ""), ""], []
+    if provenance:
+        md += [f"- {k}: {v}" for k, v in provenance.items()] + [""]
+    md.append(f"{len(cells)} cells. Accuracy in %, mean ± sample std over seeds where there are several.")
+    for arch in de:
+        methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]
+        corrs = [c for c in prof["corruptions"] if any(c in de[arch][m] for m in methods)]
+        # Table 1
+        t1 = {}
+        for c in cells:
+            if c["arch"] == arch and c["method"] == "original":
+                n_de = c["metrics"].get("de_images", 0)
+                t1[c["corruption"]] = [f"{c['failures']:,}", f"{c['failures'] - n_de:,}", f"{n_de:,}"]
+        md += ["", f"## {arch}", "", "### Table 1: failures (Dc+De), collected (Dc), held out (De)", "",
+               _table([[k, *v] for k, v in t1.items()], ["corruption", "Dc+De", "Dc", "De"])]
+        # Table 2
+        rows = []
+        for c in corrs:
+            vals = {m: de[arch][m].get(c) for m in methods}
+            cand = [m for m in methods if m not in ("oracle", "original") and vals[m]]
+            best = max(cand, key=lambda m: vals[m][0]) if cand else None
+            rows.append([c] + [("**" + _fmt(vals[m]) + "**" if m == best else _fmt(vals[m])) if vals[m] else "-"
+                               for m in methods])
+        means = []
+        for m in methods:
+            v = [de[arch][m][c][0] for c in corrs if c in de[arch][m]]
+            means.append(f"{np.mean(v) * 100:.2f}" if v else "-")
+        rows.append(["**mean**"] + means)
+        md += ["", "### Table 2: accuracy on the held-out failures De (repair rate; the original gets 0)", "",
+               "Best non-oracle method per row in bold; `oracle` knows the true corruption (an upper bound).", "",
+               _table(rows, ["corruption"] + methods)]
+        # clean / break / time
+        rows = []
+        for m in methods:
+            cl = [clean[arch][m][c][0] for c in corrs if c in clean[arch][m]]
+            br = [brk[arch][m][c][0] for c in corrs if m in brk[arch] and c in brk[arch][m]]
+            tt = [secs[arch][m][c][0] for c in corrs if c in secs[arch][m] and secs[arch][m][c][0] is not None]
+            rows.append([m, f"{np.mean(cl) * 100:.2f}" if cl else "-", f"{np.mean(br) * 100:.2f}" if br else "-",
+                         f"{np.mean(tt):.0f}" if tt else "-"])
+        md += ["", "### Clean accuracy, break rate and repair time (means over corruptions)", "",
+               _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
+        # Table 3 ablation
+        if "deeprepair" in de[arch] and "dr-uniform" in de[arch]:
+            rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
+                    if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
+            md += ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
+                   _table(rows, ["corruption", "no-cluster", "DeepRepair (Eq. 4)"])]
+        # Fig. 2: the original model per severity
+        orig = {c["corruption"]: c["original_acc_by_severity"] for c in cells if c["arch"] == arch and c["method"] == "original"}
+        if orig:
+            fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(orig)), 3))
+            for s in range(5):
+                ax.bar(np.arange(len(orig)) + (s - 2) * 0.16, [orig[c][s] * 100 for c in orig], 0.16, label=f"s{s + 1}")
+            ax.set_xticks(range(len(orig)), list(orig), rotation=45, ha="right")
+            ax.set_ylabel("accuracy (%)")
+            ax.set_title(f"Fig. 2: {arch} before repair, per severity")
+            ax.legend(ncol=5, fontsize=7)
+            figs.append((f"fig2-{arch}", _png(fig)))
+        # Fig. 3: clean vs De after repair per method
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for m in methods:
+            cl = [clean[arch][m][c][0] * 100 for c in corrs if c in clean[arch][m]]
+            d = [de[arch][m][c][0] * 100 for c in corrs if c in de[arch][m]]
+            if cl and d:
+                ax.scatter(np.mean(cl), np.mean(d), label=m)
+                ax.annotate(m, (np.mean(cl), np.mean(d)), fontsize=7)
+        ax.set_xlabel("clean test accuracy (%)")
+        ax.set_ylabel("held-out failure accuracy (%)")
+        ax.set_title(f"Fig. 3: {arch}, means over corruptions")
+        figs.append((f"fig3-{arch}", _png(fig)))
+        # Fig. 4: cross-failure heat maps
+        heat_methods = [m for m in methods if m != "original"]
+        if heat_methods and len(corrs) > 1:
+            fig, axes = plt.subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
+            for ax, m in zip(axes[0], heat_methods):
+                mat = np.full((len(corrs), len(corrs)), np.nan)
+                for c in cells:
+                    if c["arch"] == arch and c["method"] == m and c["corruption"] in corrs:
+                        for j, v in c["cross"].items():
+                            if j in corrs:
+                                i_, j_ = corrs.index(c["corruption"]), corrs.index(j)
+                                mat[i_, j_] = v * 100 if np.isnan(mat[i_, j_]) else (mat[i_, j_] + v * 100) / 2
+                ax.imshow(mat, vmin=0, vmax=100, cmap="viridis")
+                ax.set_title(m, fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            axes[0, 0].set_ylabel("repaired for (rows)")
+            fig.suptitle(f"Fig. 4: {arch}, accuracy on each corruption's held-out failures (columns)", fontsize=9)
+            figs.append((f"fig4-{arch}", _png(fig)))
+    md += ["", "Figures: see report.html (Fig. 2 original model, Fig. 3 clean vs repaired, Fig. 4 cross-failure)."]
+    text = "\n".join(md) + "\n"
+    body = "".join(f"<h3>{html.escape(n)}</h3><img src='data:image/png;base64,{b}'/>" for n, b in figs)
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>deeprepair benchmark</title>"
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
+            + _md_to_html(text) + body + "</body></html>")
+    return text, page
+
+
+def _md_to_html(md: str) -> str:
+    """Just enough Markdown for our reports: headings, tables, bullets, bold, paragraphs."""
+    import re
+
+    out, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            out.append("<table>" + "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>"
+                                                            for c in row) + "</tr>" for i, row in enumerate(cells)) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        line_h = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+        if line.startswith("|"):
+            table.append(line_h)
+            continue
+        flush()
+        if line.startswith("#"):
+            k = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{k}>{line_h[k:].strip()}</h{k}>")
+        elif line.startswith("- "):
+            out.append(f"<li>{line_h[2:]}</li>")
+        elif line.strip():
+            out.append(f"<p>{line_h}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def write(out: Path, provenance: dict | None = None) -> tuple[Path, Path]:
+    text, page = build(Path(out), provenance=provenance)
+    return (atomic_write_bytes(Path(out) / "report.md", text.encode()),
+            atomic_write_bytes(Path(out) / "report.html", page.encode()))

@@ -1,0 +1,219 @@
+"""Run a benchmark profile: pre-train or load models, mine failures, run every repair cell.
+
+Every cell (arch, corruption, method, seed) is independent and idempotent: its result is
+written atomically to ``OUT/cells/<name>__<hash>.json`` when it finishes, re-running skips it,
+and a kill loses at most the cells in flight. Pre-training and mining resume the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data import ImageSet, load_dataset
+from ..data.io import atomic_write_bytes, sha256_file
+from ..engine import pick_device, predict
+from ..errors import DeepRepairError
+from .profile import METHOD_OPTIONS, arch_corruptions, cell_hash
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _subset(ds: ImageSet, n: int, seed: int) -> ImageSet:
+    if not n or n >= len(ds):
+        return ds
+    return ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False)))
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass
+class Context:
+    """What every cell of one run shares (rebuilt from OUT on a remote worker)."""
+
+    prof: dict
+    data_dir: str
+    out: Path
+    device: torch.device
+    train: ImageSet = field(init=False)
+    test: ImageSet = field(init=False)
+    _models: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d = self.prof["data"]
+        self.train = _subset(load_dataset(self.data_dir, "train"), d.get("train_subset", 0), 1)
+        self.test = _subset(load_dataset(self.data_dir, "test"), d.get("test_subset", 0), 2)
+
+    # -- models ---------------------------------------------------------------------------
+    def model_path(self, arch: str) -> Path:
+        ck = self.prof["archs"][arch].get("checkpoint")
+        if ck:
+            for base in (Path.cwd(), REPO_ROOT):
+                if (base / ck).is_file():
+                    return base / ck
+        return self.out / "models" / f"{arch}.safetensors"
+
+    def model(self, arch: str, progress: Callable[[str], None] | None = None):
+        if arch in self._models:
+            return self._models[arch]
+        from ..models import Classifier, create_model
+        from ..models.checkpoint import load_checkpoint, save_checkpoint
+        from ..train import TrainConfig, fit
+
+        path = self.model_path(arch)
+        if not path.is_file():
+            epochs = self.prof["archs"][arch]["pretrain_epochs"]
+            if progress:
+                progress(f"pre-training {arch} for {epochs} epochs -> {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.manual_seed(0)
+            net = Classifier(create_model(arch, self.train.num_classes))
+            res = fit(net, self.train.x, self.train.y, TrainConfig(epochs=epochs), device=self.device,
+                      eval_x=self.test.x, eval_y=self.test.y, state_path=path.with_suffix(".state.safetensors"))
+            save_checkpoint(net.cpu(), path, {"arch": arch, "num_classes": self.train.num_classes,
+                                              "classes": self.train.classes, "input_size": list(self.train.x.shape[1:]),
+                                              "clean_accuracy": res.history[-1]["test_acc"], "history": res.history,
+                                              "train_seconds": res.seconds, "precision": res.precision,
+                                              "train_command": f"deeprepair bench (profile {self.prof['name']})"})
+            path.with_suffix(".state.safetensors").unlink(missing_ok=True)
+        model, meta = load_checkpoint(path, self.device)
+        if meta["num_classes"] != self.train.num_classes:
+            raise DeepRepairError(f"{path} has {meta['num_classes']} classes, the data {self.train.num_classes}")
+        self._models[arch] = (model, meta, sha256_file(path)[:16])
+        return self._models[arch]
+
+    # -- failures -------------------------------------------------------------------------
+    def mine_dir(self, arch: str) -> Path:
+        return self.out / "mine" / arch
+
+    def mine(self, arch: str, progress: Callable[[str], None] | None = None) -> None:
+        """Failures of ``arch`` per corruption (5 severities), Dc/De split, De subsample for the
+        cross-failure matrix; files under OUT/mine/<arch>/, skipped when present."""
+        from ..evaluate import CorruptedSource, iter_predictions
+        from ..mining import find_failures
+
+        model, _, _ = self.model(arch)
+        folder = self.mine_dir(arch)
+        folder.mkdir(parents=True, exist_ok=True)
+        source = CorruptedSource(self.test.x, self.test.y, seed=0)
+        for c in arch_corruptions(self.prof, arch):
+            if (folder / f"{c}.npz").is_file():
+                continue
+            if progress:
+                progress(f"mining {arch} / {c}")
+            preds, stack = [], []
+            for _, s, imgs, pred in iter_predictions(model, source, [c], device=self.device):
+                preds.append(pred)
+                stack.append(imgs)
+            split = find_failures(c, preds, self.test.y, self.prof["collect"], self.test.num_classes, seed=0)
+            stack = np.concatenate(stack)
+            rng = np.random.default_rng(3)
+            sub = np.sort(rng.choice(len(split.de), min(self.prof["cross_subsample"], len(split.de)), replace=False))
+            dc_i, de_i = split.index[split.dc], split.index[split.de]
+            _save_npz(folder / f"{c}.npz", dc_x=stack[dc_i], dc_y=split.y[split.dc], de_x=stack[de_i],
+                      de_y=split.y[split.de], de_severity=split.severity[split.de], sub=sub,
+                      failures=np.int64(len(split.index)), acc=np.array([(p == self.test.y).mean() for p in preds]))
+
+    def failures(self, arch: str, c: str) -> dict:
+        with np.load(self.mine_dir(arch) / f"{c}.npz") as f:
+            return {k: f[k] for k in f.files}
+
+
+def list_cells(prof: dict) -> list[tuple[str, str, str, int]]:
+    cells = []
+    for arch in prof["archs"]:
+        for c in arch_corruptions(prof, arch):
+            for m in prof["methods"] + prof["ablation"]:
+                seeds = [0] if m == "original" else prof["seeds"]
+                cells += [(arch, c, m, s) for s in seeds]
+    return cells
+
+
+def cell_file(ctx: Context, cell: tuple[str, str, str, int]) -> Path:
+    arch, c, m, s = cell
+    _, _, model_id = ctx.model(arch)
+    return ctx.out / "cells" / f"{arch}__{c}__{m}__s{s}__{cell_hash(ctx.prof, arch, c, m, s, model_id)}.json"
+
+
+def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
+    """Repair (or not, for ``original``) and evaluate one cell; write and return its result."""
+    from ..repair import RepairConfig, compare, repair
+
+    arch, c, m, seed = cell
+    path = cell_file(ctx, cell)
+    if path.is_file():
+        return json.loads(path.read_text())
+    model, meta, model_id = ctx.model(arch)
+    f = ctx.failures(arch, c)
+    classes = ctx.train.classes
+    dc = ImageSet(f["dc_x"], f["dc_y"], classes)
+    de = ImageSet(f["de_x"], f["de_y"], classes) if len(f["de_y"]) else None
+    t0 = time.perf_counter()
+    if m == "original":
+        repaired, report = model, {"seconds": 0.0, "history": []}
+    else:
+        opts = dict(METHOD_OPTIONS[m])
+        if opts.get("method") == "oracle":
+            opts["oracle_corruption"] = c
+        cfg = RepairConfig(**{**ctx.prof["repair"], **opts, "seed": seed})
+        torch.manual_seed(seed)
+        repaired, report = repair(model, ctx.train, dc, cfg, device=ctx.device)
+    groups = {f"severity {s}": f["de_severity"] == s for s in range(1, 6)} if de is not None else None
+    cmp = compare(model, repaired, ctx.test, failures=dc, heldout=de, heldout_groups=groups, device=ctx.device)
+    cross = {}
+    for j in arch_corruptions(ctx.prof, arch):  # Fig. 4: this repair on every corruption's held-out failures
+        g = ctx.failures(arch, j) if j != c else f
+        if len(g["sub"]):
+            x, y = g["de_x"][g["sub"]], g["de_y"][g["sub"]]
+            cross[j] = float((predict(repaired, x, device=ctx.device) == y).mean())
+    cmp["broken"] = len(cmp.pop("broken_indices", []))
+    result = {"arch": arch, "corruption": c, "method": m, "seed": seed, "model": model_id,
+              "hash": path.stem.rsplit("__", 1)[-1], "metrics": cmp, "cross": cross,
+              "failures": int(f["failures"]), "original_acc_by_severity": f["acc"].tolist(),
+              "repair": {k: report.get(k) for k in ("seconds", "best_epoch", "img_per_s", "aug_share", "clusters")},
+              "wall": time.perf_counter() - t0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(result, indent=1).encode())
+    return result
+
+
+def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", address: str | None = None,
+        device: str | None = None, log: Callable[[str], None] = print,
+        progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Prepare (models, failures) and run every cell of ``prof``; returns all cell results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "profile.json", json.dumps(prof, indent=2).encode())
+    ctx = Context(prof, str(data_dir), out, pick_device(device))
+    for arch in prof["archs"]:
+        ctx.model(arch, log)
+        ctx.mine(arch, log)
+    cells = list_cells(prof)
+    todo = [c for c in cells if not cell_file(ctx, c).is_file()]
+    log(f"{len(cells)} cells, {len(cells) - len(todo)} already done")
+    if executor == "ray":
+        from .ray_executor import run_ray
+
+        run_ray(todo, prof, str(data_dir), out, address, log, progress)
+    elif executor == "local":
+        for cell in todo:
+            t0 = time.perf_counter()
+            r = run_cell(ctx, cell)
+            log(f"{'/'.join(map(str, cell))}: De {r['metrics'].get('de_after', float('nan')):.4f} "
+                f"clean {r['metrics']['clean_after']:.4f} ({time.perf_counter() - t0:.0f} s)")
+            if progress:
+                progress(1)
+    else:
+        raise DeepRepairError(f"executor must be local or ray, got {executor!r}")
+    return [json.loads(cell_file(ctx, c).read_text()) for c in cells if cell_file(ctx, c).is_file()]

@@ -1,0 +1,78 @@
+"""The benchmark harness: the smoke profile end to end, resume after a kill, profiles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deeprepair.bench import list_cells, list_profiles, load_profile, restrict
+from deeprepair.bench.profile import cell_hash
+from deeprepair.cli import main
+from deeprepair.errors import DeepRepairError
+
+
+@pytest.fixture
+def data_dir(tmp_path, smooth_images) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
+        np.savez(d / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    return d
+
+
+def test_profiles_are_valid_and_state_their_numbers():
+    assert {"smoke", "cpu", "paper"} <= set(list_profiles())
+    for name in ("smoke", "cpu", "paper"):
+        p = load_profile(name)
+        assert p["repair"]["epochs"] >= 1 and p["collect"] > 0 and p["seeds"]
+    with pytest.raises(DeepRepairError, match="unknown profile"):
+        load_profile("huge")
+    with pytest.raises(DeepRepairError, match="not in profile"):
+        restrict(load_profile("smoke"), None, ["snow"], None)
+
+
+def test_cell_hash_changes_with_what_the_result_depends_on():
+    p = load_profile("smoke")
+    h = cell_hash(p, "resnet-20", "fog", "augmix", 0, "m1")
+    assert h == cell_hash(p, "resnet-20", "fog", "augmix", 0, "m1")
+    assert h != cell_hash(p, "resnet-20", "fog", "augmix", 1, "m1")
+    assert h != cell_hash(p, "resnet-20", "fog", "augmix", 0, "m2")
+    q = json.loads(json.dumps(p))
+    q["repair"]["lr"] = 0.5
+    assert h != cell_hash(q, "resnet-20", "fog", "augmix", 0, "m1")
+
+
+def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--profile", "smoke", "--data", str(data_dir), "--out", str(out), "--quiet",
+            "--methods", "original", "finetune", "deeprepair", "dr-uniform"]
+    assert main(args) == 0
+    cells = sorted((out / "cells").glob("*.json"))
+    prof = restrict(load_profile("smoke"), None, None, ["original", "finetune", "deeprepair", "dr-uniform"])
+    assert len(cells) == len(list_cells(prof)) == 2 * 4
+    report = (out / "report.md").read_text()
+    assert "Table 2" in report and "Table 3" in report and (out / "report.html").stat().st_size > 5000
+    one = json.loads(cells[0].read_text())
+    assert set(one["cross"]) <= {"gaussian_noise", "fog"} and "clean_after" in one["metrics"]
+
+    # a killed run: remove one finished cell; the rerun redoes only it and leaves the others as they were
+    stamps = {p: p.stat().st_mtime_ns for p in cells}
+    victim = cells[3]
+    victim.unlink()
+    assert main(args) == 0
+    for p, t in stamps.items():
+        if p != victim:
+            assert p.stat().st_mtime_ns == t
+    assert victim.is_file()
+    def table2(text):  # the accuracy tables (repair times differ between runs, accuracies must not)
+        return text.split("### Table 2")[1].split("### Clean accuracy")[0]
+
+    assert table2((out / "report.md").read_text()) == table2(report)
+
+
+def test_report_command_and_errors(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a benchmark folder" in capsys.readouterr().err
