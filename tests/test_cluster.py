@@ -62,3 +62,26 @@ def test_single_failure_and_empty_set():
         ReferenceSampler("eq4").fit(_images(0))
     with pytest.raises(DeepRepairError, match="sampling"):
         ReferenceSampler("nearest").fit(_images(3))
+
+
+def test_adjusted_rand_index():
+    from deeprepair.cluster import adjusted_rand_index
+
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert adjusted_rand_index(a, a) == pytest.approx(1.0)
+    assert adjusted_rand_index(a, np.array([5, 5, 7, 7, 9, 9])) == pytest.approx(1.0)  # names do not matter
+    rng = np.random.default_rng(0)
+    assert abs(adjusted_rand_index(rng.integers(0, 3, 3000), rng.integers(0, 3, 3000))) < 0.02
+
+
+def test_style_features_group_images_by_degradation(smooth_images):
+    """Noisy vs blurred versions of the same images: style features separate them, pixels hardly."""
+    from deeprepair.cluster import adjusted_rand_index, features
+    from deeprepair.corruptions import corrupt
+
+    x = np.array(smooth_images(30, seed=1))
+    imgs = np.concatenate([corrupt(x, "gaussian_noise", 4), corrupt(x, "defocus_blur", 4)])
+    truth = np.repeat([0, 1], 30)
+    ari_style = adjusted_rand_index(kmeans(features(imgs, "style"), 2, seed=0)[0], truth)
+    ari_pixels = adjusted_rand_index(kmeans(features(imgs, "pixels"), 2, seed=0)[0], truth)
+    assert ari_style > 0.75 and ari_style > ari_pixels + 0.3, (ari_style, ari_pixels)

@@ -26,6 +26,7 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-uniform": {"method": "deeprepair", "sampling": "uniform"},
     "dr-per-class": {"method": "deeprepair", "sampling": "per-class"},
     "dr-fourier": {"method": "deeprepair", "style": "fourier"},
+    "dr-style-clusters": {"method": "deeprepair", "cluster_features": "style"},
     "oracle": {"method": "oracle"},
     "bn-adapt": {"method": "bn-adapt"},
     "tent": {"method": "tent"},

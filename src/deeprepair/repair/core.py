@@ -39,6 +39,7 @@ class RepairConfig:
     style_alpha: float = 1.0         # strength of the style op (1 = full transfer)
     sampling: str = "eq4"            # eq4 | uniform (no-cluster) | per-class (authors' code)
     clusters: int = 5                # N: number of clusters = number of style ops
+    cluster_features: str = "pixels"  # pixels (the paper) or style (wavelet band energies)
     epochs: int = 3                  # passes over the fine-tuning set (the budget)
     train_subset: int = 10000        # images of Dt used for fine-tuning (0 = all)
     dc_repeat: int = 1               # how many times Dc appears in the fine-tuning set
@@ -149,7 +150,7 @@ def build_objective(cfg: RepairConfig, dc: ImageSet, n_examples: int, ctx) -> tu
         return M.JSDObjective(ctx, StyleAug(**aug_kw), cfg.jsd_weight), None
     if cfg.method == "oracle":
         return M.JSDObjective(ctx, StyleAug(OracleOps(cfg.oracle_corruption), **aug_kw), cfg.jsd_weight), None
-    sampler = ReferenceSampler(cfg.sampling, cfg.clusters, cfg.seed).fit(dc.x, dc.y)
+    sampler = ReferenceSampler(cfg.sampling, cfg.clusters, cfg.seed, cfg.cluster_features).fit(dc.x, dc.y)
     refs = to_float(torch.from_numpy(np.ascontiguousarray(dc.x))).contiguous()
     ops = StyleOps(create_style(cfg.style, **cfg.style_options), refs, sampler, alpha=cfg.style_alpha)
     return M.JSDObjective(ctx, StyleAug(ops, **aug_kw), cfg.jsd_weight), sampler

@@ -213,3 +213,13 @@ def _wct(band: torch.Tensor, st: torch.Tensor) -> torch.Tensor:
     white = _sqrtm(cov, power=-0.5) @ xc
     colour = st[:, c:].view(-1, c, c)
     return colour @ white + st[:, :c, None]
+
+
+def style_features(x: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """(N, F) degradation descriptor of float (N, C, H, W) images: log energy of each starlet
+    detail band per channel, and the smooth residual's mean and std per channel. Images with
+    the same noise, blur or haze land close together whatever they show."""
+    bands = starlet_decompose(x, levels)
+    feats = [torch.log(b.pow(2).mean(-1) + 1e-6) for b in bands[:-1]]
+    feats += [bands[-1].mean(-1), bands[-1].std(-1)]
+    return torch.cat(feats, 1)
