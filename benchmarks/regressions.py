@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Repair that breaks nothing, from few and mixed failures (issue: regression control).
+
+Parts (``--part``), each resumable through per-run files in --cache:
+  control  methods x regression control (none, distill, interpolate, both) on 5 corruptions
+  fewdc    De accuracy against |Dc| in {25, 50, 100, 250, 1000} (stratified subsets of Dc)
+  mixed    Dc drawn from the failures of all 15 corruptions together, types not told; one repair,
+           evaluated per type; k-means cluster/type agreement (ARI) for pixel and style features
+  testtime BN re-estimation and TENT on the failure images (label-free)
+Failures come from `benchmarks/rq1_table1.py` (runs/mine/<model>/).
+
+    python benchmarks/regressions.py --part control [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, atomic_write_text, provenance, provenance_markdown, write_results
+
+FIVE = ["gaussian_noise", "motion_blur", "fog", "contrast", "jpeg_compression"]
+CONTROLS = {"none": {}, "distill": {"distill": 1.0}, "interpolate": {"interpolate": True},
+            "both": {"distill": 1.0, "interpolate": True}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", required=True, choices=["control", "fewdc", "mixed", "testtime"])
+    ap.add_argument("--model", default=str(REPO_ROOT / "checkpoints" / "resnet-20.safetensors"))
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--methods", default="finetune,augmix,deeprepair")
+    ap.add_argument("--corruptions", default=",".join(FIVE))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--sizes", default="25,50,100,250,1000")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--train-subset", type=int, default=5000)
+    ap.add_argument("--max-break", type=float, default=0.01)
+    ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_regressions"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from deeprepair.cluster import adjusted_rand_index, features, kmeans
+    from deeprepair.data import ImageSet, load_dataset, load_failure_set
+    from deeprepair.engine import predict
+    from deeprepair.mining import split_collected
+    from deeprepair.models.checkpoint import load_checkpoint
+    from deeprepair.repair import RepairConfig, compare, repair
+
+    prov = provenance()
+    device = torch.device("cpu")
+    model, meta = load_checkpoint(args.model, device)
+    mname = Path(args.model).stem
+    mine = REPO_ROOT / "runs" / "mine" / mname
+    train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
+    cache = Path(args.cache) / mname / args.part
+    cache.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    corrs = args.corruptions.split(",")
+    rows: list[dict] = []
+    before_cache: dict = {}
+
+    def cell(key: str, fn) -> dict:
+        path = cache / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        r = fn()
+        r["wall"] = time.perf_counter() - t0
+        atomic_write_text(path, json.dumps(r))
+        print(key, {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}, flush=True)
+        return r
+
+    def run(dc, de, cfg):
+        rep_model, rep = repair(model, train, dc, cfg, device=device)
+        c = compare(model, rep_model, test, failures=dc, heldout=de, device=device, cache=before_cache)
+        return {"de": c.get("de_after"), "clean": c["clean_after"], "break": c["break_rate"],
+                "break_ci": c["break_rate_ci95"], "de_before": c.get("de_before"), "clean_before": c["clean_before"],
+                "alpha": (rep.get("interpolation") or {}).get("alpha"), "seconds": rep["seconds"]}
+
+    def load(c):
+        return (load_failure_set(mine / f"{c}.dc.npz", train.classes), load_failure_set(mine / f"{c}.de.npz", train.classes))
+
+    budget = dict(epochs=args.epochs, train_subset=args.train_subset, max_break=args.max_break)
+    if args.part == "control":
+        for c in corrs:
+            dc, de = load(c)
+            before_cache.clear()
+            for m in methods:
+                for ctl, opts in CONTROLS.items():
+                    for s in seeds:
+                        r = cell(f"{c}__{m}__{ctl}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget, **opts)))
+                        rows.append({"corruption": c, "method": m, "control": ctl, "seed": s, **r})
+        keys = ("method", "control")
+    elif args.part == "fewdc":
+        sizes = [int(v) for v in args.sizes.split(",")]
+        for c in corrs:
+            dc_all, de = load(c)
+            before_cache.clear()
+            for n in sizes:
+                for s in seeds:
+                    pick, _ = split_collected(dc_all.y, n, dc_all.num_classes, seed=100 + s)
+                    dc = dc_all.subset(pick)
+                    for m in methods:
+                        r = cell(f"{c}__n{n}__{m}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget)))
+                        rows.append({"corruption": c, "method": m, "size": n, "seed": s, **r})
+        keys = ("method", "size")
+    elif args.part == "testtime":
+        for c in corrs:
+            dc, de = load(c)
+            before_cache.clear()
+            for m in ("bn-adapt", "tent"):
+                r = cell(f"{c}__{m}", lambda: run(dc, de, RepairConfig(method=m, **budget)))
+                rows.append({"corruption": c, "method": m, "seed": 0, **r})
+        keys = ("method",)
+    else:  # mixed
+        from deeprepair.corruptions import CORRUPTIONS
+
+        xs, ys, ts = [], [], []
+        de_sets = {}
+        for t, c in enumerate(CORRUPTIONS):
+            dc, de = load(c)
+            xs.append(dc.x)
+            ys.append(dc.y)
+            ts.append(np.full(len(dc), t))
+            de_sets[c] = de
+        x, y, types = np.concatenate(xs), np.concatenate(ys), np.concatenate(ts)
+        pick, _ = split_collected(y * 15 + types, 1000, 150, seed=0)  # 1,000 mixed failures, stratified by class x type
+        mixed = ImageSet(x[pick], y[pick], train.classes)
+        ari = {}
+        for kind in ("pixels", "style"):
+            lab, _ = kmeans(features(mixed.x, kind), 15, seed=0)
+            ari[kind] = adjusted_rand_index(lab, types[pick])
+        print("ARI", ari, flush=True)
+        for m in methods:
+            for s in seeds:
+                def go():
+                    rep_model, rep = repair(model, train, mixed, RepairConfig(method=m, seed=s, **budget), device=device)
+                    out = {"clean": float((predict(rep_model, test.x) == test.y).mean()), "seconds": rep["seconds"]}
+                    for c, de in de_sets.items():
+                        sub = np.random.default_rng(3).choice(len(de), min(2000, len(de)), replace=False)
+                        out[f"de_{c}"] = float((predict(rep_model, de.x[sub]) == de.y[sub]).mean())
+                    return out
+                r = cell(f"mixed__{m}__s{s}", go)
+                rows.append({"method": m, "seed": s, **r})
+        for kind, v in ari.items():
+            rows.append({"method": f"ARI ({kind} features)", "seed": 0, "ari": v})
+        keys = ("method",)
+
+    # summary: mean ± std over seeds of the per-seed means over corruptions
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), {}).setdefault(r["seed"], []).append(r)
+    metric_names = sorted({k for r in rows for k, v in r.items() if isinstance(v, float) and k not in ("wall", "seconds")})
+    lines = [f"# Regression control and hard scenarios: part `{args.part}` ({mname})\n", provenance_markdown(prov),
+             f"- budget per repair: {args.epochs} epochs over {args.train_subset:,} training images + Dc; "
+             f"corruptions: {', '.join(corrs)}; seeds {seeds}; ± = sample std over seeds\n",
+             "| " + " | ".join(keys) + " | " + " | ".join(metric_names) + " |", "|" + "---|" * (len(keys) + len(metric_names))]
+    for g, by_seed in groups.items():
+        cells = []
+        for mn in metric_names:
+            per_seed = [np.mean([r[mn] for r in rs if r.get(mn) is not None]) for rs in by_seed.values()
+                        if any(r.get(mn) is not None for r in rs)]
+            if not per_seed:
+                cells.append("-")
+                continue
+            scale = 1 if mn in ("alpha", "ari") else 100
+            sd = f" ± {np.std(per_seed, ddof=1) * scale:.2f}" if len(per_seed) > 1 else ""
+            cells.append(f"{np.mean(per_seed) * scale:.2f}{sd}")
+        lines.append("| " + " | ".join(map(str, g)) + " | " + " | ".join(cells) + " |")
+    write_results(args.out, f"regressions_{args.part}", "\n".join(lines), {"provenance": prov, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
