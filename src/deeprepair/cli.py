@@ -107,6 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not Path(args.model).is_file():
             raise DeepRepairError(f"no model given and the bundled {args.model} is missing: train one "
                                   "with `deeprepair train --arch resnet-20 --out M.safetensors` and pass --model M.safetensors")
+    from .corruptions import get_corruption
+
+    get_corruption(args.corruption)  # an unknown name is a one-line error before any work starts
     root, train = _load(args, "train")
     _, test = _load(args, "test")
     model, meta, device = _open_model(args, test.classes)
