@@ -15,7 +15,7 @@ import pytest
 from deeprepair.cli import main
 from deeprepair.corruptions import ALL_CORRUPTIONS
 
-SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "repair", "style", "models", "bench"]
+SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "repair", "style", "train-style", "models", "bench"]
 
 
 @pytest.fixture
@@ -362,3 +362,31 @@ def test_cli_method_list_matches_the_library():
     from deeprepair.repair import METHODS
 
     assert tuple(REPAIR_METHODS) == METHODS
+
+
+def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_path, smooth_images, capsys):
+    ck = tmp_path / "style.safetensors"
+    args = ["train-style", "--model", str(trained), "--data", str(data_dir), "--out", str(ck),
+            "--epochs", "1", "--batch-size", "8", "--width", "8", "--quiet"]
+    assert main(args + ["--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["layer"] == "net.blocks.2" and res["psnr"] > 0
+    meta = json.loads(ck.with_suffix(".json").read_text())
+    assert meta["train_command"].startswith("deeprepair train-style") and meta["encoder"]["arch"] == "resnet-20"
+    assert not ck.with_suffix(".state.safetensors").exists()
+    assert main(args) == 2  # never overwrites
+    assert_one_line_error(capsys.readouterr().err)
+
+    fails = tmp_path / "f.npz"
+    np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
+    base = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+            "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style", "adain"]
+    assert main(base + ["--out", str(tmp_path / "noadain")]) == 2
+    assert "--style-checkpoint" in capsys.readouterr().err
+    assert main(base + ["--style-checkpoint", str(ck), "--out", str(tmp_path / "rep"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["metadata"]["repair_config"]["style"] == "adain"
+    png = tmp_path / "s.png"
+    assert main(["style", "--content", str(fails), "--style", str(fails), "--index", "0", "1",
+                 "--style-index", "2", "--backend", "adain", "--checkpoint", str(ck), "--out", str(png)]) == 0
+    assert png.stat().st_size > 500

@@ -135,3 +135,115 @@ def test_clear_errors(smooth_images):
     with pytest.raises(DeepRepairError, match="no reference"):
         st.fit(c[:0])
     assert set(BACKENDS) >= {"wavelet", "fourier"}
+
+
+# ------------------------------------------------------------------------------ adain backend
+def _classifier(seed=0):
+    from deeprepair.models import Classifier, create_model
+
+    torch.manual_seed(seed)
+    return Classifier(create_model("resnet-20", 10)).eval()
+
+
+def test_encoder_cuts_at_the_last_full_resolution_map():
+    from deeprepair.style.adain import FeatureEncoder
+
+    enc = FeatureEncoder(_classifier())
+    assert enc.layer == "net.blocks.2"  # the end of resnet-20's first (32x32, 16-channel) stage
+    assert enc(torch.rand(2, 3, 32, 32)).shape == (2, 16, 32, 32)
+    assert FeatureEncoder(_classifier(), "net.blocks.5")(torch.rand(1, 3, 32, 32)).shape == (1, 32, 16, 16)
+    with pytest.raises(DeepRepairError, match="not a submodule"):
+        FeatureEncoder(_classifier(), "net.nope")
+
+
+def test_adain_statistics_are_the_references():
+    from deeprepair.style.adain import adain, mean_colour, mean_std, wct
+
+    g = torch.Generator().manual_seed(0)
+    fc, fs = torch.randn(3, 8, 16, 16, generator=g), 3 * torch.randn(3, 8, 16, 16, generator=g) + 1
+    m, s = mean_std(adain(fc, *mean_std(fs)))
+    torch.testing.assert_close((m, s), mean_std(fs), atol=1e-4, rtol=1e-4)
+    out = wct(fc, *mean_colour(fs))
+    flat, ref = out.flatten(2), fs.flatten(2)
+    cov = lambda t: (t - t.mean(-1, keepdim=True)) @ (t - t.mean(-1, keepdim=True)).transpose(1, 2) / t.shape[-1]
+    torch.testing.assert_close(cov(flat), cov(ref), atol=1e-3, rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def adain_checkpoint(tmp_path_factory, smooth_images):
+    from deeprepair.style.adain import FeatureEncoder, save_style_checkpoint, train_decoder
+
+    enc = FeatureEncoder(_classifier())
+    decoder, history = train_decoder(enc, np.array(smooth_images(64, 3)), epochs=2, batch_size=32, width=16)
+    assert len(history) == 2 and history[-1]["pixel_mse"] < history[0]["pixel_mse"] * 1.5
+    path = tmp_path_factory.mktemp("adain") / "style.safetensors"
+    meta = {"encoder": {"arch": "resnet-20", "num_classes": 10, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    save_style_checkpoint(path, enc, decoder, meta)
+    return path, enc, decoder
+
+
+@pytest.mark.parametrize("mode", ["adain", "wct"])
+def test_adain_backend_contract(adain_checkpoint, smooth_images, mode):
+    path, enc, decoder = adain_checkpoint
+    st = create_style("adain", checkpoint=path, mode=mode)
+    c, s = _imgs(smooth_images, 6), _imgs(smooth_images, 6, seed=1)
+    out = st.transfer(c, s)
+    assert out.shape == c.shape and out.dtype == c.dtype and 0 <= out.min() and out.max() <= 1
+    torch.testing.assert_close(out, st.transfer(c, s))  # deterministic
+    torch.testing.assert_close(st.transfer(c, s, alpha=0.0), c)
+    st.fit(s)
+    torch.testing.assert_close(st.transfer(c, index=torch.arange(6)), out, atol=1e-5, rtol=1e-5)
+
+
+def test_adain_checkpoint_round_trip_matches_the_trained_modules(adain_checkpoint, smooth_images):
+    from deeprepair.style import AdaINStyle
+
+    path, enc, decoder = adain_checkpoint
+    c, s = _imgs(smooth_images, 4), _imgs(smooth_images, 4, seed=1)
+    direct = AdaINStyle(encoder=enc, decoder=decoder).transfer(c, s)
+    torch.testing.assert_close(AdaINStyle(path).transfer(c, s), direct)
+    assert json_meta(path)["layer"] == "net.blocks.2"
+
+
+def json_meta(path):
+    import json
+
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def test_decoder_training_resumes_to_the_same_weights(tmp_path, smooth_images):
+    from deeprepair.style.adain import FeatureEncoder, train_decoder
+
+    x = np.array(smooth_images(32, 4))
+    enc = FeatureEncoder(_classifier())
+    kw = dict(batch_size=16, width=8, precision="fp32")
+    full, _ = train_decoder(enc, x, epochs=2, **kw)
+    state = tmp_path / "s.safetensors"
+    train_decoder(enc, x, epochs=2, state_path=state, **kw)  # writes both epochs
+    # interrupt after epoch 1: keep a state file with one epoch, then resume
+    state2 = tmp_path / "s2.safetensors"
+
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        if row["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_decoder(enc, x, epochs=2, state_path=state2, on_epoch=stop, **kw)
+    resumed, hist = train_decoder(enc, x, epochs=2, state_path=state2, **kw)
+    assert [r["epoch"] for r in hist] == [1, 2]
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(DeepRepairError, match="other settings"):
+        train_decoder(enc, x, epochs=3, state_path=state2, **kw)
+
+
+def test_adain_errors(tmp_path):
+    with pytest.raises(DeepRepairError, match="checkpoint"):
+        create_style("adain")
+    with pytest.raises(DeepRepairError, match="not found"):
+        create_style("adain", checkpoint=tmp_path / "missing.safetensors")
+    with pytest.raises(DeepRepairError, match="mode"):
+        create_style("adain", checkpoint=tmp_path / "x.safetensors", mode="hist")

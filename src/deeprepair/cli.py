@@ -405,9 +405,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     heldout = load_failure_set(args.eval_failures, train.classes) if args.eval_failures else None
     if heldout is not None:
         _check_images(heldout, meta, "held-out failure")
-    style_opts = {}
-    if args.style_mode:
-        style_opts["mode"] = args.style_mode
+    style_opts = _style_options(args.style, args.style_mode, args.style_checkpoint)
     cfg = RepairConfig(method=args.method, style=args.style, style_options=style_opts,
                        sampling=args.sampling, clusters=args.clusters, epochs=args.epochs,
                        train_subset=args.train_subset, dc_repeat=args.dc_repeat, lr=args.lr,
@@ -450,12 +448,77 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _style_options(backend: str, mode: str | None, checkpoint: str | None) -> dict:
+    """Backend options from the flags; adain needs the decoder made by `train-style`."""
+    if backend == "adain":
+        if not checkpoint:
+            raise DeepRepairError("the adain style backend needs --style-checkpoint (make one with "
+                                  "`deeprepair train-style`)")
+        if mode and mode not in ("adain", "wct"):
+            raise DeepRepairError(f"adain's mode is adain or wct, not {mode!r}")
+        return {"checkpoint": checkpoint, **({"mode": mode} if mode else {})}
+    if checkpoint:
+        raise DeepRepairError(f"--style-checkpoint is for the adain backend, not {backend}")
+    if mode and backend != "wavelet":
+        raise DeepRepairError(f"a matching mode is for the wavelet or adain backends, not {backend}")
+    if mode in ("adain",):
+        raise DeepRepairError("mode adain is for the adain backend; the wavelet modes are hist, meanstd, wct")
+    return {"mode": mode} if mode else {}
+
+
+def cmd_train_style(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import keep_heap, pick_device
+    from .style.adain import FeatureEncoder, save_style_checkpoint, train_decoder
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise DeepRepairError(f"--out must end in .safetensors, got {out}")
+    if out.exists():
+        raise DeepRepairError(f"{out} exists; choose another --out (existing files are never overwritten)")
+    state = out.with_suffix(".state.safetensors")
+    if state.exists() and not args.resume:
+        raise DeepRepairError(f"an interrupted run left {state}: add --resume to continue it, or delete it "
+                              "to start over")
+    root, train = _load(args, "train")
+    model, meta, device = _open_model(args, train.classes)
+    _check_images(train, meta, "train")
+    keep_heap()
+    encoder = FeatureEncoder(model.cpu(), args.layer, size=train.x.shape[1], channels=train.x.shape[3])
+    bar = _progress(len(train) * args.epochs, args.quiet, f"train-style ({encoder.layer})")
+    if state.exists():
+        from .train import read_state
+
+        bar.update(len(train) * read_state(state).get("epochs_done", 0))
+    with bar:
+        decoder, history = train_decoder(
+            encoder, train.x, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            feature_weight=args.feature_weight, width=args.width, seed=args.seed, device=device,
+            precision=args.precision, state_path=state, progress=lambda n, e: bar.update(n),
+            on_epoch=lambda r: bar.set_postfix(epoch=r["epoch"], psnr=f"{r['psnr']:.1f}"))
+    cmd = (f"deeprepair train-style --data {args.data or '$DEEPREPAIR_DATA'} --model {args.model} "
+           f"--out {out} --epochs {args.epochs} --seed {args.seed}")
+    enc = {"checkpoint": str(args.model)}
+    if not args.factory and meta.get("arch"):
+        enc.update({k: meta[k] for k in ("arch", "num_classes", "mean", "std") if k in meta})
+    smeta = {"encoder": enc, "train_command": cmd, "history": history, "train_images": len(train),
+             "train_seconds": round(sum(r["seconds"] for r in history), 1), "torch_version": torch.__version__}
+    save_style_checkpoint(out, encoder, decoder.cpu(), smeta)
+    state.unlink(missing_ok=True)
+    last = history[-1]
+    _emit(args, {"checkpoint": str(out), "layer": encoder.layer, "psnr": last["psnr"],
+                 "train_seconds": smeta["train_seconds"]},
+          [f"decoder for {args.model} at layer {encoder.layer!r}: reconstruction PSNR {last['psnr']:.1f} dB "
+           f"after {args.epochs} epochs ({smeta['train_seconds'] / 60:.1f} min); wrote {out}"])
+    return 0
+
+
 def cmd_style(args: argparse.Namespace) -> int:
     from .style import create_style
     from .style.figure import grid_figure, load_images, render, strip_figure
 
-    kw = {"mode": args.mode} if args.mode and args.backend == "wavelet" else {}
-    st = create_style(args.backend, **kw)
+    st = create_style(args.backend, **_style_options(args.backend, args.mode, args.checkpoint))
     if args.figure:
         from .corruptions import corrupt
 
@@ -467,6 +530,8 @@ def cmd_style(args: argparse.Namespace) -> int:
                  "jpeg_compression", "pixelate", "snow", "frost"]
         refs = {n: corrupt(ref_src, n, 5, seed=args.seed) for n in names}
         backends = {"wavelet": create_style("wavelet"), "fourier": create_style("fourier")}
+        if args.checkpoint:
+            backends["adain"] = create_style("adain", **_style_options("adain", None, args.checkpoint))
         path = grid_figure(content, refs, backends, args.figure)
         _emit(args, {"figure": str(path)}, [f"wrote {path}"])
         return 0
@@ -637,8 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-failures", help="held-out failures (.npz) to measure the repair on")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, report.json/.md)")
     p.add_argument("--method", default="deeprepair", choices=REPAIR_METHODS)
-    p.add_argument("--style", default="wavelet", choices=["wavelet", "fourier"])
-    p.add_argument("--style-mode", choices=["hist", "meanstd", "wct"], help="wavelet matching mode")
+    p.add_argument("--style", default="wavelet", choices=["wavelet", "fourier", "adain"])
+    p.add_argument("--style-mode", choices=["hist", "meanstd", "wct", "adain"],
+                   help="matching mode: wavelet hist/meanstd/wct (default energy); adain adain/wct")
+    p.add_argument("--style-checkpoint", help="adain backend: decoder from `deeprepair train-style`")
     p.add_argument("--sampling", default="eq4", choices=["eq4", "uniform", "per-class"])
     p.add_argument("--clusters", type=int, default=5)
     p.add_argument("--epochs", type=int, default=3, help="budget: passes over the fine-tuning set")
@@ -668,12 +735,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, nargs="+", help="which images of a content .npz (default: all)")
     p.add_argument("--style-index", type=int, nargs="+", help="which images of a style .npz")
     p.add_argument("--out", help="PNG to write")
-    p.add_argument("--backend", default="wavelet", choices=["wavelet", "fourier"])
-    p.add_argument("--mode", choices=["hist", "meanstd", "wct"], help="wavelet matching mode")
+    p.add_argument("--backend", default="wavelet", choices=["wavelet", "fourier", "adain"])
+    p.add_argument("--mode", choices=["hist", "meanstd", "wct", "adain"], help="matching mode (wavelet: "
+                   "hist/meanstd/wct, default energy; adain: adain/wct)")
+    p.add_argument("--checkpoint", help="adain backend: decoder from `deeprepair train-style` "
+                   "(with --figure: adds an adain column)")
     p.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
     p.add_argument("--figure", metavar="PNG", help="render the Fig. 1-style grid from --data instead")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_style)
+
+    p = sub.add_parser("train-style", help="train the adain style backend's decoder for an encoder model",
+                       description="Train a decoder that inverts the first layers of --model (the encoder; by default up "
+                       "to its last full-resolution feature map) on DATA's train split, for the adain style "
+                       "backend. Saved each epoch; --resume continues an interrupted run.")  # fmt: skip
+    _common(p)
+    _model_args(p)
+    p.add_argument("--out", required=True, help="style checkpoint to write (.safetensors)")
+    p.add_argument("--layer", help="encoder submodule to cut at (default: last full-resolution map)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=64, help="decoder channels")
+    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the feature reconstruction loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_train_style)
 
     p = sub.add_parser("bench", help="run a benchmark profile (RQ1-RQ4): models, failures, every repair cell",
                        description="Pre-train or load each model of the profile, mine its failures, run every "

@@ -80,9 +80,9 @@ def save_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, met
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in (best or {}).items()})
     for i, p in enumerate(opt.param_groups[0]["params"]):
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            tensors[f"opt.{i}"] = buf.detach().cpu().contiguous()
+        for key, val in opt.state.get(p, {}).items():  # SGD momentum, Adam moments and step
+            if isinstance(val, torch.Tensor):
+                tensors[f"opt.{i}.{key}"] = val.detach().cpu().contiguous()
     atomic_write_bytes(path, save(tensors, metadata={"meta": json.dumps(meta)}))
 
 
@@ -107,8 +107,12 @@ def load_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
         model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
         best = {k[5:]: f.get_tensor(k) for k in keys if k.startswith("best.")}
         for i, p in enumerate(opt.param_groups[0]["params"]):
-            if f"opt.{i}" in keys:
+            if f"opt.{i}" in keys:  # files written before optimiser state was stored by name
                 opt.state[p]["momentum_buffer"] = f.get_tensor(f"opt.{i}").to(p.device)
+            for k in keys:
+                if k.startswith(f"opt.{i}."):
+                    val = f.get_tensor(k)
+                    opt.state[p][k[len(f"opt.{i}."):]] = val if val.ndim == 0 else val.to(p.device)
     return meta, best
 
 
