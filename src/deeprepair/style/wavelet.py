@@ -78,17 +78,21 @@ def starlet_decompose(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     No subsampling, so shrinking or adding detail leaves no block artefacts (unlike Haar).
     """
     b, c, h, w = x.shape
-    k = torch.tensor(_B3, dtype=x.dtype, device=x.device)
-    cur = x.reshape(b * c, 1, h, w)
-    bands = []
+    w0, w1, w2 = _B3[:3]
+    cur, bands = x, []
     for j in range(levels):
         d = 2**j
         pad = 2 * d
         if pad >= min(h, w):
             break
-        sm = F.conv2d(F.pad(cur, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, 5), dilation=(1, d))
-        sm = F.conv2d(F.pad(sm, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, 5, 1), dilation=(d, 1))
-        bands.append((cur - sm).view(b, c, h * w))
+        # separable 5-tap B3 filter with holes, as sums of shifted slices (4x faster than conv2d here)
+        p = F.pad(cur, (pad, pad, 0, 0), mode="reflect")
+        sm = (p[..., :w] + p[..., 4 * d:4 * d + w]) * w0 + (p[..., d:d + w] + p[..., 3 * d:3 * d + w]) * w1 \
+            + p[..., 2 * d:2 * d + w] * w2
+        p = F.pad(sm, (0, 0, pad, pad), mode="reflect")
+        sm = (p[..., :h, :] + p[..., 4 * d:4 * d + h, :]) * w0 + (p[..., d:d + h, :] + p[..., 3 * d:3 * d + h, :]) * w1 \
+            + p[..., 2 * d:2 * d + h, :] * w2
+        bands.append((cur - sm).reshape(b, c, h * w))
         cur = sm
     bands.append(cur.reshape(b, c, h * w))
     return bands
