@@ -14,6 +14,7 @@ import pytest
 
 from deeprepair.cli import main
 from deeprepair.corruptions import ALL_CORRUPTIONS
+from deeprepair.errors import DeepRepairError
 
 SUBCOMMANDS = ["corrupt", "demo", "corruptions", "train", "evaluate", "mine", "repair", "style", "train-style", "models", "bench"]
 
@@ -212,6 +213,31 @@ def test_demo_without_model_explains_how_to_get_one(data_dir, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert_one_line_error(err)
     assert "deeprepair train" in err
+
+
+def test_demo_falls_back_to_the_bundled_digits_offline(tmp_path, capsys, monkeypatch):
+    import deeprepair.cli as cli
+    import deeprepair.data as data
+
+    def no_network(root):
+        raise DeepRepairError("cannot download https://www.cs.toronto.edu/...: Name or service not known")
+
+    monkeypatch.setattr(data, "download_cifar10", no_network)
+    monkeypatch.setattr(cli, "DIGITS_EPOCHS", 2)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--collect", "50", "--epochs", "1", "--train-subset", "200",
+            "--methods", "augmix", "--json"]
+    assert main(args) == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
+    assert "digits" in cap.err and "could not be downloaded" in cap.err
+    assert (out / "digits-resnet-20.safetensors").is_file()
+    demo = json.loads((out / "demo.json").read_text())
+    assert "digits" in demo["data"] and demo["model"].endswith("digits-resnet-20.safetensors")
+    assert res["results"]["augmix"]["compare"]["dc_before"] == 0.0
+    assert main(args[:3] + ["--offline", "--quiet"] + args[3:]) == 0  # reuses the tiny model
+    assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------- console script

@@ -446,3 +446,15 @@ def test_real_cifar10():
     train = load_dataset(REAL_CIFAR, "train")
     assert train.x.shape == (50000, 32, 32, 3)
     assert np.bincount(train.y, minlength=10).tolist() == [5000] * 10
+
+
+def test_bundled_digits_are_a_seeded_stratified_split():
+    pytest.importorskip("sklearn")
+    from deeprepair.data.digits import load_digits_dataset
+
+    train, test = load_digits_dataset()
+    assert train.x.shape[1:] == (32, 32, 3) and train.x.dtype == np.uint8
+    assert len(train) + len(test) == 1797 and abs(len(test) - 0.2 * 1797) < 10
+    assert np.all(np.abs(np.bincount(test.y, minlength=10) / np.bincount(train.y, minlength=10) - 0.25) < 0.03)
+    again, _ = load_digits_dataset()
+    assert np.array_equal(again.x, train.x) and train.x.max() > 200 and train.x.min() == 0

@@ -102,19 +102,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .data import ImageSet, load_failure_set
     from .repair import RepairConfig, compare, repair, repair_report_markdown
 
+    from .corruptions import get_corruption
+
+    get_corruption(args.corruption)  # an unknown name is a one-line error before any work starts
+    out = Path(args.out)
+    data_note, train, test = _demo_data(args, out)
     if args.model is None:
         args.model = str(_default_model())
         if not Path(args.model).is_file():
             raise DeepRepairError(f"no model given and the bundled {args.model} is missing: train one "
                                   "with `deeprepair train --arch resnet-20 --out M.safetensors` and pass --model M.safetensors")
-    from .corruptions import get_corruption
-
-    get_corruption(args.corruption)  # an unknown name is a one-line error before any work starts
-    root, train = _load(args, "train")
-    _, test = _load(args, "test")
     model, meta, device = _open_model(args, test.classes)
     _check_images(test, meta, "test")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     source = CorruptedSource(test.x, test.y, seed=args.seed)
@@ -124,7 +123,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                                  precision=args.precision, progress=bar.update):
             preds.append(pred)
             stack.append(imgs)
-    split = find_failures(args.corruption, preds, test.y, args.collect, test.num_classes, args.seed)
+    n_fail = int(sum((p != test.y).sum() for p in preds))
+    collect = args.collect
+    if n_fail < 2 * collect:  # keep at least half of the failures held out, to measure the repair on
+        collect = n_fail // 2
+        _say(args, f"demo: only {n_fail} failures; collecting {collect} (half) so the rest stay held out")
+    split = find_failures(args.corruption, preds, test.y, collect, test.num_classes, args.seed)
     if len(split.dc) == 0:
         raise DeepRepairError(f"the model makes no mistakes under {args.corruption}: nothing to repair")
     stack = np.concatenate(stack)
@@ -145,7 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         results[method] = {"compare": cmp, "repair": report}
     pct = lambda v: f"{v * 100:.1f}"  # noqa: E731
     first = next(iter(results.values()))["compare"]
-    lines = [f"demo: {Path(args.model).name} under {args.corruption} (5 severities x {len(test):,} test images): "
+    lines = [f"data: {data_note}", f"demo: {Path(args.model).name} under {args.corruption} (5 severities x {len(test):,} test images): "
              f"{len(split.index):,} failures -> {len(split.dc):,} collected (Dc), {len(split.de):,} held out (De)",
              "", "| model | clean test (%) | Dc (%) | De, unseen failures (%) | break rate (%) | time (s) |",
              "|---|---:|---:|---:|---:|---:|",
@@ -161,12 +165,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
     atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
         repair_report_markdown(m, r["compare"], r["repair"]) for m, r in results.items())).encode())
     atomic_write_bytes(out / "demo.json", json.dumps({"corruption": args.corruption, "model": args.model,
-                                                      "results": results}, indent=2).encode())
+                                                      "data": data_note, "results": results}, indent=2).encode())
     secs = time.perf_counter() - t0
     _emit(args, {"out": str(out), "seconds": secs, "results": results},
           [table, f"one seed, one corruption: a demonstration, not a benchmark (see benchmarks/). "
                   f"Wrote {out}/demo.md and demo.json in {secs:.0f} s"])
     return 0
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    """A note for people (stderr), silent with --quiet."""
+    if not args.quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
+DIGITS_EPOCHS = 15  # the offline demo's tiny model: ~97% on the digits' test split
+
+
+def _demo_data(args: argparse.Namespace, out: Path):
+    """The demo's (description, train, test): --data / $DEEPREPAIR_DATA; else CIFAR-10 downloaded
+    to the user cache; else, offline, scikit-learn's bundled digits with a tiny model trained here."""
+    from .data import download_cifar10
+
+    if args.data or os.environ.get("DEEPREPAIR_DATA", "").strip():
+        root, train = _load(args, "train")
+        return str(root), train, _load(args, "test")[1]
+    reason = "--offline"
+    if not args.offline:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deeprepair"
+        _say(args, f"demo: no --data given; fetching CIFAR-10 into {cache} (once)")
+        try:
+            args.data = str(download_cifar10(cache))
+            root, train = _load(args, "train")
+            return f"CIFAR-10 downloaded to {root}", train, _load(args, "test")[1]
+        except DeepRepairError as exc:
+            reason = f"CIFAR-10 could not be downloaded ({str(exc)[:120]})"
+    from .data.digits import load_digits_dataset
+
+    train, test = load_digits_dataset()
+    note = (f"no dataset and {reason}: using scikit-learn's bundled handwritten digits ({len(train):,} train / "
+            f"{len(test):,} test, 8x8 upsampled to 32x32) and a tiny ResNet-20 trained on them here")
+    _say(args, "demo: " + note)
+    if args.model is None:
+        args.model = str(_digits_model(args, out, train, test))
+    return note, train, test
+
+
+def _digits_model(args: argparse.Namespace, out: Path, train, test) -> Path:
+    """A resnet-20 trained on the digits (kept in ``out`` and reused by later demos)."""
+    import torch
+
+    from .engine import pick_device
+    from .models import Classifier, create_model
+    from .models.checkpoint import save_checkpoint
+    from .train import TrainConfig, fit
+
+    ckpt = out / "digits-resnet-20.safetensors"
+    if ckpt.is_file():
+        return ckpt
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model = Classifier(create_model("resnet-20", 10))
+    cfg = TrainConfig(epochs=DIGITS_EPOCHS, batch_size=64, lr=0.05, seed=args.seed)
+    with _progress(len(train) * cfg.epochs, args.quiet, "demo: train a tiny model on the digits") as bar:
+        res = fit(model, train.x, train.y, cfg, device=pick_device(args.device), eval_x=test.x, eval_y=test.y,
+                  progress=lambda n, e: bar.update(n))
+    save_checkpoint(model.cpu(), ckpt, {"arch": "resnet-20", "num_classes": 10, "classes": train.classes,
+                                        "clean_accuracy": res.history[-1]["test_acc"], "seed": args.seed,
+                                        "train_command": "deeprepair demo (offline digits fallback)"})
+    return ckpt
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=p.prog.split()[-1] != "demo", help="checkpoint (.safetensors from `deeprepair train`), "
@@ -647,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-subset", type=int, default=5000)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--offline", action="store_true", help="with no --data: skip the CIFAR-10 download and "
+                   "use scikit-learn's bundled digits")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
