@@ -25,7 +25,8 @@ from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, atomic_write_text, pro
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=sorted(p for p in glob.glob(str(REPO_ROOT / "checkpoints" / "*.safetensors"))
-                                                          if not p.endswith(".state.safetensors")))
+                                                          if not p.endswith(".state.safetensors")
+                                                          and not Path(p).name.startswith("style-")))
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=str(DEFAULT_OUT / "rq1"))
     ap.add_argument("--mine-dir", default=str(REPO_ROOT / "runs" / "mine"))
