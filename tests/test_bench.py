@@ -76,3 +76,27 @@ def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
 def test_report_command_and_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a benchmark folder" in capsys.readouterr().err
+
+
+def test_ray_executor_matches_the_local_executor(data_dir, tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'deeprepair[ray]')")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    methods = ["original", "finetune"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    base = ["bench", "--profile", "smoke", "--data", str(data_dir), "--quiet", "--methods", *methods]
+    assert main(base + ["--out", str(local)]) == 0
+    import shutil
+
+    shutil.copytree(local, remote)  # the same pre-trained model and failures; only the cells run again
+    shutil.rmtree(remote / "cells")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(base + ["--out", str(remote), "--executor", "ray"]) == 0
+    finally:
+        ray.shutdown()
+    a = {p.name: json.loads(p.read_text()) for p in (local / "cells").glob("*.json")}
+    b = {p.name: json.loads(p.read_text()) for p in (remote / "cells").glob("*.json")}
+    assert len(a) == 4 and a.keys() == b.keys()  # same cells, same config hashes
+    for name in a:
+        for key in ("clean_after", "dc_after", "de_after", "break_rate"):
+            assert a[name]["metrics"].get(key) == pytest.approx(b[name]["metrics"].get(key), abs=0.02), (name, key)

@@ -23,7 +23,7 @@ def run_ray(cells, prof: dict, data_dir: str, out: Path, address: str | None,
     try:
         import ray
     except ImportError:
-        raise DeepRepairError("--executor ray needs Ray: pip install 'ray[default]'") from None
+        raise DeepRepairError("--executor ray needs Ray: pip install 'deeprepair[ray]'") from None
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus)(_cell_task)
