@@ -104,3 +104,16 @@ def test_bad_config_is_a_clear_error():
         TrainConfig(schedule="step").check()
     with pytest.raises(DeepRepairError, match="positive"):
         TrainConfig(epochs=0).check()
+
+
+def test_state_files_from_before_a_new_option_still_resume():
+    from dataclasses import asdict
+
+    from deeprepair.train import TrainConfig, same_config
+
+    cfg = TrainConfig(epochs=3)
+    old = {k: v for k, v in asdict(cfg).items() if k != "compile"}  # written before `compile` existed
+    assert same_config(old, cfg) and same_config(asdict(cfg), cfg)
+    assert not same_config(old, TrainConfig(epochs=3, compile=True))
+    assert not same_config({**old, "lr": 0.5}, cfg) and not same_config({**old, "extra": 1}, cfg)
+    assert not same_config(None, cfg)

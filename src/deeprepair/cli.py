@@ -294,7 +294,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     keep_heap()
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       schedule=args.schedule, label_smoothing=args.label_smoothing,
-                      precision=args.precision, weight_decay=args.weight_decay)  # fmt: skip
+                      precision=args.precision, weight_decay=args.weight_decay,
+                      channels_last=not args.no_channels_last, compile=args.compile)  # fmt: skip
     torch.manual_seed(args.seed)
     model = Classifier(create_model(args.arch, train.num_classes))
     n_params = count_parameters(model)
@@ -323,6 +324,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                ("--precision", args.precision, "auto")):  # fmt: skip
         if val != default:
             cmd += f" {flag} {val}"
+    cmd += " --no-channels-last" * args.no_channels_last + " --compile" * args.compile
     from dataclasses import asdict
 
     meta = {"arch": args.arch, "num_classes": train.num_classes, "classes": train.classes,
@@ -735,6 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory (faster for DenseNet's "
+                   "concatenations)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (DenseNet: ~1.5x faster "
+                   "on CPU after ~2 minutes of compiling)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of --out")
     p.set_defaults(func=cmd_train)
 

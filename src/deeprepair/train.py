@@ -35,6 +35,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     channels_last: bool = True
+    compile: bool = False          # torch.compile the model (DenseNet: ~1.5x on CPU, after ~2 min compiling)
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -116,6 +117,14 @@ def load_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
     return meta, best
 
 
+def same_config(saved: dict | None, cfg: TrainConfig) -> bool:
+    """``cfg`` equals the config stored in a state file (fields added since then at their defaults)."""
+    if saved is None:
+        return False
+    now, default = asdict(cfg), asdict(TrainConfig())
+    return all(saved.get(k, default[k]) == v for k, v in now.items()) and set(saved) <= set(now)
+
+
 @dataclass
 class TrainResult:
     epochs_done: int
@@ -149,10 +158,11 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
     start, history, seconds = 0, [], 0.0
     if state_path is not None and Path(state_path).exists():
         meta, _ = load_run_state(Path(state_path), model, opt)
-        if meta.get("config") != asdict(cfg):
+        if not same_config(meta.get("config"), cfg):
             raise DeepRepairError(f"{state_path} was written by a run with other settings; "
                                   "delete it to start over, or rerun with the same settings")
         start, history, seconds = meta["epochs_done"], meta["history"], meta["seconds"]
+    forward = torch.compile(model) if cfg.compile else model  # shares the parameters with model
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
     n = len(xt)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -171,7 +181,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, total)
             with autocast(device, precision):
-                logits = model(xb)
+                logits = forward(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
