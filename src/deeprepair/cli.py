@@ -527,7 +527,7 @@ def _style_options(backend: str, mode: str | None, checkpoint: str | None) -> di
             raise DeepRepairError(f"adain's mode is adain or wct, not {mode!r}")
         return {"checkpoint": checkpoint, **({"mode": mode} if mode else {})}
     if checkpoint:
-        raise DeepRepairError(f"--style-checkpoint is for the adain backend, not {backend}")
+        raise DeepRepairError(f"a style checkpoint is for the adain backend, not {backend}")
     if mode and backend != "wavelet":
         raise DeepRepairError(f"a matching mode is for the wavelet or adain backends, not {backend}")
     if mode in ("adain",):
@@ -587,7 +587,6 @@ def cmd_style(args: argparse.Namespace) -> int:
     from .style import create_style
     from .style.figure import grid_figure, load_images, render, strip_figure
 
-    st = create_style(args.backend, **_style_options(args.backend, args.mode, args.checkpoint))
     if args.figure:
         from .corruptions import corrupt
 
@@ -606,6 +605,7 @@ def cmd_style(args: argparse.Namespace) -> int:
         return 0
     if not (args.content and args.style and args.out):
         raise DeepRepairError("give --content, --style and --out (or --figure PNG with --data)")
+    st = create_style(args.backend, **_style_options(args.backend, args.mode, args.checkpoint))
     content = load_images(args.content, args.index)
     style = load_images(args.style, args.style_index)
     if len(style) not in (1, len(content)):
