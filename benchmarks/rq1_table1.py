@@ -50,7 +50,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, tables, pretrain = {}, {}, []
-    cache = out / "rq1_partial.json"
+    cache = Path(args.mine_dir) / "rq1_cache.json"  # finished models and corruptions: a rerun adds only new ones
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     for path in args.models:
         name = Path(path).stem
@@ -111,17 +111,20 @@ def main() -> None:
     for name, r in results.items():
         text += [f"\n## {name}: per severity ({r['img_per_s']:.0f} img/s: rendering + inference + mining)\n", severity_table(r)]
     write_results(out, "rq1", "\n".join(text), {"provenance": prov, "results": results})
-    rows = ["| model | parameters | epochs | clean test acc. (%) | training wall-clock (min) | precision | command |",
-            "|---|---:|---:|---:|---:|---|---|"]
+    rows = ["| model | parameters | epochs | clean test acc. (%) | training wall-clock (min) | median epoch (s) | "
+            "epochs x median (min) | precision | command |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, m in pretrain:
+        med = float(np.median([h["seconds"] for h in m["history"]]))
         rows.append(f"| {name} | {m.get('parameters', 0):,} | {m['train_config']['epochs']} | {m['clean_accuracy'] * 100:.2f} | "
-                    f"{m['train_seconds'] / 60:.1f} | {m['precision']} | `{m['train_command']}` |")
+                    f"{m['train_seconds'] / 60:.1f} | {med:.0f} | {med * len(m['history']) / 60:.1f} | {m['precision']} | "
+                    f"`{m['train_command']}` |")
     write_results(out, "pretraining", "# Pre-training of the CPU-profile models (this machine, 2 cores)\n\n"
                   + provenance_markdown(prov) + "\n\n" + "\n".join(rows) + "\n\nWall-clock is the sum of the epochs' times as "
-                  "recorded in each checkpoint's metadata (`history`), test evaluation after each epoch included.",
+                  "recorded in each checkpoint's metadata (`history`), test evaluation after each epoch included. Runs that "
+                  "shared the 2 cores with other jobs for some epochs (resnet-20, wrn-16-2: see each checkpoint's history) "
+                  "have a few slow epochs; epochs x median epoch estimates the run on an idle machine.",
                   {"provenance": prov, "models": {n: {k: m[k] for k in ("clean_accuracy", "train_seconds", "train_command", "history")}
                                                     for n, m in pretrain}})
-    cache.unlink(missing_ok=True)
     shutil.rmtree(out / "__pycache__", ignore_errors=True)
 
 
