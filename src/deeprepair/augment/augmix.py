@@ -77,13 +77,14 @@ class StyleAug:
                         mats[torch.from_numpy(k)] = geometric_matrix(self.names[o], level[t[torch.from_numpy(k)]],
                                                                      x.shape[2], x.shape[3], rng)
                     chain.index_copy_(0, t, affine(chain.index_select(0, t), mats))
-                for o in np.unique(op[(op >= 0) & ~geo]):
+                for o in np.unique(op[(op >= 0) & (op < n_ops) & ~geo]):
                     sel = np.flatnonzero(op == o)
                     t = torch.from_numpy(sel).to(x.device)
-                    if o < n_ops:
-                        chain.index_copy_(0, t, self.ops[o](chain.index_select(0, t), level[t], rng))
-                    else:
-                        chain.index_copy_(0, t, self.style_ops(chain.index_select(0, t), np.full(len(sel), o - n_ops), rng))
+                    chain.index_copy_(0, t, self.ops[o](chain.index_select(0, t), level[t], rng))
+                sel = np.flatnonzero(op >= n_ops)
+                if len(sel):  # every style op in one transfer: each image gets a reference of its op's group
+                    t = torch.from_numpy(sel).to(x.device)
+                    chain.index_copy_(0, t, self.style_ops(chain.index_select(0, t), op[sel] - n_ops, rng))
             mix += w[:, i].view(b, 1, 1, 1) * chain
         return m * mix + (1 - m) * x
 
