@@ -27,6 +27,8 @@ VARIANTS = {
     "dr-eq4": dict(method="deeprepair", sampling="eq4"),
     "dr-per-class": dict(method="deeprepair", sampling="per-class"),
     "dr-eq4-fourier": dict(method="deeprepair", sampling="eq4", style="fourier"),
+    "dr-eq4-adain": dict(method="deeprepair", sampling="eq4", style="adain",  # decoder from benchmarks/style.py
+                         style_options={"checkpoint": str(REPO_ROOT / "checkpoints" / "style-resnet-20.safetensors")}),
     "dr-eq4-meanstd": dict(method="deeprepair", sampling="eq4", style_options={"mode": "meanstd"}),
 }
 FIVE = "gaussian_noise,motion_blur,fog,contrast,jpeg_compression"
