@@ -22,8 +22,6 @@ from pathlib import Path
 from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, atomic_write_text, provenance, provenance_markdown, write_results
 
 FIVE = ["gaussian_noise", "motion_blur", "fog", "contrast", "jpeg_compression"]
-CONTROLS = {"none": {}, "distill": {"distill": 1.0}, "interpolate": {"interpolate": True},
-            "both": {"distill": 1.0, "interpolate": True}}
 
 
 def main() -> None:
@@ -89,14 +87,50 @@ def main() -> None:
 
     budget = dict(epochs=args.epochs, train_subset=args.train_subset, max_break=args.max_break)
     if args.part == "control":
-        for c in corrs:
-            dc, de = load(c)
-            before_cache.clear()
-            for m in methods:
-                for ctl, opts in CONTROLS.items():
-                    for s in seeds:
-                        r = cell(f"{c}__{m}__{ctl}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget, **opts)))
-                        rows.append({"corruption": c, "method": m, "control": ctl, "seed": s, **r})
+        # One repair without and one with distillation; interpolation and routing (gate) are chosen
+        # afterwards on the same validation split that `repair --interpolate/--gate` use (make_split
+        # is seeded), so each training run gives three controls: none/interpolate/gate and
+        # distill/both/distill+gate.
+        from deeprepair.repair.core import choose_interpolation, make_split
+        from deeprepair.repair.gate import fit_gate
+
+        caches: dict = {}
+
+        def run_controls(c, dc, de, cfg, keys3):
+            paths = [cache / f"{k}.json" for k in keys3]
+            if all(p.is_file() for p in paths):
+                return [json.loads(p.read_text()) for p in paths]
+            bc = caches.setdefault(c, {})
+            t0 = time.perf_counter()
+            rep_model, rep = repair(model, train, dc, cfg, device=device)
+            split = make_split(train, dc, cfg)
+            derived = [lambda: (rep_model, {}),
+                       lambda: choose_interpolation(model, rep_model, split, cfg.max_break, device, rep["precision"]),
+                       lambda: fit_gate(model, rep_model, split, cfg.max_break, device, rep["precision"])]
+            out = []
+            for key, path, make in zip(keys3, paths, derived):
+                m_, info = make()
+                cmp = compare(model, m_.eval(), test, failures=dc, heldout=de, device=device, cache=bc)
+                r = {"de": cmp.get("de_after"), "clean": cmp["clean_after"], "break": cmp["break_rate"],
+                     "break_ci": cmp["break_rate_ci95"], "de_before": cmp.get("de_before"),
+                     "clean_before": cmp["clean_before"], "alpha": info.get("alpha"),
+                     "routed_clean": info.get("routed_clean"), "seconds": rep["seconds"],
+                     "wall": time.perf_counter() - t0}
+                atomic_write_text(path, json.dumps(r))
+                print(key, {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}, flush=True)
+                out.append(r)
+            return out
+
+        for s in seeds:  # seed-outer, so that a partial run is a complete table for the first seeds
+            for c in corrs:
+                dc, de = load(c)
+                for m in methods:
+                    for distill, names in ((0.0, ("none", "interpolate", "gate")),
+                                           (1.0, ("distill", "both", "distill+gate"))):
+                        cfg = RepairConfig(method=m, seed=s, distill=distill, **budget)
+                        res = run_controls(c, dc, de, cfg, [f"{c}__{m}__{n}__s{s}" for n in names])
+                        for ctl, r in zip(names, res):
+                            rows.append({"corruption": c, "method": m, "control": ctl, "seed": s, **r})
         keys = ("method", "control")
     elif args.part == "fewdc":
         sizes = [int(v) for v in args.sizes.split(",")]

@@ -186,3 +186,64 @@ def test_test_time_baselines_leave_the_original_untouched(setup, method):
     out = adapted(torch.rand(4, 3, 16, 16))
     assert out.shape == (4, 3)
     assert report["history"] == []
+
+
+def test_style_gate_tells_failures_from_clean_images():
+    from deeprepair.engine import to_float
+    from deeprepair.repair.gate import StyleGate
+
+    clean, fog = _data(200, 5), _data(200, 6, shift=0.6)
+    gate = StyleGate().fit(to_float(torch.from_numpy(clean.x)), to_float(torch.from_numpy(fog.x)))
+    new_clean, new_fog = _data(100, 7), _data(100, 8, shift=0.6)
+    with torch.no_grad():
+        sc, sf = gate(to_float(torch.from_numpy(new_clean.x))), gate(to_float(torch.from_numpy(new_fog.x)))
+    assert (sc < 0).float().mean() > 0.95 and (sf > 0).float().mean() > 0.95
+
+
+def test_gated_model_answers_each_input_with_one_network(setup):
+    from deeprepair.repair.gate import GatedClassifier, StyleGate
+
+    model, train, dc, _ = setup
+    repaired, _ = repair(model, train, dc, RepairConfig(method="finetune", epochs=1, train_subset=30,
+                                                         precision="fp32"), device=torch.device("cpu"))
+    x = torch.rand(6, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(GatedClassifier(model, repaired, StyleGate(), 1e9).eval()(x), model(x))
+        assert torch.equal(GatedClassifier(model, repaired, StyleGate(), -1e9).eval()(x), repaired(x))
+        g = GatedClassifier(model, repaired, StyleGate(), 0.0).eval()
+        torch.nn.init.normal_(g.gate.linear.weight)
+        r = g.route(x)
+        expect = torch.where(r[:, None], repaired(x), model(x))
+        assert torch.allclose(g(x), expect, atol=1e-6)
+
+
+def test_gated_repair_fixes_failures_and_keeps_clean_predictions(setup, monkeypatch, tmp_path):
+    import deeprepair.repair.gate as gate_mod
+    from deeprepair.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, train, dc, de = setup
+    seen = []
+    real_predict = gate_mod.predict
+
+    def spy(m, x, **kw):
+        seen.append(len(x))
+        return real_predict(m, x, **kw)
+
+    monkeypatch.setattr(gate_mod, "predict", spy)
+    cfg = RepairConfig(method="finetune", epochs=3, train_subset=0, batch_size=32, lr=0.05, precision="fp32",
+                       dc_repeat=3, gate=True, max_break=0.0)
+    gated, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    assert set(seen) == {30, 4}  # the threshold is chosen on held-back Dt and Dc images only
+    assert report["gate"]["val_break"] == 0.0
+    clean = _data(150, 2)
+    res = compare(model, gated, clean, heldout=de, device=torch.device("cpu"), precision="fp32")
+    assert res["break_rate"] <= 0.02, res
+    assert res["de_after"] > res["de_before"] + 0.3, res
+    path = save_checkpoint(gated, tmp_path / "gated.safetensors",
+                           {"arch": "resnet-20", "num_classes": 3, "input_size": [16, 16, 3], "gate": report["gate"]})
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gated(x))
+    with pytest.raises(DeepRepairError, match="gated"):
+        repair(loaded, train, dc, RepairConfig(method="finetune"), device=torch.device("cpu"))

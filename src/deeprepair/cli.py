@@ -474,13 +474,17 @@ def cmd_repair(args: argparse.Namespace) -> int:
     heldout = load_failure_set(args.eval_failures, train.classes) if args.eval_failures else None
     if heldout is not None:
         _check_images(heldout, meta, "held-out failure")
+    if args.gate and str(meta.get("arch", "")).startswith(("factory:", "torchscript:")):
+        raise DeepRepairError("--gate saves the original and the repaired network together, which only a "
+                              "deeprepair checkpoint can hold; use --interpolate for your own module")
     style_opts = _style_options(args.style, args.style_mode, args.style_checkpoint)
     cfg = RepairConfig(method=args.method, style=args.style, style_options=style_opts,
                        sampling=args.sampling, clusters=args.clusters, epochs=args.epochs,
                        train_subset=args.train_subset, dc_repeat=args.dc_repeat, lr=args.lr,
                        batch_size=args.batch_size, seed=args.seed, precision=args.precision,
                        oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
-                       distill=args.distill, interpolate=args.interpolate, max_break=args.max_break)  # fmt: skip
+                       distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
+                       gate=args.gate)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -501,7 +505,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
              "parent": str(args.model), "parent_sha256": sha256_file(args.model),
              "failures": str(args.failures), "failures_sha256": sha256_file(args.failures)
              if Path(args.failures).is_file() else None, "repair_config": report["config"],
-             "clean_accuracy": cmp["clean_after"], "repair_command": " ".join(sys.argv)}  # fmt: skip
+             "clean_accuracy": cmp["clean_after"], "repair_command": " ".join(sys.argv),
+             "gate": report.get("gate")}  # fmt: skip
     if str(meta.get("arch", "")).startswith(("factory:", "torchscript:")):
         torch.save(repaired.state_dict(), out / "model_state.pt")  # users' own module: plain state dict
     else:
@@ -792,8 +797,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the original model on training inputs (e.g. 1.0)")
     p.add_argument("--interpolate", action="store_true", help="regression control: mix original and "
                    "repaired weights, choosing the mix on the validation split")
-    p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate: largest validation "
-                   "break rate allowed (default 0.01)")
+    p.add_argument("--gate", action="store_true", help="regression control: route inputs that look like "
+                   "the failures to the repaired model and the rest to the original (saves both)")
+    p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
+                   "validation break rate allowed (default 0.01)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -87,14 +87,23 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
-    """A registered-architecture ``Classifier`` and its metadata from a deeprepair checkpoint."""
+    """A registered-architecture ``Classifier`` (or a routed repair of one, ``GatedClassifier``)
+    and its metadata from a deeprepair checkpoint."""
     meta = read_metadata(path)
     arch = meta.get("arch")
     if arch not in list_models():
         raise DeepRepairError(f"{path}: architecture {arch!r} is not registered; for your own "
                               "model use --factory package.module:function")
-    model = Classifier(create_model(arch, int(meta["num_classes"])), meta.get("mean", (0.5,) * 3),
-                       meta.get("std", (0.5,) * 3))
+    def make() -> Classifier:
+        return Classifier(create_model(arch, int(meta["num_classes"])), meta.get("mean", (0.5,) * 3),
+                          meta.get("std", (0.5,) * 3))
+
+    if meta.get("gate"):  # a routed repair: original + repaired network and the style router
+        from ..repair.gate import gated_from_state
+
+        model = gated_from_state(make, channels=int(meta.get("input_size", [32, 32, 3])[-1]))
+    else:
+        model = make()
     _load_state(model, _read_safetensors(Path(path)), path)
     return model.to(device).eval(), meta
 

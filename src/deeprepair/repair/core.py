@@ -58,6 +58,7 @@ class RepairConfig:
     distill_t: float = 2.0           # its temperature
     interpolate: bool = False        # regression control: WiSE-FT mix of original and repaired weights ...
     max_break: float = 0.01          # ... with the largest repair whose validation break rate stays <= this
+    gate: bool = False               # regression control: route failure-like inputs to the repaired model (gate.py)
     seed: int = 0
     precision: str = "auto"
 
@@ -228,6 +229,9 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
             raise DeepRepairError(f"unknown repair option {k!r}")
         setattr(cfg, k, v)
     cfg.check(len(failures))
+    if hasattr(model, "gate") and hasattr(model, "original"):
+        raise DeepRepairError("this model is already a routed (gated) repair; repair its parent model "
+                              "again with all the failures instead")
     if train.x.shape[1:] != failures.x.shape[1:]:
         raise DeepRepairError(f"failure images are {failures.x.shape[1:]} but training images are "
                               f"{train.x.shape[1:]} (H, W, C): resize the failures to the model's input size")
@@ -245,7 +249,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         return out, {"config": asdict(cfg), "precision": precision, "history": [], "best_epoch": 0,
                      "finetune_images": len(failures), "failures_used": len(failures), "seconds": secs,
                      "img_per_s": len(failures) * max(cfg.epochs, 1) / secs if secs else None,
-                     "aug_share": None, "clusters": None, "interpolation": None}
+                     "aug_share": None, "clusters": None, "interpolation": None, "gate": None}
     model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
     split = make_split(train, failures, cfg)
     objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
@@ -254,7 +258,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     n = len(split.x)
     steps = math.ceil(n / cfg.batch_size) * cfg.epochs
     teacher = copy.deepcopy(model).eval() if cfg.distill > 0 else None
-    original = copy.deepcopy(model).eval() if cfg.interpolate else None
+    original = copy.deepcopy(model).eval() if cfg.interpolate or cfg.gate else None
     before = validation_score(model, split, device, precision)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history: list[dict] = []
@@ -318,9 +322,15 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                 "best_epoch": best_epoch, "epochs_done": epoch + 1, "seconds": seconds}, best=best_state)
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format).eval()
-    interp = None
-    if original is not None and best_epoch:
+    interp = routing = None
+    if cfg.interpolate and best_epoch:
         model, interp = choose_interpolation(original, model, split, cfg.max_break, device, precision)
+    if cfg.gate and best_epoch:
+        from .gate import fit_gate
+
+        model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
+                                  cfg.max_break, device, precision)
+        model.eval()
     images = sum(len(split.x) for _ in history)
     report = {
         "config": asdict(cfg), "precision": precision, "history": history, "best_epoch": best_epoch,
@@ -330,6 +340,6 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "seconds": seconds, "img_per_s": images / seconds if seconds else None,
         "aug_share": (sum(h["aug_seconds"] for h in history) / seconds) if seconds else None,
         "clusters": [len(g[0]) for g in sampler.groups] if sampler is not None else None,
-        "interpolation": interp,
+        "interpolation": interp, "gate": routing,
     }
     return model, report

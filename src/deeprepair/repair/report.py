@@ -95,6 +95,12 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
     if report.get("interpolation"):
         lines.append(f"- weight interpolation: alpha {report['interpolation']['alpha']:.1f} chosen on the validation "
                      f"split (break rate <= {report['interpolation'].get('max_break', 0) * 100:.1f}%)")
+    if report.get("gate"):
+        g = report["gate"]
+        lines.append(f"- routed repair: inputs whose style score exceeds {g['threshold']:.2f} go to the repaired "
+                     f"model, the rest to the original; on the validation split it routed "
+                     f"{pct(g.get('routed_failures'))}% of the failures and {pct(g.get('routed_clean'))}% of the clean "
+                     f"images (threshold chosen for break rate <= {g.get('max_break', 0) * 100:.1f}%)")
     if report.get("seconds"):
         lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
                      f"{report['precision']})")
