@@ -24,6 +24,10 @@ if str(REPO_ROOT / "src") not in sys.path:  # works from a checkout even without
     except ImportError:
         sys.path.insert(0, str(REPO_ROOT / "src"))
 
+from deeprepair.heap import keep_heap  # noqa: E402
+
+keep_heap()  # as the `deeprepair` command does: big tensors without mmap/munmap on every step
+
 
 def import_corruptions():
     """Return ``(corrupt, CORRUPTIONS, HELDOUT_CORRUPTIONS)`` from ``deeprepair.corruptions``."""

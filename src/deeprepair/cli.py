@@ -880,6 +880,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from .heap import keep_heap
+
+    keep_heap()  # every command moves big tensors; DenseNet inference runs 1.8x faster with it
     try:
         return int(args.func(args) or 0)
     except DeepRepairError as e:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 from typing import Iterator
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .errors import DeepRepairError
+from .heap import keep_heap  # noqa: F401  (re-exported)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -58,24 +57,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def to_float(xb: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> float32 NCHW in [0, 1], channels_last in memory (a free permute)."""
     return xb.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def keep_heap() -> bool:
-    """Ask glibc to keep freed memory instead of returning big buffers to the OS each step.
-
-    glibc serves every buffer over 32 MB with mmap and unmaps it on free, so each training step
-    pays the page faults again; turning mmap off and raising the trim threshold removes that.
-    A no-op (returns False) where the C library is not glibc.
-    """
-    if os.environ.get("DEEPREPAIR_KEEP_HEAP", "1") == "0":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        ok = libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
 
 
 def batches(n: int, batch_size: int) -> Iterator[slice]:
