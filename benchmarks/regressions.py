@@ -89,27 +89,30 @@ def main() -> None:
     if args.part == "control":
         # One repair without and one with distillation; interpolation and routing (gate) are chosen
         # afterwards on the same validation split that `repair --interpolate/--gate` use (make_split
-        # is seeded), so each training run gives three controls: none/interpolate/gate and
-        # distill/both/distill+gate.
+        # is seeded), so each training run is evaluated under several controls.
         from deeprepair.repair.core import choose_interpolation, make_split
         from deeprepair.repair.gate import fit_gate
 
         caches: dict = {}
+        derive = {
+            "": lambda rm, split, cfg, prec: (rm, {}),
+            "interpolate": lambda rm, split, cfg, prec: choose_interpolation(model, rm, split, cfg.max_break, device, prec),
+            "gate": lambda rm, split, cfg, prec: fit_gate(model, rm, split, cfg.max_break, device, prec),
+            "gate-style": lambda rm, split, cfg, prec: fit_gate(model, rm, split, cfg.max_break, device, prec,
+                                                                features="style"),
+        }
 
-        def run_controls(c, dc, de, cfg, keys3):
-            paths = [cache / f"{k}.json" for k in keys3]
+        def run_controls(c, dc, de, cfg, keys, kinds):
+            paths = [cache / f"{k}.json" for k in keys]
             if all(p.is_file() for p in paths):
                 return [json.loads(p.read_text()) for p in paths]
             bc = caches.setdefault(c, {})
             t0 = time.perf_counter()
             rep_model, rep = repair(model, train, dc, cfg, device=device)
             split = make_split(train, dc, cfg)
-            derived = [lambda: (rep_model, {}),
-                       lambda: choose_interpolation(model, rep_model, split, cfg.max_break, device, rep["precision"]),
-                       lambda: fit_gate(model, rep_model, split, cfg.max_break, device, rep["precision"])]
             out = []
-            for key, path, make in zip(keys3, paths, derived):
-                m_, info = make()
+            for key, path, kind in zip(keys, paths, kinds):
+                m_, info = derive[kind](rep_model, split, cfg, rep["precision"])
                 cmp = compare(model, m_.eval(), test, failures=dc, heldout=de, device=device, cache=bc)
                 r = {"de": cmp.get("de_after"), "clean": cmp["clean_after"], "break": cmp["break_rate"],
                      "break_ci": cmp["break_rate_ci95"], "de_before": cmp.get("de_before"),
@@ -121,14 +124,15 @@ def main() -> None:
                 out.append(r)
             return out
 
+        plans = ((0.0, ("none", "interpolate", "gate", "gate-style"), ("", "interpolate", "gate", "gate-style")),
+                 (1.0, ("distill", "distill+interpolate", "distill+gate"), ("", "interpolate", "gate")))
         for s in seeds:  # seed-outer, so that a partial run is a complete table for the first seeds
             for c in corrs:
                 dc, de = load(c)
                 for m in methods:
-                    for distill, names in ((0.0, ("none", "interpolate", "gate")),
-                                           (1.0, ("distill", "both", "distill+gate"))):
+                    for distill, names, kinds in plans:
                         cfg = RepairConfig(method=m, seed=s, distill=distill, **budget)
-                        res = run_controls(c, dc, de, cfg, [f"{c}__{m}__{n}__s{s}" for n in names])
+                        res = run_controls(c, dc, de, cfg, [f"{c}__{m}__{n}__s{s}" for n in names], kinds)
                         for ctl, r in zip(names, res):
                             rows.append({"corruption": c, "method": m, "control": ctl, "seed": s, **r})
         keys = ("method", "control")

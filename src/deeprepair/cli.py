@@ -484,7 +484,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, seed=args.seed, precision=args.precision,
                        oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
                        distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
-                       gate=args.gate)  # fmt: skip
+                       gate=args.gate, gate_features=args.gate_features)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -799,6 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "repaired weights, choosing the mix on the validation split")
     p.add_argument("--gate", action="store_true", help="regression control: route inputs that look like "
                    "the failures to the repaired model and the rest to the original (saves both)")
+    p.add_argument("--gate-features", default="deep", choices=["deep", "style"], help="what the --gate "
+                   "router looks at: the original model's features and logits (deep) or wavelet statistics")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
     p.add_argument("--lr", type=float, default=0.01)

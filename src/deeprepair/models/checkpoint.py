@@ -101,7 +101,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if meta.get("gate"):  # a routed repair: original + repaired network and the style router
         from ..repair.gate import gated_from_state
 
-        model = gated_from_state(make, channels=int(meta.get("input_size", [32, 32, 3])[-1]))
+        model = gated_from_state(make, meta["gate"])
     else:
         model = make()
     _load_state(model, _read_safetensors(Path(path)), path)

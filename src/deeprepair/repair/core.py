@@ -59,6 +59,7 @@ class RepairConfig:
     interpolate: bool = False        # regression control: WiSE-FT mix of original and repaired weights ...
     max_break: float = 0.01          # ... with the largest repair whose validation break rate stays <= this
     gate: bool = False               # regression control: route failure-like inputs to the repaired model (gate.py)
+    gate_features: str = "deep"      # ... judged on the original model's features (deep) or wavelet statistics (style)
     seed: int = 0
     precision: str = "auto"
 
@@ -71,6 +72,8 @@ class RepairConfig:
             raise DeepRepairError("the failure set is empty: collect at least one misclassified image")
         if self.epochs < 1 or self.batch_size < 1 or self.dc_repeat < 0:
             raise DeepRepairError("epochs and batch size must be >= 1, dc_repeat >= 0")
+        if self.gate_features not in ("deep", "style"):
+            raise DeepRepairError(f"gate_features must be 'deep' or 'style', got {self.gate_features!r}")
         if not 0 <= self.val_fraction < 1:
             raise DeepRepairError("val_fraction must be in [0, 1)")
 
@@ -329,7 +332,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         from .gate import fit_gate
 
         model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
-                                  cfg.max_break, device, precision)
+                                  cfg.max_break, device, precision, features=cfg.gate_features)
         model.eval()
     images = sum(len(split.x) for _ in history)
     report = {
