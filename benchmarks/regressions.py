@@ -176,17 +176,37 @@ def main() -> None:
             lab, _ = kmeans(features(mixed.x, kind), 15, seed=0)
             ari[kind] = adjusted_rand_index(lab, types[pick])
         print("ARI", ari, flush=True)
+        from deeprepair.repair.core import make_split
+        from deeprepair.repair.gate import fit_gate
+
+        right0 = predict(model, test.x) == test.y
+        subs = {c: np.random.default_rng(3).choice(len(de), min(2000, len(de)), replace=False) for c, de in de_sets.items()}
+
+        def evaluate(m_, seconds):
+            right = predict(m_, test.x) == test.y
+            out = {"clean": float(right.mean()), "break": float((right0 & ~right).sum() / right0.sum()), "seconds": seconds}
+            for c, de in de_sets.items():
+                out[f"de_{c}"] = float((predict(m_, de.x[subs[c]]) == de.y[subs[c]]).mean())
+            out["de_mean"] = float(np.mean([out[f"de_{c}"] for c in de_sets]))
+            return out
+
         for m in methods:
             for s in seeds:
-                def go():
-                    rep_model, rep = repair(model, train, mixed, RepairConfig(method=m, seed=s, **budget), device=device)
-                    out = {"clean": float((predict(rep_model, test.x) == test.y).mean()), "seconds": rep["seconds"]}
-                    for c, de in de_sets.items():
-                        sub = np.random.default_rng(3).choice(len(de), min(2000, len(de)), replace=False)
-                        out[f"de_{c}"] = float((predict(rep_model, de.x[sub]) == de.y[sub]).mean())
-                    return out
-                r = cell(f"mixed__{m}__s{s}", go)
-                rows.append({"method": m, "seed": s, **r})
+                keys2 = [f"mixed__{m}__s{s}", f"mixed__{m}+gate__s{s}"]
+                if all((cache / f"{k}.json").is_file() for k in keys2):
+                    res = [json.loads((cache / f"{k}.json").read_text()) for k in keys2]
+                else:
+                    cfg = RepairConfig(method=m, seed=s, **budget)
+                    t0 = time.perf_counter()
+                    rep_model, rep = repair(model, train, mixed, cfg, device=device)
+                    gated, _ = fit_gate(model, rep_model, make_split(train, mixed, cfg), cfg.max_break, device, rep["precision"])
+                    res = []
+                    for k, m_ in zip(keys2, (rep_model, gated.eval())):
+                        res.append({**evaluate(m_, rep["seconds"]), "wall": time.perf_counter() - t0})
+                        atomic_write_text(cache / f"{k}.json", json.dumps(res[-1]))
+                        print(k, {kk: round(v, 4) for kk, v in res[-1].items() if isinstance(v, float)}, flush=True)
+                for name, r in zip((m, f"{m}+gate"), res):
+                    rows.append({"method": name, "seed": s, **r})
         for kind, v in ari.items():
             rows.append({"method": f"ARI ({kind} features)", "seed": 0, "ari": v})
         keys = ("method",)
