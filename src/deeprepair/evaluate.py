@@ -147,8 +147,9 @@ def plot_accuracy(results: dict[str, dict], path: str | Path) -> Path:
         ax.set_ylim(0, 100)
         ax.set_title(f"{m}: clean {results[m]['clean'] * 100:.1f}%", fontsize=10)
     axes[-1, 0].set_xticks(np.arange(len(names)), names, rotation=45, ha="right")
-    axes[0, 0].legend(ncol=6, fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # one legend above all panels, clear of the bars
+    fig.legend(handles, labels, ncol=6, fontsize=8, loc="upper center", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     path = Path(path)
     import io
 
