@@ -259,3 +259,14 @@ def test_gated_repair_fixes_failures_and_keeps_clean_predictions(setup, monkeypa
         assert torch.equal(loaded(x), gated(x))
     with pytest.raises(DeepRepairError, match="gated"):
         repair(loaded, train, dc, RepairConfig(method="finetune"), device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["bn-adapt", "tent"])
+def test_test_time_baselines_answer_each_image_independently_of_its_batch(setup, method):
+    model, train, dc, _ = setup
+    adapted, _ = repair(model, train, dc, RepairConfig(method=method, epochs=1, precision="fp32"),
+                        device=torch.device("cpu"))
+    x = torch.rand(8, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(adapted(x)[:2], adapted(x[:2]), atol=1e-5)
+        assert not adapted.training
