@@ -232,7 +232,36 @@ def main() -> None:
             sd = f" ± {np.std(per_seed, ddof=1) * scale:.2f}" if len(per_seed) > 1 else ""
             cells.append(f"{np.mean(per_seed) * scale:.2f}{sd}")
         lines.append("| " + " | ".join(map(str, g)) + " | " + " | ".join(cells) + " |")
+    if args.part == "control":
+        lines += target_table(rows)
     write_results(args.out, f"regressions_{args.part}", "\n".join(lines), {"provenance": prov, "rows": rows})
+
+
+def target_table(rows: list[dict]) -> list[str]:
+    """The issue's target per (method, control): break <= 1%, clean >= the original's, and >= 90%
+    of the uncontrolled repair's De gain kept; per corruption and seed, then counted."""
+    import numpy as np
+
+    base = {(r["corruption"], r["method"], r["seed"]): r for r in rows if r["control"] == "none"}
+    out: dict = {}
+    for r in rows:
+        b = base.get((r["corruption"], r["method"], r["seed"]))
+        if b is None or b["de"] is None or b["de"] <= b["de_before"]:
+            continue
+        kept = (r["de"] - r["de_before"]) / (b["de"] - b["de_before"])
+        ok = r["break"] <= 0.01 and r["clean"] >= r["clean_before"] and kept >= 0.9
+        out.setdefault((r["method"], r["control"]), []).append((kept, r["clean"] - r["clean_before"], ok,
+                                                                r["break"] <= 0.01, kept >= 0.9,
+                                                                r["clean"] >= r["clean_before"]))
+    lines = ["", "## Against the target: break <= 1%, clean >= original, >= 90% of the De gain kept", "",
+             "Per corruption and seed; `gain kept` = (De - De before) / (De of the same repair without control - De before).", "",
+             "| method | control | gain kept (%) | clean - original (points) | break <= 1% | clean >= original | gain kept >= 90% | all three |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (m, c), v in out.items():
+        n = len(v)
+        lines.append(f"| {m} | {c} | {np.mean([x[0] for x in v]) * 100:.1f} | {np.mean([x[1] for x in v]) * 100:+.2f} | "
+                     f"{sum(x[3] for x in v)}/{n} | {sum(x[5] for x in v)}/{n} | {sum(x[4] for x in v)}/{n} | {sum(x[2] for x in v)}/{n} |")
+    return lines
 
 
 if __name__ == "__main__":
