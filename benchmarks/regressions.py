@@ -218,7 +218,10 @@ def main() -> None:
     metric_names = sorted({k for r in rows for k, v in r.items() if isinstance(v, float) and k not in ("wall", "seconds")})
     lines = [f"# Regression control and hard scenarios: part `{args.part}` ({mname})\n", provenance_markdown(prov),
              f"- budget per repair: {args.epochs} epochs over {args.train_subset:,} training images + Dc; "
-             f"corruptions: {', '.join(corrs)}; seeds {seeds}; ± = sample std over seeds\n",
+             f"corruptions: {'all 15, Dc = 1,000 failures drawn across them (stratified by class x type)' if args.part == 'mixed' else ', '.join(corrs)}; "
+             f"seeds {sorted({r['seed'] for r in rows})}; ± = sample std over seeds"
+             + ("; De columns: accuracy on up to 2,000 held-out failures of each type" if args.part == "mixed" else "")
+             + ("; label-free, deterministic (one run)" if args.part == "testtime" else "") + "\n",
              "| " + " | ".join(keys) + " | " + " | ".join(metric_names) + " |", "|" + "---|" * (len(keys) + len(metric_names))]
     for g, by_seed in groups.items():
         cells = []
