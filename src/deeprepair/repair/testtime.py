@@ -42,8 +42,8 @@ def tent(model: nn.Module, x: np.ndarray, steps: int = 1, lr: float = 1e-3, batc
     does, so that the result answers one image at a time like any deployed model.
 
     TENT's paper predicts with the statistics of each test batch instead; that makes every
-    prediction depend on what else is in the batch (a class-sorted test set collapses it to
-    ~16% clean accuracy here), which a repaired model cannot ship with."""
+    prediction depend on what else is in the batch (batches of a class-sorted test set hold one
+    class each, and batch statistics collapse it), which a repaired model cannot ship with."""
     m = copy.deepcopy(model)
     device = device or next(m.parameters()).device
     m.train()
