@@ -416,3 +416,22 @@ def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_pa
     assert main(["style", "--content", str(fails), "--style", str(fails), "--index", "0", "1",
                  "--style-index", "2", "--backend", "adain", "--checkpoint", str(ck), "--out", str(png)]) == 0
     assert png.stat().st_size > 500
+
+
+def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp_path, smooth_images, capsys):
+    from deeprepair.models.checkpoint import load_checkpoint
+    from deeprepair.repair.gate import GatedClassifier
+
+    fails = tmp_path / "f.npz"
+    np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
+    out = tmp_path / "rep"
+    assert main(["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+                 "--method", "finetune", "--epochs", "1", "--train-subset", "10", "--gate", "--quiet",
+                 "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["metadata"]["gate"]["features"] == "deep"
+    assert "routed repair" in (out / "report.md").read_text()
+    model, meta = load_checkpoint(out / "model.safetensors")
+    assert isinstance(model, GatedClassifier) and meta["gate"]["n_features"] > 0
+    assert main(["evaluate", "--model", str(out / "model.safetensors"), "--data", str(data_dir),
+                 "--corruptions", "contrast", "--quiet"]) == 0
