@@ -75,12 +75,17 @@ def main() -> None:
         print(key, {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}, flush=True)
         return r
 
+    def result(c: dict, rep: dict, control: dict | None) -> dict:
+        """One cell's row: De, clean, break rate from `compare`, and the control's choice."""
+        control = control or {}
+        return {"de": c.get("de_after"), "clean": c["clean_after"], "break": c["break_rate"],
+                "break_ci": c["break_rate_ci95"], "de_before": c.get("de_before"), "clean_before": c["clean_before"],
+                "alpha": control.get("alpha"), "routed_clean": control.get("routed_clean"), "seconds": rep["seconds"]}
+
     def run(dc, de, cfg):
         rep_model, rep = repair(model, train, dc, cfg, device=device)
         c = compare(model, rep_model, test, failures=dc, heldout=de, device=device, cache=before_cache)
-        return {"de": c.get("de_after"), "clean": c["clean_after"], "break": c["break_rate"],
-                "break_ci": c["break_rate_ci95"], "de_before": c.get("de_before"), "clean_before": c["clean_before"],
-                "alpha": (rep.get("interpolation") or {}).get("alpha"), "seconds": rep["seconds"]}
+        return result(c, rep, rep.get("interpolation") or rep.get("gate"))
 
     def load(c):
         return (load_failure_set(mine / f"{c}.dc.npz", train.classes), load_failure_set(mine / f"{c}.de.npz", train.classes))
@@ -114,11 +119,7 @@ def main() -> None:
             for key, path, kind in zip(keys, paths, kinds):
                 m_, info = derive[kind](rep_model, split, cfg, rep["precision"])
                 cmp = compare(model, m_.eval(), test, failures=dc, heldout=de, device=device, cache=bc)
-                r = {"de": cmp.get("de_after"), "clean": cmp["clean_after"], "break": cmp["break_rate"],
-                     "break_ci": cmp["break_rate_ci95"], "de_before": cmp.get("de_before"),
-                     "clean_before": cmp["clean_before"], "alpha": info.get("alpha"),
-                     "routed_clean": info.get("routed_clean"), "seconds": rep["seconds"],
-                     "wall": time.perf_counter() - t0}
+                r = {**result(cmp, rep, info), "wall": time.perf_counter() - t0}
                 atomic_write_text(path, json.dumps(r))
                 print(key, {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}, flush=True)
                 out.append(r)
