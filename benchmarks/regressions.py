@@ -144,10 +144,17 @@ def main() -> None:
             before_cache.clear()
             for n in sizes:
                 for s in seeds:
-                    pick, _ = split_collected(dc_all.y, n, dc_all.num_classes, seed=100 + s)
-                    dc = dc_all.subset(pick)
+                    if n >= len(dc_all):  # the whole Dc: the same repair as control's `none` cell, reused if cached
+                        dc = dc_all
+                    else:
+                        pick, _ = split_collected(dc_all.y, n, dc_all.num_classes, seed=100 + s)
+                        dc = dc_all.subset(pick)
                     for m in methods:
-                        r = cell(f"{c}__n{n}__{m}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget)))
+                        same = cache.parent / "control" / f"{c}__{m}__none__s{s}.json"
+                        if n >= len(dc_all) and same.is_file():
+                            r = json.loads(same.read_text())
+                        else:
+                            r = cell(f"{c}__n{n}__{m}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget)))
                         rows.append({"corruption": c, "method": m, "size": n, "seed": s, **r})
         keys = ("method", "size")
     elif args.part == "testtime":
@@ -238,7 +245,79 @@ def main() -> None:
         lines.append("| " + " | ".join(map(str, g)) + " | " + " | ".join(cells) + " |")
     if args.part == "control":
         lines += target_table(rows)
+    if args.part == "mixed":
+        lines += per_type_table(rows, cache.parent / "control", methods)
+    if args.part == "fewdc":
+        lines += fewdc_plot(rows, Path(args.out) / "regressions_fewdc.png")
     write_results(args.out, f"regressions_{args.part}", "\n".join(lines), {"provenance": prov, "rows": rows})
+
+
+def per_type_table(rows: list[dict], control: Path, methods: list[str]) -> list[str]:
+    """The one mixed repair against per-type repairs (the control part's uncontrolled cells, same
+    budget and seeds), on the types that have both; mean ± std over the seeds both have."""
+    import numpy as np
+
+    lines = ["", "## One mixed repair against one repair per type", "",
+             "De accuracy (%) of each type: `per type` = a repair on 1,000 failures of that type alone (part `control`, "
+             "no control; full De), `mixed` = the single repair on 1,000 failures across all 15 types (De subsample). "
+             "Only types with per-type repairs are listed.", "",
+             "| type | method | per type | mixed | mixed - per type | seeds |", "|---|---|---:|---:|---:|---:|"]
+    found = False
+    for c in FIVE:
+        for m in methods:
+            pairs = []
+            for r in rows:
+                if r["method"] != m or f"de_{c}" not in r:
+                    continue
+                p = control / f"{c}__{m}__none__s{r['seed']}.json"
+                if p.is_file():
+                    pairs.append((json.loads(p.read_text())["de"] * 100, r[f"de_{c}"] * 100))
+            if not pairs:
+                continue
+            found = True
+            a = np.array(pairs)
+            sd = (lambda v: f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else "")
+            lines.append(f"| {c} | {m} | {a[:, 0].mean():.2f}{sd(a[:, 0])} | {a[:, 1].mean():.2f}{sd(a[:, 1])} | "
+                         f"{(a[:, 1] - a[:, 0]).mean():+.2f}{sd(a[:, 1] - a[:, 0])} | {len(a)} |")
+    return lines if found else []
+
+
+def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
+    """De accuracy against |Dc| per corruption (mean ± std over seeds), one line per method; and
+    the per-corruption table the plot draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    corrs = list(dict.fromkeys(r["corruption"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    sizes = sorted({r["size"] for r in rows})
+    fig, axes = plt.subplots(1, len(corrs), figsize=(4.2 * len(corrs), 3.4), squeeze=False)
+    lines = ["", "## De accuracy (%) against |Dc|, per corruption (mean ± std over seeds)", "",
+             "| corruption | method \\ collected failures | " + " | ".join(f"{n:,}" for n in sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
+    for ax, c in zip(axes[0], corrs):
+        for m in methods:
+            stats = []
+            for n in sizes:
+                v = [r["de"] * 100 for r in rows if (r["corruption"], r["method"], r["size"]) == (c, m, n)]
+                stats.append((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0, len(v)) if v else (np.nan, 0.0, 0))
+            mu, sd = np.array([x[0] for x in stats]), np.array([x[1] for x in stats])
+            ax.errorbar(sizes, mu, yerr=sd, marker="o", capsize=3, label=m)
+            lines.append(f"| {c} | {m} | " + " | ".join(f"{a:.2f} ± {b:.2f}" if k > 1 else (f"{a:.2f}" if k else "-")
+                                                      for a, b, k in stats) + " |")
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.set_title(c)
+        ax.set_xlabel("|Dc| (collected failures)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("De accuracy (%)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return lines + ["", f"![De against |Dc|]({path.name})"]
 
 
 def target_table(rows: list[dict]) -> list[str]:
