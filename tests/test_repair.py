@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -270,3 +272,38 @@ def test_test_time_baselines_answer_each_image_independently_of_its_batch(setup,
     with torch.no_grad():
         assert torch.allclose(adapted(x)[:2], adapted(x[:2]), atol=1e-5)
         assert not adapted.training
+
+
+def test_gate_calibration_images_are_left_out_of_fine_tuning_and_validation(setup):
+    from deeprepair.repair.core import make_split
+
+    _, train, dc, _ = setup
+    base = RepairConfig(method="finetune", train_subset=100)
+    a = make_split(train, dc, base)
+    b = make_split(train, dc, dataclasses.replace(base, gate_calibration=150))
+    assert a.calibration is None and np.array_equal(a.x, b.x) and np.array_equal(a.val_train.x, b.val_train.x)
+    # 300 images: 30 validation, 100 fine-tuning, so at most 170 are left for calibration
+    assert len(b.calibration) == 150
+    rows = lambda x: {r.tobytes() for r in x}  # noqa: E731
+    assert not rows(b.calibration.x) & (rows(b.x) | rows(b.val_train.x))
+    with pytest.raises(DeepRepairError, match="gate_bound"):
+        RepairConfig(gate_bound="upper").check(10)
+
+
+def test_wilson_bound_makes_the_gate_threshold_more_cautious(setup):
+    from deeprepair.repair.core import make_split
+    from deeprepair.repair.gate import fit_gate
+
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method="finetune", epochs=1, train_subset=0, batch_size=32, lr=0.2, precision="fp32")
+    repaired, _ = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    split = make_split(train, dc, cfg)
+    found = {}
+    for bound in ("point", "wilson"):
+        _, info = fit_gate(model, repaired, split, 0.05, torch.device("cpu"), "fp32", bound=bound)
+        assert info["bound"] == bound and info["val_break_upper"] >= info["val_break"]
+        found[bound] = info
+    # 30 validation images: a 95% upper bound below 5% needs zero breaks and still exceeds it, so
+    # the Wilson rule routes nothing, while the point estimate may route
+    assert found["wilson"]["routed_clean"] == 0.0 and found["wilson"]["routed_failures"] == 0.0
+    assert found["point"]["val_break"] <= 0.05

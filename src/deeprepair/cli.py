@@ -484,7 +484,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, seed=args.seed, precision=args.precision,
                        oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
                        distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
-                       gate=args.gate, gate_features=args.gate_features)  # fmt: skip
+                       gate=args.gate, gate_features=args.gate_features, gate_calibration=args.gate_calibration,
+                       gate_bound=args.gate_bound)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -801,6 +802,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the failures to the repaired model and the rest to the original (saves both)")
     p.add_argument("--gate-features", default="deep", choices=["deep", "style"], help="what the --gate "
                    "router looks at: the original model's features and logits (deep) or wavelet statistics")
+    p.add_argument("--gate-calibration", type=int, default=0, help="with --gate: also check the threshold's "
+                   "break rate on up to this many training images left out of fine-tuning (default 0)")
+    p.add_argument("--gate-bound", default="point", choices=["point", "wilson"], help="with --gate: hold the "
+                   "validation break rate (point) or its Wilson 95%% upper bound (wilson) to --max-break")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
     p.add_argument("--lr", type=float, default=0.01)

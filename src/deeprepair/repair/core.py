@@ -60,6 +60,8 @@ class RepairConfig:
     max_break: float = 0.01          # ... with the largest repair whose validation break rate stays <= this
     gate: bool = False               # regression control: route failure-like inputs to the repaired model (gate.py)
     gate_features: str = "deep"      # ... judged on the original model's features (deep) or wavelet statistics (style)
+    gate_calibration: int = 0        # ... its threshold also checked on up to this many training images left out of fine-tuning
+    gate_bound: str = "point"        # ... and held to max_break as a point estimate or as a Wilson 95% upper bound
     seed: int = 0
     precision: str = "auto"
 
@@ -74,6 +76,10 @@ class RepairConfig:
             raise DeepRepairError("epochs and batch size must be >= 1, dc_repeat >= 0")
         if self.gate_features not in ("deep", "style"):
             raise DeepRepairError(f"gate_features must be 'deep' or 'style', got {self.gate_features!r}")
+        if self.gate_bound not in ("point", "wilson"):
+            raise DeepRepairError(f"gate_bound must be 'point' or 'wilson', got {self.gate_bound!r}")
+        if self.gate_calibration < 0:
+            raise DeepRepairError("gate_calibration must be >= 0 (0 = the Dt validation images only)")
         if not 0 <= self.val_fraction < 1:
             raise DeepRepairError("val_fraction must be in [0, 1)")
 
@@ -88,6 +94,7 @@ class Split:
     val_train: ImageSet | None
     val_failures: ImageSet | None
     dc_fit: ImageSet
+    calibration: ImageSet | None = None  # training images in neither fine-tuning nor validation (gate threshold)
 
 
 def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
@@ -97,9 +104,12 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
     val_t = train.subset(order[:n_val]) if n_val else None
     rest = order[n_val:]
     if cfg.method == "fewshot":
-        rest = rest[: cfg.fewshot_replay]
+        rest, unused = rest[: cfg.fewshot_replay], rest[cfg.fewshot_replay:]
     elif cfg.train_subset:
-        rest = rest[: cfg.train_subset]
+        rest, unused = rest[: cfg.train_subset], rest[cfg.train_subset:]
+    else:
+        unused = rest[:0]
+    calib = train.subset(np.sort(unused[: cfg.gate_calibration])) if cfg.gate_calibration and len(unused) else None
     fo = rng.permutation(len(failures))
     n_fval = int(round(cfg.val_fraction * len(failures))) if len(failures) >= 10 else 0
     val_f = failures.subset(np.sort(fo[:n_fval])) if n_fval else None
@@ -108,7 +118,7 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
     x = np.concatenate([train.x[rest], *reps]) if reps else train.x[rest]
     y = np.concatenate([train.y[rest], *[dc_fit.y] * cfg.dc_repeat])
     is_f = np.concatenate([np.zeros(len(rest), bool), np.ones(len(dc_fit) * cfg.dc_repeat, bool)])
-    return Split(x, y, is_f, val_t, val_f, dc_fit)
+    return Split(x, y, is_f, val_t, val_f, dc_fit, calib)
 
 
 class OracleOps:
@@ -332,7 +342,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         from .gate import fit_gate
 
         model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
-                                  cfg.max_break, device, precision, features=cfg.gate_features)
+                                  cfg.max_break, device, precision, features=cfg.gate_features,
+                                  bound=cfg.gate_bound)
         model.eval()
     images = sum(len(split.x) for _ in history)
     report = {

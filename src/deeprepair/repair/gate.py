@@ -22,8 +22,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data import ImageSet
 from ..engine import autocast, batches, predict, to_float
 from ..style.wavelet import style_features
+from .report import wilson
 
 GATE_FEATURES = ("deep", "style")
 
@@ -163,9 +165,11 @@ def _descriptors(original: nn.Module, x: np.ndarray, features: str, device, prec
 
 
 def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, device, precision: str,
-             features: str = "deep") -> tuple[GatedClassifier, dict]:
+             features: str = "deep", bound: str = "point") -> tuple[GatedClassifier, dict]:
     """Fit the router on the fine-tuning images (Dt part vs Dc part of ``split``) and choose its
-    threshold on the validation split; only Dt/Dc data is read."""
+    threshold on the validation split (plus ``split.calibration``, training images left out of
+    fine-tuning, when present); only Dt/Dc data is read. ``bound="wilson"`` holds the Wilson 95%
+    upper bound of the validation break rate, not the estimate, to ``max_break``."""
     if features not in GATE_FEATURES:
         raise ValueError(f"gate features must be one of {GATE_FEATURES}, got {features!r}")
     fc, _ = _descriptors(original, split.x[~split.is_failure], features, device, precision)
@@ -176,6 +180,8 @@ def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, 
         return GatedClassifier(original, repaired, gate, 0.0, features), {"threshold": 0.0, **info,
                                                                            "reason": "no validation split"}
     vt, vf = split.val_train, split.val_failures
+    if getattr(split, "calibration", None) is not None:
+        vt = ImageSet(np.concatenate([vt.x, split.calibration.x]), np.concatenate([vt.y, split.calibration.y]), vt.classes)
     dt, pt = _descriptors(original, vt.x, features, device, precision)
     df, pf = _descriptors(original, vf.x, features, device, precision)
     with torch.no_grad():
@@ -186,13 +192,17 @@ def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, 
     rows = []
     for t in np.unique(np.concatenate([st, sf, [np.inf, -np.inf]])):
         right_t, right_f = np.where(st > t, rt, ot), np.where(sf > t, rf, of)
-        rows.append({"threshold": float(t), "val_break": float((ot & ~right_t).sum() / max(ot.sum(), 1)),
+        broke = int((ot & ~right_t).sum())
+        rows.append({"threshold": float(t), "val_break": float(broke / max(ot.sum(), 1)),
+                     "val_break_upper": wilson(broke, int(ot.sum()))[1],
                      "val_failures_acc": float(right_f.mean()), "routed_clean": float((st > t).mean()),
                      "routed_failures": float((sf > t).mean())})
-    ok = [r for r in rows if r["val_break"] <= max_break]  # never empty: +inf routes nothing
+    key = "val_break_upper" if bound == "wilson" else "val_break"
+    ok = [r for r in rows if r[key] <= max_break] or rows[-1:]  # +inf routes nothing (the last row)
     best = max(ok, key=lambda r: (r["val_failures_acc"], -r["val_break"], r["threshold"]))
     t = best["threshold"] if np.isfinite(best["threshold"]) else float(np.sign(best["threshold"]) * 1e9)
-    info.update({k: best[k] for k in ("val_break", "val_failures_acc", "routed_clean", "routed_failures")})
+    info.update({k: best[k] for k in ("val_break", "val_break_upper", "val_failures_acc", "routed_clean",
+                                      "routed_failures")}, bound=bound, val_clean_images=len(vt))
     return GatedClassifier(original, repaired, gate, t, features), {"threshold": t, **info}
 
 

@@ -97,10 +97,15 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
                      f"split (break rate <= {report['interpolation'].get('max_break', 0) * 100:.1f}%)")
     if report.get("gate"):
         g = report["gate"]
-        lines.append(f"- routed repair: inputs whose style score exceeds {g['threshold']:.2f} go to the repaired "
+        lines.append(f"- routed repair: inputs whose router score ({g.get('features', 'deep')} features) exceeds "
+                     f"{g['threshold']:.2f} go to the repaired "
                      f"model, the rest to the original; on the validation split it routed "
                      f"{pct(g.get('routed_failures'))}% of the failures and {pct(g.get('routed_clean'))}% of the clean "
                      f"images (threshold chosen for break rate <= {g.get('max_break', 0) * 100:.1f}%)")
+    if not (report.get("gate") or report.get("interpolation")) and cmp["break_rate"] > cfg.get("max_break", 0.01):
+        lines.append(f"- no regression control was used and {pct(cmp['break_rate'])}% of the clean images the model "
+                     f"got right now fail; `--gate` (routed repair) keeps the original's answers on inputs that do "
+                     f"not look like the failures (docs/repair.md, Regression control)")
     if report.get("seconds"):
         lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
                      f"{report['precision']})")
