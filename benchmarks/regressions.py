@@ -10,6 +10,7 @@ Parts (``--part``), each resumable through per-run files in --cache:
 Failures come from `benchmarks/rq1_table1.py` (runs/mine/<model>/).
 
     python benchmarks/regressions.py --part control [--seeds 0,1,2]
+    python benchmarks/regressions.py --part fewdc --corruptions gaussian_noise,fog --selections holdout,last
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main() -> None:
     ap.add_argument("--corruptions", default=",".join(FIVE))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--sizes", default="25,50,100,250,1000")
+    ap.add_argument("--selections", default="holdout", help="fewdc: model selections to compare (holdout,last,auto)")
+    ap.add_argument("--selection-sizes", default="25,50,100", help="fewdc: the sizes at which selections other "
+                    "than holdout also run")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-subset", type=int, default=5000)
     ap.add_argument("--max-break", type=float, default=0.01)
@@ -139,6 +143,8 @@ def main() -> None:
         keys = ("method", "control")
     elif args.part == "fewdc":
         sizes = [int(v) for v in args.sizes.split(",")]
+        selections = args.selections.split(",")
+        sel_sizes = {int(v) for v in args.selection_sizes.split(",")}
         for c in corrs:
             dc_all, de = load(c)
             before_cache.clear()
@@ -156,6 +162,12 @@ def main() -> None:
                         else:
                             r = cell(f"{c}__n{n}__{m}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget)))
                         rows.append({"corruption": c, "method": m, "size": n, "seed": s, **r})
+                        for sel in selections:  # the other model selections, same subset and seed
+                            if sel == "holdout" or n not in sel_sizes:
+                                continue
+                            r = cell(f"{c}__n{n}__{m}__{sel}__s{s}",
+                                     lambda: run(dc, de, RepairConfig(method=m, seed=s, selection=sel, **budget)))
+                            rows.append({"corruption": c, "method": f"{m} ({sel})", "size": n, "seed": s, **r})
         keys = ("method", "size")
     elif args.part == "testtime":
         for c in corrs:
@@ -304,7 +316,7 @@ def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
                 v = [r["de"] * 100 for r in rows if (r["corruption"], r["method"], r["size"]) == (c, m, n)]
                 stats.append((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0, len(v)) if v else (np.nan, 0.0, 0))
             mu, sd = np.array([x[0] for x in stats]), np.array([x[1] for x in stats])
-            ax.errorbar(sizes, mu, yerr=sd, marker="o", capsize=3, label=m)
+            ax.errorbar(sizes, mu, yerr=sd, marker="o", capsize=3, label=m, ls="--" if "(" in m else "-")
             lines.append(f"| {c} | {m} | " + " | ".join(f"{a:.2f} ± {b:.2f}" if k > 1 else (f"{a:.2f}" if k else "-")
                                                       for a, b, k in stats) + " |")
         ax.set_xscale("log")

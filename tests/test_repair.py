@@ -307,3 +307,36 @@ def test_wilson_bound_makes_the_gate_threshold_more_cautious(setup):
     # the Wilson rule routes nothing, while the point estimate may route
     assert found["wilson"]["routed_clean"] == 0.0 and found["wilson"]["routed_failures"] == 0.0
     assert found["point"]["val_break"] <= 0.05
+
+
+def test_selection_last_trains_on_every_failure_and_keeps_the_final_epoch(setup):
+    from deeprepair.repair.core import make_split
+
+    model, train, dc, _ = setup
+    base = RepairConfig(method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32")
+    held = make_split(train, dc, base)
+    last = make_split(train, dc, dataclasses.replace(base, selection="last"))
+    assert len(held.val_failures) == 4 and len(held.dc_fit) == 36
+    assert last.val_failures is None and len(last.dc_fit) == len(dc)
+    _, report = repair(model, train, dc, dataclasses.replace(base, selection="last"), device=torch.device("cpu"))
+    assert report["selection"] == "last" and report["best_epoch"] == 2 and report["failures_used"] == len(dc)
+
+
+def test_auto_selection_holds_out_failures_only_when_there_are_enough():
+    cfg = RepairConfig(selection="auto", min_val_failures=20)
+    assert cfg.resolved_selection(100) == "last" and cfg.resolved_selection(200) == "holdout"
+    assert RepairConfig().resolved_selection(25) == "holdout"  # the default is unchanged
+    with pytest.raises(DeepRepairError, match="selection"):
+        RepairConfig(selection="best").check(10)
+
+
+def test_gate_without_held_out_failures_still_bounds_the_break_rate(setup):
+    from deeprepair.repair.core import make_split
+    from deeprepair.repair.gate import fit_gate
+
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method="finetune", epochs=1, train_subset=0, batch_size=32, lr=0.2, precision="fp32",
+                       selection="last")
+    repaired, _ = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    _, info = fit_gate(model, repaired, make_split(train, dc, cfg), 0.05, torch.device("cpu"), "fp32")
+    assert info["threshold_failures"].startswith("training") and info["val_break"] <= 0.05

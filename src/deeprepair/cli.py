@@ -485,7 +485,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
                        distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
                        gate=args.gate, gate_features=args.gate_features, gate_calibration=args.gate_calibration,
-                       gate_bound=args.gate_bound)  # fmt: skip
+                       gate_bound=args.gate_bound, selection=args.selection)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -808,6 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation break rate (point) or its Wilson 95%% upper bound (wilson) to --max-break")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
+    p.add_argument("--selection", default="holdout", choices=["holdout", "last", "auto"], help="model "
+                   "selection: best epoch on 10%% of the failures held out (holdout, may keep the original), "
+                   "the last epoch with no failures held out (last), or last when fewer than 20 would be held out (auto)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

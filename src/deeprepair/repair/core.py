@@ -25,6 +25,7 @@ from ..train import crop_flip, load_run_state, save_run_state
 
 METHODS = ("deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle",
            "bn-adapt", "tent")
+SELECTIONS = ("holdout", "last", "auto")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class RepairConfig:
     severity: float = 3.0            # AugMix op severity
     aug_alpha: float = 1.0           # Dirichlet / Beta parameter
     val_fraction: float = 0.1        # of Dc held out for model selection (and 1,000 of Dt)
+    selection: str = "holdout"       # holdout: best epoch on the validation split (may keep the original);
+                                     # last: hold no failures out, keep the final epoch; auto: last when the
+    min_val_failures: int = 20       # ... validation split would hold fewer failures than this, else holdout
     val_train: int = 1000
     patience: int = 5                # early stopping on the validation score
     distill: float = 0.0             # regression control: weight of KL(original || repaired) on training inputs
@@ -82,6 +86,16 @@ class RepairConfig:
             raise DeepRepairError("gate_calibration must be >= 0 (0 = the Dt validation images only)")
         if not 0 <= self.val_fraction < 1:
             raise DeepRepairError("val_fraction must be in [0, 1)")
+        if self.selection not in SELECTIONS:
+            raise DeepRepairError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.min_val_failures < 1:
+            raise DeepRepairError("min_val_failures must be >= 1")
+
+    def resolved_selection(self, n_failures: int) -> str:
+        """``holdout`` or ``last`` for a failure set of this size (``auto`` decides by its size)."""
+        if self.selection != "auto":
+            return self.selection
+        return "holdout" if round(self.val_fraction * n_failures) >= self.min_val_failures else "last"
 
 
 @dataclass
@@ -111,7 +125,8 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
         unused = rest[:0]
     calib = train.subset(np.sort(unused[: cfg.gate_calibration])) if cfg.gate_calibration and len(unused) else None
     fo = rng.permutation(len(failures))
-    n_fval = int(round(cfg.val_fraction * len(failures))) if len(failures) >= 10 else 0
+    keep_out = len(failures) >= 10 and cfg.resolved_selection(len(failures)) == "holdout"
+    n_fval = int(round(cfg.val_fraction * len(failures))) if keep_out else 0
     val_f = failures.subset(np.sort(fo[:n_fval])) if n_fval else None
     dc_fit = failures.subset(np.sort(fo[n_fval:]))
     reps = [dc_fit.x] * cfg.dc_repeat
@@ -242,6 +257,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
             raise DeepRepairError(f"unknown repair option {k!r}")
         setattr(cfg, k, v)
     cfg.check(len(failures))
+    select_last = cfg.resolved_selection(len(failures)) == "last"
     if hasattr(model, "gate") and hasattr(model, "original"):
         raise DeepRepairError("this model is already a routed (gated) repair; repair its parent model "
                               "again with all the failures instead")
@@ -326,7 +342,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                "seconds": time.perf_counter() - t0, "aug_seconds": tot["aug_s"], **val}
         seconds += row["seconds"]
         history.append(row)
-        if val["val_score"] is None or best_score is None or val["val_score"] >= best_score:
+        if select_last or val["val_score"] is None or best_score is None or val["val_score"] >= best_score:
             best_score, best_epoch = val["val_score"], epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if state_path is not None:
@@ -348,7 +364,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     images = sum(len(split.x) for _ in history)
     report = {
         "config": asdict(cfg), "precision": precision, "history": history, "best_epoch": best_epoch,
-        "validation_before": before, "validation_after": history[best_epoch - 1] if best_epoch else before,
+        "selection": "last" if select_last else "holdout", "validation_before": before, "validation_after": history[best_epoch - 1] if best_epoch else before,
         "finetune_images": n, "failures_used": len(split.dc_fit),
         "failures_validation": len(split.val_failures) if split.val_failures is not None else 0,
         "seconds": seconds, "img_per_s": images / seconds if seconds else None,

@@ -176,10 +176,14 @@ def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, 
     ff, _ = _descriptors(original, split.dc_fit.x, features, device, precision)
     gate = LinearGate(fc.shape[1], squares=features == "style").fit(fc, ff).to(device)
     info = {"features": features, "n_features": int(fc.shape[1]), "max_break": max_break}
-    if split.val_train is None or split.val_failures is None:
+    if split.val_train is None:
         return GatedClassifier(original, repaired, gate, 0.0, features), {"threshold": 0.0, **info,
                                                                            "reason": "no validation split"}
-    vt, vf = split.val_train, split.val_failures
+    # No failures held out (selection "last"): rank thresholds on the training failures instead;
+    # routing more of them is what a lower threshold does, so this keeps the most routing that
+    # stays within the break limit, which is still measured on held-back clean images only.
+    vt, vf = split.val_train, split.val_failures if split.val_failures is not None else split.dc_fit
+    info["threshold_failures"] = "validation" if split.val_failures is not None else "training (none held out)"
     if getattr(split, "calibration", None) is not None:
         vt = ImageSet(np.concatenate([vt.x, split.calibration.x]), np.concatenate([vt.y, split.calibration.y]), vt.classes)
     dt, pt = _descriptors(original, vt.x, features, device, precision)

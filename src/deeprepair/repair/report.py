@@ -91,7 +91,9 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
                  + (f", style {cfg['style']}, sampling {cfg['sampling']}, "
                                                 f"{cfg['clusters']} clusters" if cfg["method"] == "deeprepair" else "")
                  + f"; {cfg['epochs']} epochs over {report['finetune_images']:,} images, best epoch "
-                 f"{report['best_epoch']} (selected on the validation split of Dt and Dc)")
+                 f"{report['best_epoch']} " + ("(the last: too few failures to hold any out for validation)"
+                                               if report.get("selection") == "last"
+                                               else "(selected on the validation split of Dt and Dc)"))
     if report.get("interpolation"):
         lines.append(f"- weight interpolation: alpha {report['interpolation']['alpha']:.1f} chosen on the validation "
                      f"split (break rate <= {report['interpolation'].get('max_break', 0) * 100:.1f}%)")
