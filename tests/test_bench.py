@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
     assert len(cells) == len(list_cells(prof)) == 2 * 4
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "Table 3" in report and (out / "report.html").stat().st_size > 5000
+    assert "DeepRepair against each method" in report and "Cross-failure accuracy" in report
+    linked = re.findall(r"\(figures/(.+?\.png)\)", report)
+    assert {"fig4-resnet-20.png", "fig5-resnet-20.png"} <= set(linked)
+    assert all((out / "figures" / f).stat().st_size > 1000 for f in linked)
     one = json.loads(cells[0].read_text())
     assert set(one["cross"]) <= {"gaussian_noise", "fog"} and "clean_after" in one["metrics"]
 

@@ -51,8 +51,8 @@ def _table(rows: list[list[str]], head: list[str]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str]:
-    """(markdown, html) for the cells under ``out``."""
+def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
+    """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +105,35 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
                          f"{np.mean(tt):.0f}" if tt else "-"])
         md += ["", "### Clean accuracy, break rate and repair time (means over corruptions)", "",
                _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
+        # head to head: on how many corruptions DeepRepair's De accuracy is above each method's
+        if "deeprepair" in de[arch]:
+            dr = de[arch]["deeprepair"]
+            rows = []
+            for m in methods:
+                if m in ("deeprepair", "original"):
+                    continue
+                both = [c for c in corrs if c in dr and c in de[arch][m]]
+                diff = [(dr[c][0] - de[arch][m][c][0]) * 100 for c in both]
+                if diff:
+                    rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}",
+                                 f"{min(diff):+.2f} .. {max(diff):+.2f}"])
+            md += ["", "### DeepRepair against each method (De accuracy, per corruption)", "",
+                   _table(rows, ["method", "DeepRepair higher", "mean difference (points)", "range"])]
+        # cross-failure generalisation: accuracy on the other corruptions' held-out failures
+        cross = defaultdict(lambda: defaultdict(list))
+        for c in cells:
+            if c["arch"] == arch and c["corruption"] in corrs:
+                own = [v for j, v in c["cross"].items() if j == c["corruption"]]
+                other = [v for j, v in c["cross"].items() if j != c["corruption"] and j in corrs]
+                cross[c["method"]]["own"] += own
+                cross[c["method"]]["other"] += [float(np.mean(other))] if other else []
+        rows = [[m, f"{np.mean(cross[m]['own']) * 100:.2f}" if cross[m]["own"] else "-",
+                 f"{np.mean(cross[m]['other']) * 100:.2f}" if cross[m]["other"] else "-"] for m in methods if m in cross]
+        md += ["", "### Cross-failure accuracy (Fig. 4 in numbers)", "",
+               f"Accuracy of each repaired model on a fixed random subsample of up to {prof.get('cross_subsample', '?'):,} "
+               "held-out failures of every corruption this architecture has: on its own corruption and, averaged, "
+               "on the others (means over the repaired models).", "",
+               _table(rows, ["method", "own corruption (%)", "other corruptions (%)"])]
         # Table 3 ablation
         if "deeprepair" in de[arch] and "dr-uniform" in de[arch]:
             rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
@@ -153,14 +182,31 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
             axes[0, 0].set_ylabel("repaired for (rows)")
             fig.suptitle(f"Fig. 4: {arch}, accuracy on each corruption's held-out failures (columns)", fontsize=9)
             figs.append((f"fig4-{arch}", _png(fig)))
-    md += ["", "Figures: see report.html (Fig. 2 original model, Fig. 3 clean vs repaired, Fig. 4 cross-failure)."]
+        # Fig. 5: the ablation's variants on the other corruptions
+        pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
+        if len(pair) == 2 and len(corrs) > 1:
+            fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
+            for k, (m, label) in enumerate(zip(pair, ("no-cluster", "cluster (Eq. 4)"))):
+                vals = []
+                for cn in corrs:
+                    v = [np.mean([x for j, x in c["cross"].items() if j != cn and j in corrs]) * 100 for c in cells
+                         if c["arch"] == arch and c["method"] == m and c["corruption"] == cn]
+                    vals.append(np.mean(v) if v else np.nan)
+                ax.bar(np.arange(len(corrs)) + (k - 0.5) * 0.4, vals, 0.4, label=label)
+            ax.set_xticks(range(len(corrs)), corrs, rotation=45, ha="right")
+            ax.set_ylabel("accuracy on the other\ncorruptions' De (%)")
+            ax.set_title(f"Fig. 5: {arch}, ablation, repaired for one corruption (x) and tested on the others")
+            ax.legend(fontsize=7)
+            figs.append((f"fig5-{arch}", _png(fig)))
+    md += ["", "## Figures", "", "Also in report.html (self-contained)."]
+    md += [f"\n![{n}](figures/{n}.png)" for n, _ in figs]
     text = "\n".join(md) + "\n"
     body = "".join(f"<h3>{html.escape(n)}</h3><img src='data:image/png;base64,{b}'/>" for n, b in figs)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>deeprepair benchmark</title>"
             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
             + _md_to_html(text) + body + "</body></html>")
-    return text, page
+    return text, page, figs
 
 
 def _md_to_html(md: str) -> str:
@@ -179,6 +225,8 @@ def _md_to_html(md: str) -> str:
 
     for line in md.splitlines():
         line_h = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+        if line.startswith("!["):  # figures are appended to the page as embedded images
+            continue
         if line.startswith("|"):
             table.append(line_h)
             continue
@@ -195,6 +243,8 @@ def _md_to_html(md: str) -> str:
 
 
 def write(out: Path, provenance: dict | None = None) -> tuple[Path, Path]:
-    text, page = build(Path(out), provenance=provenance)
+    text, page, figs = build(Path(out), provenance=provenance)
+    for name, b64 in figs:  # the PNGs the Markdown report links to
+        atomic_write_bytes(Path(out) / "figures" / f"{name}.png", base64.b64decode(b64))
     return (atomic_write_bytes(Path(out) / "report.md", text.encode()),
             atomic_write_bytes(Path(out) / "report.html", page.encode()))
