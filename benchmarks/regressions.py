@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--train-subset", type=int, default=5000)
     ap.add_argument("--max-break", type=float, default=0.01)
     ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_regressions"))
+    ap.add_argument("--bench-cells", default=str(REPO_ROOT / "benchmarks" / "results" / "cpu" / "cells"),
+                    help="mixed: per-type repairs of the other ten types from `deeprepair bench --profile cpu`")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
 
@@ -258,39 +260,63 @@ def main() -> None:
     if args.part == "control":
         lines += target_table(rows)
     if args.part == "mixed":
-        lines += per_type_table(rows, cache.parent / "control", methods)
+        lines += per_type_table(rows, cache.parent / "control", methods, Path(args.bench_cells))
     if args.part == "fewdc":
         lines += fewdc_plot(rows, Path(args.out) / "regressions_fewdc.png")
     write_results(args.out, f"regressions_{args.part}", "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
-def per_type_table(rows: list[dict], control: Path, methods: list[str]) -> list[str]:
+def per_type_table(rows: list[dict], control: Path, methods: list[str], bench_cells: Path | None = None) -> list[str]:
     """The one mixed repair against per-type repairs (the control part's uncontrolled cells, same
-    budget and seeds), on the types that have both; mean ± std over the seeds both have."""
+    budget and seeds), on the types that have both; mean ± std over the seeds both have. The
+    other ten types take their per-type repair from the `cpu` bench profile's cells (resnet-20,
+    seed 0, same budget; full De), for the methods both scripts share."""
     import numpy as np
+
+    from deeprepair.corruptions import CORRUPTIONS
+
+    def per_type_file(c: str, m: str, seed: int) -> Path | None:
+        if c in FIVE:
+            p = control / f"{c}__{m}__none__s{seed}.json"
+            return p if p.is_file() else None
+        found = sorted(bench_cells.glob(f"resnet-20__{c}__{m}__s{seed}__*.json")) if bench_cells else []
+        return found[0] if found else None
+
+    def per_type_de(p: Path) -> float:
+        r = json.loads(p.read_text())
+        return r["metrics"]["de_after"] if "metrics" in r else r["de"]
 
     lines = ["", "## One mixed repair against one repair per type", "",
              "De accuracy (%) of each type: `per type` = a repair on 1,000 failures of that type alone (part `control`, "
              "no control; full De), `mixed` = the single repair on 1,000 failures across all 15 types (De subsample). "
+             "Types outside the control part's five take the per-type repair from the `cpu` bench profile "
+             "(seed 0 only; the bench has no `finetune` method, its `fewshot` differs). "
              "Only types with per-type repairs are listed.", "",
              "| type | method | per type | mixed | mixed - per type | seeds |", "|---|---|---:|---:|---:|---:|"]
-    found = False
-    for c in FIVE:
+    found, seed0 = False, {m: [] for m in methods}
+    for c in FIVE + [c for c in CORRUPTIONS if c not in FIVE]:
         for m in methods:
             pairs = []
             for r in rows:
                 if r["method"] != m or f"de_{c}" not in r:
                     continue
-                p = control / f"{c}__{m}__none__s{r['seed']}.json"
-                if p.is_file():
-                    pairs.append((json.loads(p.read_text())["de"] * 100, r[f"de_{c}"] * 100))
+                p = per_type_file(c, m, r["seed"])
+                if p is not None:
+                    pairs.append((per_type_de(p) * 100, r[f"de_{c}"] * 100, r["seed"]))
             if not pairs:
                 continue
             found = True
+            seed0[m] += [p[:2] for p in pairs if p[2] == 0]
             a = np.array(pairs)
             sd = (lambda v: f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else "")
             lines.append(f"| {c} | {m} | {a[:, 0].mean():.2f}{sd(a[:, 0])} | {a[:, 1].mean():.2f}{sd(a[:, 1])} | "
                          f"{(a[:, 1] - a[:, 0]).mean():+.2f}{sd(a[:, 1] - a[:, 0])} | {len(a)} |")
+    for m, pairs in seed0.items():
+        if not pairs:
+            continue
+        a = np.array(pairs)
+        lines.append(f"| mean over {len(a)} types, seed 0 | {m} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | "
+                     f"{(a[:, 1] - a[:, 0]).mean():+.2f} | 1 |")
     return lines if found else []
 
 
