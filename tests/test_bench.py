@@ -56,6 +56,8 @@ def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
     assert len(cells) == len(list_cells(prof)) == 2 * 4
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "Table 3" in report and (out / "report.html").stat().st_size > 5000
+    # the folder records the whole profile, so a filtered run adds to its report instead of shrinking it
+    assert json.loads((out / "profile.json").read_text())["methods"] == load_profile("smoke")["methods"]
     assert "DeepRepair against each method" in report and "Cross-failure accuracy" in report
     linked = re.findall(r"\(figures/(.+?\.png)\)", report)
     assert {"fig4-resnet-20.png", "fig5-resnet-20.png"} <= set(linked)

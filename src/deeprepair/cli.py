@@ -626,7 +626,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import list_cells, load_profile, restrict, run, write_report
     from .data import resolve_data_dir
 
-    prof = restrict(load_profile(args.profile), args.archs, args.corruptions, args.methods)
+    full = load_profile(args.profile)
+    prof = restrict(full, args.archs, args.corruptions, args.methods)
     root = resolve_data_dir(args.data)
     out = Path(args.out)
     if out.resolve() == Path(root).resolve():
@@ -638,7 +639,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     log = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, flush=True))
     with _progress(len(list_cells(prof)), True, "bench") as bar:
         results = run(prof, str(root), out, executor=args.executor, address=args.address, device=args.device,
-                      log=log, progress=bar.update)
+                      log=log, progress=bar.update, record=full)
     md, page = write_report(out, provenance={"command": " ".join(sys.argv), "data": str(root),
                                              "seconds": round(time.perf_counter() - t0, 1)})
     _emit(args, {"out": str(out), "cells": len(results), "report": str(md)},

@@ -190,11 +190,14 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
 
 def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", address: str | None = None,
         device: str | None = None, log: Callable[[str], None] = print,
-        progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Prepare (models, failures) and run every cell of ``prof``; returns all cell results."""
+        progress: Callable[[int], None] | None = None, record: dict | None = None) -> list[dict]:
+    """Prepare (models, failures) and run every cell of ``prof``; returns all cell results.
+    ``record`` (default ``prof``) is the profile written to OUT/profile.json for the report: the
+    unfiltered one, so that a run limited by --archs/--corruptions/--methods adds cells to the
+    folder's report instead of shrinking it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "profile.json", json.dumps(prof, indent=2).encode())
+    atomic_write_bytes(out / "profile.json", json.dumps(record or prof, indent=2).encode())
     ctx = Context(prof, str(data_dir), out, pick_device(device))
     for arch in prof["archs"]:
         ctx.model(arch, log)
