@@ -78,7 +78,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
                 n_de = c["metrics"].get("de_images", 0)
                 t1[c["corruption"]] = [f"{c['failures']:,}", f"{c['failures'] - n_de:,}", f"{n_de:,}"]
         md += ["", f"## {arch}", "", "### Table 1: failures (Dc+De), collected (Dc), held out (De)", "",
-               _table([[k, *v] for k, v in t1.items()], ["corruption", "Dc+De", "Dc", "De"])]
+               _table([[k, *t1[k]] for k in prof["corruptions"] if k in t1], ["corruption", "Dc+De", "Dc", "De"])]
         # Table 2
         rows = []
         for c in corrs:
@@ -99,7 +99,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
         rows = []
         for m in methods:
             cl = [clean[arch][m][c][0] for c in corrs if c in clean[arch][m]]
-            br = [brk[arch][m][c][0] for c in corrs if m in brk[arch] and c in brk[arch][m]]
+            br = [brk[arch][m][c][0] for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
             tt = [secs[arch][m][c][0] for c in corrs if c in secs[arch][m] and secs[arch][m][c][0] is not None]
             rows.append([m, f"{np.mean(cl) * 100:.2f}" if cl else "-", f"{np.mean(br) * 100:.2f}" if br else "-",
                          f"{np.mean(tt):.0f}" if tt else "-"])
