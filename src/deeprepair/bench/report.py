@@ -68,7 +68,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     if provenance:
         md += [f"- {k}: {v}" for k, v in provenance.items()] + [""]
     md.append(f"{len(cells)} cells. Accuracy in %, mean ± sample std over seeds where there are several.")
-    for arch in de:
+    for arch in [a for a in prof["archs"] if a in de] + [a for a in de if a not in prof["archs"]]:
         methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]
         corrs = [c for c in prof["corruptions"] if any(c in de[arch][m] for m in methods)]
         # Table 1
