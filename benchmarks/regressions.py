@@ -290,7 +290,7 @@ def per_type_table(rows: list[dict], control: Path, methods: list[str], bench_ce
              "De accuracy (%) of each type: `per type` = a repair on 1,000 failures of that type alone (part `control`, "
              "no control; full De), `mixed` = the single repair on 1,000 failures across all 15 types (De subsample). "
              "Types outside the control part's five take the per-type repair from the `cpu` bench profile "
-             "(seed 0 only; the bench has no `finetune` method, its `fewshot` differs). "
+             "(same methods and budget, seed 0 only). "
              "Only types with per-type repairs are listed.", "",
              "| type | method | per type | mixed | mixed - per type | seeds |", "|---|---|---:|---:|---:|---:|"]
     found, seed0 = False, {m: [] for m in methods}
