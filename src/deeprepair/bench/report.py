@@ -68,6 +68,12 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     if provenance:
         md += [f"- {k}: {v}" for k, v in provenance.items()] + [""]
     md.append(f"{len(cells)} cells. Accuracy in %, mean ± sample std over seeds where there are several.")
+    walls = defaultdict(list)
+    for c in cells:
+        walls[c["arch"]].append(c.get("wall", 0.0))
+    md.append("Cell wall time (repair + evaluation, summed; model loading and mining not included): "
+              + ", ".join(f"{a} {sum(w) / 60:.1f} min for {len(w)} cells" for a, w in walls.items())
+              + f"; total {sum(map(sum, walls.values())) / 60:.1f} min.")
     for arch in [a for a in prof["archs"] if a in de] + [a for a in de if a not in prof["archs"]]:
         methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]
         corrs = [c for c in prof["corruptions"] if any(c in de[arch][m] for m in methods)]
