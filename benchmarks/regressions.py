@@ -10,7 +10,8 @@ Parts (``--part``), each resumable through per-run files in --cache:
 Failures come from `benchmarks/rq1_table1.py` (runs/mine/<model>/).
 
     python benchmarks/regressions.py --part control [--seeds 0,1,2]
-    python benchmarks/regressions.py --part fewdc --corruptions gaussian_noise,fog --selections holdout,last
+    python benchmarks/regressions.py --part fewdc --corruptions gaussian_noise,motion_blur,fog,contrast,jpeg_compression \
+        --selections holdout,last --selection-corruptions gaussian_noise,fog
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--selections", default="holdout", help="fewdc: model selections to compare (holdout,last,auto)")
     ap.add_argument("--selection-sizes", default="25,50,100", help="fewdc: the sizes at which selections other "
                     "than holdout also run")
+    ap.add_argument("--selection-corruptions", default=None, help="fewdc: the corruptions on which selections "
+                    "other than holdout also run (default: all of --corruptions)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-subset", type=int, default=5000)
     ap.add_argument("--max-break", type=float, default=0.01)
@@ -147,6 +150,7 @@ def main() -> None:
         sizes = [int(v) for v in args.sizes.split(",")]
         selections = args.selections.split(",")
         sel_sizes = {int(v) for v in args.selection_sizes.split(",")}
+        sel_corrs = set(args.selection_corruptions.split(",")) if args.selection_corruptions else set(corrs)
         for c in corrs:
             dc_all, de = load(c)
             before_cache.clear()
@@ -162,10 +166,11 @@ def main() -> None:
                         if n >= len(dc_all) and same.is_file():
                             r = json.loads(same.read_text())
                         else:
-                            r = cell(f"{c}__n{n}__{m}__s{s}", lambda: run(dc, de, RepairConfig(method=m, seed=s, **budget)))
+                            r = cell(f"{c}__n{n}__{m}__s{s}",
+                                     lambda: run(dc, de, RepairConfig(method=m, seed=s, selection="holdout", **budget)))
                         rows.append({"corruption": c, "method": m, "size": n, "seed": s, **r})
                         for sel in selections:  # the other model selections, same subset and seed
-                            if sel == "holdout" or n not in sel_sizes:
+                            if sel == "holdout" or n not in sel_sizes or c not in sel_corrs:
                                 continue
                             r = cell(f"{c}__n{n}__{m}__{sel}__s{s}",
                                      lambda: run(dc, de, RepairConfig(method=m, seed=s, selection=sel, **budget)))
