@@ -106,7 +106,7 @@ def test_every_baseline_runs_and_changes_the_model(setup, method):
     cfg = RepairConfig(method=method, epochs=1, train_subset=30, batch_size=16, precision="fp32",
                        oracle_corruption="fog" if method == "oracle" else None, fewshot_replay=10)
     repaired, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
-    assert report["history"] and report["finetune_images"] == (len(dc) - 4 + (10 if method == "fewshot" else 30))
+    assert report["history"] and report["finetune_images"] == (len(dc) + (10 if method == "fewshot" else 30))  # auto: none held out
     changed = any(not torch.equal(v, model.state_dict()[k]) for k, v in report_state(repaired).items())
     assert changed or report["best_epoch"] == 0
 
@@ -172,7 +172,7 @@ def test_interpolation_search_reads_only_validation_data(setup, monkeypatch):
 
     monkeypatch.setattr(core, "predict", spy)
     repair(model, train, dc, RepairConfig(method="finetune", epochs=1, train_subset=30, precision="fp32",
-                                          interpolate=True), device=torch.device("cpu"))
+                                          interpolate=True, selection="holdout"), device=torch.device("cpu"))
     assert len(de) not in (30, 4)
     assert set(seen) == {30, 4}  # the 30 held-back Dt images and 4 held-back Dc images, nothing else
 
@@ -242,7 +242,7 @@ def test_gated_repair_fixes_failures_and_keeps_clean_predictions(setup, monkeypa
     monkeypatch.setattr(gate_mod, "_descriptors", spy_desc)
     monkeypatch.setattr(gate_mod, "predict", spy_predict)
     cfg = RepairConfig(method="finetune", epochs=3, train_subset=0, batch_size=32, lr=0.05, precision="fp32",
-                       dc_repeat=3, gate=True, max_break=0.0)
+                       dc_repeat=3, gate=True, max_break=0.0, selection="holdout")
     gated, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
     # the gate is fitted on the 270 fine-tuning images of Dt and 36 of Dc, its threshold chosen on
     # the 30 held-back Dt and 4 held-back Dc images; De is never read
@@ -313,7 +313,8 @@ def test_selection_last_trains_on_every_failure_and_keeps_the_final_epoch(setup)
     from deeprepair.repair.core import make_split
 
     model, train, dc, _ = setup
-    base = RepairConfig(method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32")
+    base = RepairConfig(method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32",
+                        selection="holdout")
     held = make_split(train, dc, base)
     last = make_split(train, dc, dataclasses.replace(base, selection="last"))
     assert len(held.val_failures) == 4 and len(held.dc_fit) == 36
@@ -325,7 +326,8 @@ def test_selection_last_trains_on_every_failure_and_keeps_the_final_epoch(setup)
 def test_auto_selection_holds_out_failures_only_when_there_are_enough():
     cfg = RepairConfig(selection="auto", min_val_failures=20)
     assert cfg.resolved_selection(100) == "last" and cfg.resolved_selection(200) == "holdout"
-    assert RepairConfig().resolved_selection(25) == "holdout"  # the default is unchanged
+    default = RepairConfig()  # auto: no failures held out below 200, the paper's holdout from 200 on
+    assert default.resolved_selection(25) == "last" and default.resolved_selection(1000) == "holdout"
     with pytest.raises(DeepRepairError, match="selection"):
         RepairConfig(selection="best").check(10)
 

@@ -809,9 +809,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation break rate (point) or its Wilson 95%% upper bound (wilson) to --max-break")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
-    p.add_argument("--selection", default="holdout", choices=["holdout", "last", "auto"], help="model "
+    p.add_argument("--selection", default="auto", choices=["holdout", "last", "auto"], help="model "
                    "selection: best epoch on 10%% of the failures held out (holdout, may keep the original), "
-                   "the last epoch with no failures held out (last), or last when fewer than 20 would be held out (auto)")
+                   "the last epoch with no failures held out (last), or last when fewer than 20 would be held "
+                   "out, i.e. under 200 failures (auto, the default)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -53,7 +53,7 @@ class RepairConfig:
     severity: float = 3.0            # AugMix op severity
     aug_alpha: float = 1.0           # Dirichlet / Beta parameter
     val_fraction: float = 0.1        # of Dc held out for model selection (and 1,000 of Dt)
-    selection: str = "holdout"       # holdout: best epoch on the validation split (may keep the original);
+    selection: str = "auto"          # holdout: best epoch on the validation split (may keep the original);
                                      # last: hold no failures out, keep the final epoch; auto: last when the
     min_val_failures: int = 20       # ... validation split would hold fewer failures than this, else holdout
     val_train: int = 1000
