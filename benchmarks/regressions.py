@@ -337,17 +337,22 @@ def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
     corrs = list(dict.fromkeys(r["corruption"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sizes = sorted({r["size"] for r in rows})
-    fig, axes = plt.subplots(1, len(corrs), figsize=(4.2 * len(corrs), 3.4), squeeze=False)
+    ncol = min(3, len(corrs))
+    nrow = -(-len(corrs) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.4 * nrow), squeeze=False)
+    base = list(dict.fromkeys(m.split(" (")[0] for m in methods))
+    colour = {m: f"C{i}" for i, m in enumerate(base)}  # one colour per method; other selections dashed
     lines = ["", "## De accuracy (%) against |Dc|, per corruption (mean ± std over seeds)", "",
              "| corruption | method \\ collected failures | " + " | ".join(f"{n:,}" for n in sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
-    for ax, c in zip(axes[0], corrs):
+    for ax, c in zip(axes.flat, corrs):
         for m in methods:
             stats = []
             for n in sizes:
                 v = [r["de"] * 100 for r in rows if (r["corruption"], r["method"], r["size"]) == (c, m, n)]
                 stats.append((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0, len(v)) if v else (np.nan, 0.0, 0))
             mu, sd = np.array([x[0] for x in stats]), np.array([x[1] for x in stats])
-            ax.errorbar(sizes, mu, yerr=sd, marker="o", capsize=3, label=m, ls="--" if "(" in m else "-")
+            ax.errorbar(sizes, mu, yerr=sd, marker="o", capsize=3, label=m, ls="--" if "(" in m else "-",
+                        color=colour[m.split(" (")[0]], mfc="white" if "(" in m else None)
             lines.append(f"| {c} | {m} | " + " | ".join(f"{a:.2f} ± {b:.2f}" if k > 1 else (f"{a:.2f}" if k else "-")
                                                       for a, b, k in stats) + " |")
         ax.set_xscale("log")
@@ -355,8 +360,12 @@ def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
         ax.set_title(c)
         ax.set_xlabel("|Dc| (collected failures)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("De accuracy (%)")
-    axes[0][0].legend()
+    for row in axes:
+        row[0].set_ylabel("De accuracy (%)")
+    for ax in axes.flat[len(corrs):]:
+        ax.axis("off")
+    (axes.flat[len(corrs)] if len(corrs) < axes.size else axes.flat[0]).legend(
+        *axes.flat[0].get_legend_handles_labels(), loc="center" if len(corrs) < axes.size else "best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
