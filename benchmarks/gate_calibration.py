@@ -5,6 +5,7 @@ point estimate or as a Wilson 95% upper bound. Each repair is trained once and g
 variant; test break rate, clean accuracy and De are measured (never used for the choice).
 
     python benchmarks/gate_calibration.py [--seeds 0,1,2] [--method deeprepair]
+    (results/gate_calibration.md; other methods: results/gate_calibration_<method>.md)
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def main() -> None:
                      f"{sum(r['kept'] >= 0.9 for r in rs)}/{len(rs)} | {np.mean(vb) * 100:.2f} |" if vb else
                      f"| {name} | {ms('de')} | {ms('clean')} | {ms('break')} | 100 | {sum(r['break'] <= 0.01 for r in rs)}/{len(rs)} | "
                      f"{sum(r['clean'] >= r['clean_before'] for r in rs)}/{len(rs)} | - | - |")
-    write_results(args.out, "gate_calibration", "\n".join(lines), {"provenance": prov, "rows": rows})
+    name = "gate_calibration" if args.method == "deeprepair" else f"gate_calibration_{args.method}"
+    write_results(args.out, name, "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":
