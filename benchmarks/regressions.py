@@ -248,7 +248,10 @@ def main() -> None:
              f"corruptions: {'all 15, Dc = 1,000 failures drawn across them (stratified by class x type)' if args.part == 'mixed' else ', '.join(corrs)}; "
              f"seeds {sorted({r['seed'] for r in rows})}; ± = sample std over seeds"
              + ("; De columns: accuracy on up to 2,000 held-out failures of each type" if args.part == "mixed" else "")
-             + ("; label-free, deterministic (one run)" if args.part == "testtime" else "") + "\n",
+             + ("; label-free, deterministic (one run)" if args.part == "testtime" else "")
+             + (f"; rows with another model selection in brackets ran on {', '.join(c for c in corrs if c in sel_corrs)} "
+                f"at sizes {sorted(sel_sizes)} only, so their means are over those corruptions"
+                if args.part == "fewdc" and len(selections) > 1 and set(corrs) - sel_corrs else "") + "\n",
              "| " + " | ".join(keys) + " | " + " | ".join(metric_names) + " |", "|" + "---|" * (len(keys) + len(metric_names))]
     for g, by_seed in groups.items():
         cells = []
@@ -350,6 +353,8 @@ def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
             for n in sizes:
                 v = [r["de"] * 100 for r in rows if (r["corruption"], r["method"], r["size"]) == (c, m, n)]
                 stats.append((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0, len(v)) if v else (np.nan, 0.0, 0))
+            if not any(k for _, _, k in stats):  # e.g. a selection run on other corruptions only
+                continue
             mu, sd = np.array([x[0] for x in stats]), np.array([x[1] for x in stats])
             ax.errorbar(sizes, mu, yerr=sd, marker="o", capsize=3, label=m, ls="--" if "(" in m else "-",
                         color=colour[m.split(" (")[0]], mfc="white" if "(" in m else None)
@@ -364,8 +369,13 @@ def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
         row[0].set_ylabel("De accuracy (%)")
     for ax in axes.flat[len(corrs):]:
         ax.axis("off")
+    handles = {}
+    for ax in axes.flat[:len(corrs)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = [m for m in methods if m in handles]
     (axes.flat[len(corrs)] if len(corrs) < axes.size else axes.flat[0]).legend(
-        *axes.flat[0].get_legend_handles_labels(), loc="center" if len(corrs) < axes.size else "best")
+        [handles[m] for m in order], order, loc="center" if len(corrs) < axes.size else "best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
