@@ -242,7 +242,7 @@ def test_gated_repair_fixes_failures_and_keeps_clean_predictions(setup, monkeypa
     monkeypatch.setattr(gate_mod, "_descriptors", spy_desc)
     monkeypatch.setattr(gate_mod, "predict", spy_predict)
     cfg = RepairConfig(method="finetune", epochs=3, train_subset=0, batch_size=32, lr=0.05, precision="fp32",
-                       dc_repeat=3, gate=True, max_break=0.0, selection="holdout")
+                       dc_repeat=3, gate=True, max_break=0.0, selection="holdout", gate_bound="point")
     gated, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
     # the gate is fitted on the 270 fine-tuning images of Dt and 36 of Dc, its threshold chosen on
     # the 30 held-back Dt and 4 held-back Dc images; De is never read
@@ -278,7 +278,7 @@ def test_gate_calibration_images_are_left_out_of_fine_tuning_and_validation(setu
     from deeprepair.repair.core import make_split
 
     _, train, dc, _ = setup
-    base = RepairConfig(method="finetune", train_subset=100)
+    base = RepairConfig(method="finetune", train_subset=100, gate_calibration=0)
     a = make_split(train, dc, base)
     b = make_split(train, dc, dataclasses.replace(base, gate_calibration=150))
     assert a.calibration is None and np.array_equal(a.x, b.x) and np.array_equal(a.val_train.x, b.val_train.x)

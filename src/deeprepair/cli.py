@@ -803,10 +803,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the failures to the repaired model and the rest to the original (saves both)")
     p.add_argument("--gate-features", default="deep", choices=["deep", "style"], help="what the --gate "
                    "router looks at: the original model's features and logits (deep) or wavelet statistics")
-    p.add_argument("--gate-calibration", type=int, default=0, help="with --gate: also check the threshold's "
-                   "break rate on up to this many training images left out of fine-tuning (default 0)")
-    p.add_argument("--gate-bound", default="point", choices=["point", "wilson"], help="with --gate: hold the "
-                   "validation break rate (point) or its Wilson 95%% upper bound (wilson) to --max-break")
+    p.add_argument("--gate-calibration", type=int, default=5000, help="with --gate: also check the threshold's "
+                   "break rate on up to this many training images left out of fine-tuning (default 5000; 0: only "
+                   "the 1,000 validation images)")
+    p.add_argument("--gate-bound", default="wilson", choices=["point", "wilson"], help="with --gate: hold the "
+                   "validation break rate (point) or its Wilson 95%% upper bound (wilson, the default) to --max-break")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
     p.add_argument("--selection", default="auto", choices=["holdout", "last", "auto"], help="model "

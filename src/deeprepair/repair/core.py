@@ -64,8 +64,8 @@ class RepairConfig:
     max_break: float = 0.01          # ... with the largest repair whose validation break rate stays <= this
     gate: bool = False               # regression control: route failure-like inputs to the repaired model (gate.py)
     gate_features: str = "deep"      # ... judged on the original model's features (deep) or wavelet statistics (style)
-    gate_calibration: int = 0        # ... its threshold also checked on up to this many training images left out of fine-tuning
-    gate_bound: str = "point"        # ... and held to max_break as a point estimate or as a Wilson 95% upper bound
+    gate_calibration: int = 5000     # ... its threshold also checked on up to this many training images left out of fine-tuning
+    gate_bound: str = "wilson"       # ... and held to max_break as a point estimate or as a Wilson 95% upper bound
     seed: int = 0
     precision: str = "auto"
 
