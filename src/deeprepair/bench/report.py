@@ -204,6 +204,20 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
             ax.set_title(f"Fig. 5: {arch}, ablation, repaired for one corruption (x) and tested on the others")
             ax.legend(fontsize=7)
             figs.append((f"fig5-{arch}", _png(fig)))
+    # head to head over every (architecture, corruption) cell of the run
+    if len(de) > 1 and all("deeprepair" in de[a] for a in de):
+        rows = []
+        order = [m for m in prof["methods"] + prof["ablation"] if any(m in de[a] for a in de)]
+        for m in order + [m for a in de for m in de[a] if m not in order]:
+            if m in ("deeprepair", "original") or any(m == r[0] for r in rows):
+                continue
+            diff = [(de[a]["deeprepair"][c][0] - de[a][m][c][0]) * 100 for a in de if m in de[a]
+                    for c in de[a][m] if c in de[a]["deeprepair"]]
+            if diff:
+                rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}"])
+        md += ["", "## All architectures: DeepRepair against each method", "",
+               "Over every (architecture, corruption) pair both were run on; De accuracy, seed means.", "",
+               _table(rows, ["method", "DeepRepair higher", "mean difference (points)"])]
     md += ["", "## Figures", "", "Also in report.html (self-contained)."]
     md += [f"\n![{n}](figures/{n}.png)" for n, _ in figs]
     text = "\n".join(md) + "\n"
