@@ -79,6 +79,17 @@ def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
 
     assert table2((out / "report.md").read_text()) == table2(report)
 
+    # with a second architecture the report adds DeepRepair's record over every (arch, corruption) pair
+    from deeprepair.bench.report import build
+
+    assert "All architectures" not in report
+    for p in sorted((out / "cells").glob("*.json")):
+        c = json.loads(p.read_text())
+        (out / "cells" / p.name.replace("resnet-20", "copy")).write_text(json.dumps({**c, "arch": "copy"}))
+    md, _, _ = build(out)
+    pooled = md.split("## All architectures")[1].split("## Figures")[0]
+    assert re.search(r"\| finetune \| \d / 4 \|", pooled) and re.search(r"\| dr-uniform \| \d / 4 \|", pooled)
+
 
 def test_report_command_and_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
