@@ -51,6 +51,12 @@ def _table(rows: list[list[str]], head: list[str]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
+    """DeepRepair's De accuracy minus ``method``'s (points), one value per (arch, corruption) both ran."""
+    return [(de[a]["deeprepair"][c][0] - de[a][method][c][0]) * 100 for a in archs if method in de[a]
+            for c in de[a][method] if c in de[a]["deeprepair"]]
+
+
 def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
     """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``."""
     import matplotlib
@@ -113,13 +119,11 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
                _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
         # head to head: on how many corruptions DeepRepair's De accuracy is above each method's
         if "deeprepair" in de[arch]:
-            dr = de[arch]["deeprepair"]
             rows = []
             for m in methods:
                 if m in ("deeprepair", "original"):
                     continue
-                both = [c for c in corrs if c in dr and c in de[arch][m]]
-                diff = [(dr[c][0] - de[arch][m][c][0]) * 100 for c in both]
+                diff = _dr_minus(de, [arch], m)
                 if diff:
                     rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}",
                                  f"{min(diff):+.2f} .. {max(diff):+.2f}"])
@@ -207,12 +211,10 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     # head to head over every (architecture, corruption) cell of the run
     if len(de) > 1 and all("deeprepair" in de[a] for a in de):
         rows = []
-        order = [m for m in prof["methods"] + prof["ablation"] if any(m in de[a] for a in de)]
-        for m in order + [m for a in de for m in de[a] if m not in order]:
-            if m in ("deeprepair", "original") or any(m == r[0] for r in rows):
+        for m in dict.fromkeys([*prof["methods"], *prof["ablation"], *(m for a in de for m in de[a])]):
+            if m in ("deeprepair", "original"):
                 continue
-            diff = [(de[a]["deeprepair"][c][0] - de[a][m][c][0]) * 100 for a in de if m in de[a]
-                    for c in de[a][m] if c in de[a]["deeprepair"]]
+            diff = _dr_minus(de, list(de), m)
             if diff:
                 rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}"])
         md += ["", "## All architectures: DeepRepair against each method", "",
