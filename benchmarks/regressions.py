@@ -154,6 +154,8 @@ def main() -> None:
         selections = args.selections.split(",")
         sel_sizes = {int(v) for v in args.selection_sizes.split(",")}
         sel_corrs = set(args.selection_corruptions.split(",")) if args.selection_corruptions else set(corrs)
+        if sel_corrs - set(corrs):
+            ap.error(f"--selection-corruptions {','.join(sorted(sel_corrs - set(corrs)))} not in --corruptions")
         for c in corrs:
             dc_all, de = load(c)
             before_cache.clear()
