@@ -424,13 +424,18 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
 
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
+    held = tmp_path / "held.npz"  # clean images the original was not trained on, for the threshold
+    np.savez(held, x=smooth_images(20, seed=11), y=np.arange(20) % 10)
     out = tmp_path / "rep"
-    assert main(["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
-                 "--method", "finetune", "--epochs", "1", "--train-subset", "10", "--gate", "--quiet",
-                 "--out", str(out), "--json"]) == 0
+    common = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+              "--method", "finetune", "--epochs", "1", "--train-subset", "10", "--quiet", "--out", str(out)]
+    assert main(common + ["--gate-holdout", str(held)]) == 2
+    assert "add --gate" in capsys.readouterr().err
+    assert main(common + ["--gate", "--gate-holdout", str(held), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["metadata"]["gate"]["features"] == "deep"
-    assert "routed repair" in (out / "report.md").read_text()
+    assert res["metadata"]["gate"]["heldout_clean_images"] == 20 and res["metadata"]["gate"]["heldout_clean_change"] >= 0
+    assert "routed repair" in (out / "report.md").read_text() and "held-out clean" in (out / "report.md").read_text()
     model, meta = load_checkpoint(out / "model.safetensors")
     assert isinstance(model, GatedClassifier) and meta["gate"]["n_features"] > 0
     assert main(["evaluate", "--model", str(out / "model.safetensors"), "--data", str(data_dir),

@@ -342,3 +342,66 @@ def test_gate_without_held_out_failures_still_bounds_the_break_rate(setup):
     repaired, _ = repair(model, train, dc, cfg, device=torch.device("cpu"))
     _, info = fit_gate(model, repaired, make_split(train, dc, cfg), 0.05, torch.device("cpu"), "fp32")
     assert info["threshold_failures"].startswith("training") and info["val_break"] <= 0.05
+
+
+def _brute_force_threshold(sc, cb, ca, sf, fb, fa, max_break, bound, heldout=None):
+    """The threshold search as first written: one pass over every candidate."""
+    from deeprepair.repair.report import wilson
+
+    rows = []
+    for t in np.unique(np.concatenate([sc, sf, [np.inf, -np.inf]])):
+        right_c, right_f = np.where(sc > t, ca, cb), np.where(sf > t, fa, fb)
+        broke = int((cb & ~right_c).sum())
+        rate = broke / max(cb.sum(), 1)
+        upper = wilson(broke, int(cb.sum()))[1]
+        ok = (upper if bound == "wilson" else rate) <= max_break
+        if heldout is not None:
+            ok = ok and right_c[heldout].sum() >= cb[heldout].sum()
+        rows.append((ok or not np.isfinite(t) and t > 0, right_f.mean(), -rate, t))
+    return max(r for r in rows if r[0])[3]
+
+
+@pytest.mark.parametrize("bound", ["point", "wilson"])
+@pytest.mark.parametrize("with_heldout", [False, True])
+def test_choose_threshold_matches_a_brute_force_search(bound, with_heldout):
+    from deeprepair.repair.gate import choose_threshold
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n, m = int(rng.integers(400, 900)), int(rng.integers(5, 60))
+        sc, sf = rng.normal(0, 1, n).round(2), rng.normal(1.5, 1, m).round(2)  # rounded: ties between scores
+        cb = rng.random(n) < 0.95
+        ca = np.where(sc > 0.5, rng.random(n) < 0.9, cb)  # the repaired model errs more on routed clean images
+        fb, fa = np.zeros(m, bool), rng.random(m) < 0.7
+        heldout = rng.random(n) < 0.5 if with_heldout else None
+        got = choose_threshold(sc, cb, ca, sf, fb, fa, 0.02, bound, heldout)
+        assert got["threshold"] == _brute_force_threshold(sc, cb, ca, sf, fb, fa, 0.02, bound, heldout)
+        if with_heldout:
+            routed = sc > got["threshold"]
+            assert np.where(routed, ca, cb)[heldout].sum() >= cb[heldout].sum()
+            assert got["heldout_clean_change"] >= 0
+
+
+def test_gate_holdout_keeps_clean_accuracy_on_the_heldout_images(setup):
+    from deeprepair.repair.core import make_split
+    from deeprepair.repair.gate import fit_gate
+
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method="finetune", epochs=1, train_subset=0, batch_size=32, lr=0.2, precision="fp32",
+                       selection="last")
+    repaired, _ = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    held = _data(200, 5)  # clean images the original model never saw
+    gated, info = fit_gate(model, repaired, make_split(train, dc, cfg), 0.2, torch.device("cpu"), "fp32",
+                           bound="point", clean_heldout=held)
+    assert info["heldout_clean_images"] == 200 and info["heldout_clean_change"] >= 0
+    before = (predict(model, held.x, precision="fp32") == held.y).mean()
+    after = (predict(gated.eval(), held.x, precision="fp32") == held.y).mean()
+    assert after >= before
+
+
+def test_gate_says_when_no_training_images_are_left_to_calibrate_on(setup):
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method="finetune", epochs=1, train_subset=0, batch_size=32, precision="fp32", gate=True)
+    with pytest.warns(UserWarning, match="no training images were left out"):
+        _, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    assert "calibration_note" in report["gate"]

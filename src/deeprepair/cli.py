@@ -474,6 +474,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
     heldout = load_failure_set(args.eval_failures, train.classes) if args.eval_failures else None
     if heldout is not None:
         _check_images(heldout, meta, "held-out failure")
+    if args.gate_holdout and not args.gate:
+        raise DeepRepairError("--gate-holdout sets the --gate threshold: add --gate, or drop --gate-holdout")
+    clean_heldout = load_failure_set(args.gate_holdout, train.classes) if args.gate_holdout else None
+    if clean_heldout is not None:
+        _check_images(clean_heldout, meta, "--gate-holdout")
     if args.gate and str(meta.get("arch", "")).startswith(("factory:", "torchscript:")):
         raise DeepRepairError("--gate saves the original and the repaired network together, which only a "
                               "deeprepair checkpoint can hold; use --interpolate for your own module")
@@ -492,7 +497,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures) * args.dc_repeat
     with _progress(n_ft * args.epochs, args.quiet, f"repair ({args.method})") as bar:
         repaired, report = repair(model, train, failures, cfg, device=device, state_path=state,
-                                  progress=bar.update)
+                                  progress=bar.update, clean_heldout=clean_heldout)
     groups = None
     if heldout is not None and args.eval_failures.endswith(".npz"):
         with np.load(args.eval_failures) as f:
@@ -507,7 +512,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
              "failures": str(args.failures), "failures_sha256": sha256_file(args.failures)
              if Path(args.failures).is_file() else None, "repair_config": report["config"],
              "clean_accuracy": cmp["clean_after"], "repair_command": " ".join(sys.argv),
-             "gate": report.get("gate")}  # fmt: skip
+             "gate": report.get("gate"), "gate_holdout": str(args.gate_holdout) if args.gate_holdout else None}  # fmt: skip
     if str(meta.get("arch", "")).startswith(("factory:", "torchscript:")):
         torch.save(repaired.state_dict(), out / "model_state.pt")  # users' own module: plain state dict
     else:
@@ -808,6 +813,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the 1,000 validation images)")
     p.add_argument("--gate-bound", default="wilson", choices=["point", "wilson"], help="with --gate: hold the "
                    "validation break rate (point) or its Wilson 95%% upper bound (wilson, the default) to --max-break")
+    p.add_argument("--gate-holdout", metavar="PATH", help="with --gate: labelled clean images the original model "
+                   "was not trained on (its validation split; never your test set), .npz (x, y) or class folders; "
+                   "the threshold then also keeps clean accuracy on them >= the original's")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
     p.add_argument("--selection", default="auto", choices=["holdout", "last", "auto"], help="model "

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -244,12 +245,16 @@ def choose_interpolation(original: nn.Module, repaired: nn.Module, split: Split,
 
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
            device: torch.device | None = None, state_path: str | Path | None = None,
-           progress: Callable[[int], None] | None = None, **overrides) -> tuple[nn.Module, dict]:
+           progress: Callable[[int], None] | None = None, clean_heldout: ImageSet | None = None,
+           **overrides) -> tuple[nn.Module, dict]:
     """Fine-tune a copy of ``model`` (a ``Classifier``, input [0, 1]) on a subset of ``train``
     plus the collected ``failures`` with the chosen method; return it and a report.
 
     Model selection and early stopping use a validation split of ``train`` and ``failures``
     only. With ``state_path`` the run saves its state after each epoch and resumes from it.
+    ``clean_heldout`` (with ``gate``): labelled clean images the original model was not trained
+    on, never the test set; the gate's threshold then also keeps clean accuracy on them >= the
+    original's (``gate.fit_gate``).
     """
     cfg = copy.deepcopy(config) if config else RepairConfig()
     for k, v in overrides.items():
@@ -359,7 +364,11 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
 
         model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
                                   cfg.max_break, device, precision, features=cfg.gate_features,
-                                  bound=cfg.gate_bound)
+                                  bound=cfg.gate_bound, clean_heldout=clean_heldout)
+        if cfg.gate_calibration and split.calibration is None:
+            routing["calibration_note"] = ("no training images were left out of fine-tuning (train_subset covers Dt), "
+                                           "so the threshold was checked on the validation images only")
+            warnings.warn(f"gate: {routing['calibration_note']}; lower --train-subset to calibrate on more", stacklevel=2)
         model.eval()
     images = sum(len(split.x) for _ in history)
     report = {

@@ -25,7 +25,6 @@ import torch.nn as nn
 from ..data import ImageSet
 from ..engine import autocast, batches, predict, to_float
 from ..style.wavelet import style_features
-from .report import wilson
 
 GATE_FEATURES = ("deep", "style")
 
@@ -164,49 +163,96 @@ def _descriptors(original: nn.Module, x: np.ndarray, features: str, device, prec
     return torch.cat(fs), torch.cat(preds).numpy()
 
 
+def _count_above(scores: np.ndarray, values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For every threshold t: the sum of ``values`` over the items routed at t (score > t)."""
+    order = np.argsort(scores, kind="stable")
+    tail = np.concatenate([np.cumsum(values[order][::-1].astype(np.int64))[::-1], [0]])
+    return tail[np.searchsorted(scores[order], thresholds, side="right")]
+
+
+def choose_threshold(clean_scores: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray,
+                     fail_scores: np.ndarray, fail_before: np.ndarray, fail_after: np.ndarray, max_break: float,
+                     bound: str = "wilson", clean_heldout: np.ndarray | None = None) -> dict:
+    """The routing threshold with the most validation failures right among those whose validation
+    break rate (estimate, or its Wilson 95% upper bound with ``bound="wilson"``) is <= ``max_break``;
+    with ``clean_heldout`` (a mask over the clean images: the ones the original model was *not*
+    trained on) also those whose routing leaves the accuracy on them >= the original's. Ties go to
+    fewer breaks, then to the higher threshold (less routing); +inf (route nothing) is always
+    allowed. ``*_before`` / ``*_after``: whether the original / the repaired answer is right."""
+    if bound not in ("point", "wilson"):
+        raise ValueError(f"bound must be 'point' or 'wilson', got {bound!r}")
+    ts = np.unique(np.concatenate([clean_scores, fail_scores, [np.inf, -np.inf]]))
+    cb, ca, fb, fa = (np.asarray(a, bool) for a in (clean_before, clean_after, fail_before, fail_after))
+    n_ok = int(cb.sum())
+    broke = _count_above(clean_scores, cb & ~ca, ts)
+    fail_right = int(fb.sum()) + _count_above(fail_scores, fa.astype(int) - fb.astype(int), ts)
+    rate = broke / max(n_ok, 1)
+    if n_ok:  # the Wilson upper bound, as report.wilson, for every threshold at once
+        z = 1.96
+        d = 1 + z * z / n_ok
+        upper = np.minimum(1.0, (rate + z * z / (2 * n_ok)) / d + z * np.sqrt(rate * (1 - rate) / n_ok + z * z / (4 * n_ok * n_ok)) / d)
+    else:
+        upper = np.ones_like(rate)
+    ok = (upper if bound == "wilson" else rate) <= max_break
+    net = None
+    if clean_heldout is not None:
+        h = np.asarray(clean_heldout, bool)
+        net = _count_above(clean_scores[h], ca[h].astype(int) - cb[h].astype(int), ts)
+        ok &= net >= 0
+    ok[-1] = True  # +inf routes nothing
+    idx = np.flatnonzero(ok)
+    i = idx[np.lexsort((ts[idx], -broke[idx], fail_right[idx]))[-1]]
+    out = {"threshold": float(ts[i]), "val_break": float(rate[i]), "val_break_upper": float(upper[i]),
+           "val_failures_acc": float(fail_right[i] / max(len(fb), 1)),
+           "routed_clean": float((clean_scores > ts[i]).mean()) if len(clean_scores) else 0.0,
+           "routed_failures": float((fail_scores > ts[i]).mean()) if len(fail_scores) else 0.0}
+    if net is not None:
+        out["heldout_clean_change"] = float(net[i] / max(int(np.asarray(clean_heldout, bool).sum()), 1))
+    return out
+
+
 def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, device, precision: str,
-             features: str = "deep", bound: str = "point") -> tuple[GatedClassifier, dict]:
+             features: str = "deep", bound: str = "wilson", clean_heldout: ImageSet | None = None
+             ) -> tuple[GatedClassifier, dict]:
     """Fit the router on the fine-tuning images (Dt part vs Dc part of ``split``) and choose its
     threshold on the validation split (plus ``split.calibration``, training images left out of
-    fine-tuning, when present); only Dt/Dc data is read. ``bound="wilson"`` holds the Wilson 95%
-    upper bound of the validation break rate, not the estimate, to ``max_break``."""
+    fine-tuning, when present) with ``choose_threshold``; only Dt/Dc data is read.
+
+    ``clean_heldout``: labelled clean images the *original* model was not trained on (e.g. its own
+    validation split, never the test set). Training images cannot tell how many clean images
+    routing fixes, because the original model learnt them; with these, the threshold also keeps
+    clean accuracy on them >= the original's, and they join the break-rate check."""
     if features not in GATE_FEATURES:
         raise ValueError(f"gate features must be one of {GATE_FEATURES}, got {features!r}")
     fc, _ = _descriptors(original, split.x[~split.is_failure], features, device, precision)
     ff, _ = _descriptors(original, split.dc_fit.x, features, device, precision)
     gate = LinearGate(fc.shape[1], squares=features == "style").fit(fc, ff).to(device)
     info = {"features": features, "n_features": int(fc.shape[1]), "max_break": max_break}
-    if split.val_train is None:
+    if split.val_train is None and clean_heldout is None:
         return GatedClassifier(original, repaired, gate, 0.0, features), {"threshold": 0.0, **info,
                                                                            "reason": "no validation split"}
     # No failures held out (selection "last"): rank thresholds on the training failures instead;
     # routing more of them is what a lower threshold does, so this keeps the most routing that
     # stays within the break limit, which is still measured on held-back clean images only.
-    vt, vf = split.val_train, split.val_failures if split.val_failures is not None else split.dc_fit
+    vf = split.val_failures if split.val_failures is not None else split.dc_fit
     info["threshold_failures"] = "validation" if split.val_failures is not None else "training (none held out)"
-    if getattr(split, "calibration", None) is not None:
-        vt = ImageSet(np.concatenate([vt.x, split.calibration.x]), np.concatenate([vt.y, split.calibration.y]), vt.classes)
+    parts = [d for d in (split.val_train, getattr(split, "calibration", None), clean_heldout) if d is not None]
+    vt = ImageSet(np.concatenate([d.x for d in parts]), np.concatenate([d.y for d in parts]), parts[0].classes)
+    heldout = None
+    if clean_heldout is not None:
+        heldout = np.zeros(len(vt), bool)
+        heldout[len(vt) - len(clean_heldout):] = True
     dt, pt = _descriptors(original, vt.x, features, device, precision)
     df, pf = _descriptors(original, vf.x, features, device, precision)
     with torch.no_grad():
         st, sf = gate(dt.to(device)).cpu().numpy(), gate(df.to(device)).cpu().numpy()
-    ot, of = pt == vt.y, pf == vf.y
     rt = predict(repaired, vt.x, device=device, precision=precision) == vt.y
     rf = predict(repaired, vf.x, device=device, precision=precision) == vf.y
-    rows = []
-    for t in np.unique(np.concatenate([st, sf, [np.inf, -np.inf]])):
-        right_t, right_f = np.where(st > t, rt, ot), np.where(sf > t, rf, of)
-        broke = int((ot & ~right_t).sum())
-        rows.append({"threshold": float(t), "val_break": float(broke / max(ot.sum(), 1)),
-                     "val_break_upper": wilson(broke, int(ot.sum()))[1],
-                     "val_failures_acc": float(right_f.mean()), "routed_clean": float((st > t).mean()),
-                     "routed_failures": float((sf > t).mean())})
-    key = "val_break_upper" if bound == "wilson" else "val_break"
-    ok = [r for r in rows if r[key] <= max_break] or rows[-1:]  # +inf routes nothing (the last row)
-    best = max(ok, key=lambda r: (r["val_failures_acc"], -r["val_break"], r["threshold"]))
-    t = best["threshold"] if np.isfinite(best["threshold"]) else float(np.sign(best["threshold"]) * 1e9)
-    info.update({k: best[k] for k in ("val_break", "val_break_upper", "val_failures_acc", "routed_clean",
-                                      "routed_failures")}, bound=bound, val_clean_images=len(vt))
+    best = choose_threshold(st, pt == vt.y, rt, sf, pf == vf.y, rf, max_break, bound, heldout)
+    t = best.pop("threshold")
+    t = t if np.isfinite(t) else float(np.sign(t) * 1e9)
+    info.update(best, bound=bound, val_clean_images=len(vt),
+                heldout_clean_images=len(clean_heldout) if clean_heldout is not None else 0)
     return GatedClassifier(original, repaired, gate, t, features), {"threshold": t, **info}
 
 
@@ -218,4 +264,4 @@ def gated_from_state(make: Callable[[], nn.Module], info: dict) -> GatedClassifi
                            features=features)
 
 
-__all__ = ["GATE_FEATURES", "GatedClassifier", "LinearGate", "fit_gate", "gated_from_state", "original_with_features"]
+__all__ = ["GATE_FEATURES", "GatedClassifier", "LinearGate", "choose_threshold", "fit_gate", "gated_from_state", "original_with_features"]

@@ -103,7 +103,12 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
                      f"{g['threshold']:.2f} go to the repaired "
                      f"model, the rest to the original; on the validation split it routed "
                      f"{pct(g.get('routed_failures'))}% of the failures and {pct(g.get('routed_clean'))}% of the clean "
-                     f"images (threshold chosen for break rate <= {g.get('max_break', 0) * 100:.1f}%)")
+                     f"images (threshold chosen for break rate <= {g.get('max_break', 0) * 100:.1f}%"
+                     + (f" and clean accuracy >= the original's on {g['heldout_clean_images']:,} held-out clean "
+                        f"images: {g['heldout_clean_change'] * 100:+.2f} points there)" if g.get("heldout_clean_images")
+                        else ")"))
+        if g.get("calibration_note"):
+            lines.append(f"- note: {g['calibration_note']}")
     if not (report.get("gate") or report.get("interpolation")) and cmp["break_rate"] > cfg.get("max_break", 0.01):
         lines.append(f"- no regression control was used and {pct(cmp['break_rate'])}% of the clean images the model "
                      f"got right now fail; `--gate` (routed repair) keeps the original's answers on inputs that do "
