@@ -8,8 +8,9 @@ threshold rule and the same measurement (test half B and the De images made from
 
 - `linear`: `--gate` today (logistic regression on the original model's penultimate features,
   logits, entropy and top logit); its scores must reproduce the cached ones;
-- `mlp`: a one-hidden-layer network (128 ReLU units) on the same features;
-- `mlp+style`: the same network on those features and the wavelet style statistics.
+- `mlp`: a one-hidden-layer network (128 ReLU units) on the same features (`--gate-router mlp`);
+- `mlp+style`: the same network on those features and the wavelet style statistics
+  (`--gate-router mlp --gate-features deep+style`).
 
 The routers read only the original model's view of the images, so no repair is retrained.
 Hyperparameters are fixed in advance (AdamW, lr 1e-3, weight decay 1e-3, 300 full-batch steps,
@@ -54,37 +55,23 @@ def descriptors(model, x: np.ndarray, device, precision: str) -> dict:
 
 
 def fit_router(kind: str, clean: dict, fail: dict, seed: int):
-    """A scoring function (descriptor dict -> scores) fitted to tell ``fail`` (1) from ``clean`` (0)."""
+    """A scoring function (descriptor dict -> scores) fitted to tell ``fail`` (1) from ``clean`` (0),
+    built from the routers ``--gate-router`` offers (``gate.make_gate``)."""
     import torch
-    import torch.nn as nn
 
-    from deeprepair.repair.gate import LinearGate
+    from deeprepair.repair.gate import make_gate
 
-    if kind == "linear":
-        gate = LinearGate(clean["deep"].shape[1]).fit(torch.from_numpy(clean["deep"]), torch.from_numpy(fail["deep"]))
-        return lambda d: gate(torch.from_numpy(d["deep"])).detach().numpy()
-    keys = ["deep"] if kind == "mlp" else ["deep", "style"]
-    xc = np.concatenate([clean[k] for k in keys], 1)
-    xf = np.concatenate([fail[k] for k in keys], 1)
-    x = torch.from_numpy(np.concatenate([xc, xf])).float()
-    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
-    t = torch.cat([torch.zeros(len(xc)), torch.ones(len(xf))])
-    w = torch.cat([torch.full((len(xc),), 0.5 / len(xc)), torch.full((len(xf),), 0.5 / len(xf))])
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(x.shape[1], 128), nn.ReLU(), nn.Linear(128, 1))
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-3)
-    z = (x - mu) / sd
-    for _ in range(300):
-        opt.zero_grad()
-        loss = (w * nn.functional.binary_cross_entropy_with_logits(net(z).squeeze(1), t, reduction="none")).sum()
-        loss.backward()
-        opt.step()
-    net.eval()
+    keys = ["deep"] if kind in ("linear", "mlp") else ["deep", "style"]
+    xc = torch.from_numpy(np.concatenate([clean[k] for k in keys], 1))
+    xf = torch.from_numpy(np.concatenate([fail[k] for k in keys], 1))
+    router = "linear" if kind == "linear" else "mlp"
+    gate = make_gate(router, "+".join(keys), xc.shape[1])
+    gate = gate.fit(xc, xf, seed=seed) if router == "mlp" else gate.fit(xc, xf)
+    gate.eval()
 
     def score(d):
         with torch.no_grad():
-            v = torch.from_numpy(np.concatenate([d[k] for k in keys], 1)).float()
-            return net((v - mu) / sd).squeeze(1).numpy()
+            return gate(torch.from_numpy(np.concatenate([d[k] for k in keys], 1))).numpy()
     return score
 
 

@@ -405,3 +405,33 @@ def test_gate_says_when_no_training_images_are_left_to_calibrate_on(setup):
     with pytest.warns(UserWarning, match="no training images were left out"):
         _, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
     assert "calibration_note" in report["gate"]
+
+
+def test_mlp_router_on_deep_and_style_features_saves_loads_and_keeps_the_global_rng(setup, tmp_path):
+    from deeprepair.models.checkpoint import load_checkpoint, save_checkpoint
+    from deeprepair.repair.gate import MLPGate
+
+    model, train, dc, _ = setup
+    cfg = RepairConfig(method="finetune", epochs=1, train_subset=0, batch_size=32, lr=0.05, precision="fp32",
+                       dc_repeat=3, gate=True, gate_router="mlp", gate_features="deep+style", selection="holdout",
+                       max_break=0.2)
+    gated, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    assert isinstance(gated.gate, MLPGate) and report["gate"]["router"] == "mlp"
+    assert report["gate"]["features"] == "deep+style" and report["gate"]["n_features"] > 14  # deep (>= 14) + style
+    path = save_checkpoint(gated, tmp_path / "gated.safetensors",
+                           {"arch": "resnet-20", "num_classes": 3, "input_size": [16, 16, 3], "gate": report["gate"]})
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(6, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gated(x)) and torch.equal(loaded.route(x), gated.route(x))
+    # fitting is seeded and leaves the caller's random stream alone
+    clean, fails = torch.randn(50, 4), torch.randn(20, 4) + 2
+    torch.manual_seed(7)
+    a = MLPGate(4).fit(clean, fails, seed=3)
+    after_a = torch.rand(1)
+    torch.manual_seed(7)
+    b = MLPGate(4).fit(clean, fails, seed=3)
+    assert torch.equal(torch.rand(1), after_a)
+    assert torch.equal(a(clean), b(clean)) and (a(fails).mean() > a(clean).mean())
+    with pytest.raises(DeepRepairError, match="gate_router"):
+        RepairConfig(gate_router="forest").check(10)

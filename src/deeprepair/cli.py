@@ -489,7 +489,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, seed=args.seed, precision=args.precision,
                        oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
                        distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
-                       gate=args.gate, gate_features=args.gate_features, gate_calibration=args.gate_calibration,
+                       gate=args.gate, gate_features=args.gate_features, gate_router=args.gate_router,
+                       gate_calibration=args.gate_calibration,
                        gate_bound=args.gate_bound, selection=args.selection)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
@@ -806,8 +807,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "repaired weights, choosing the mix on the validation split")
     p.add_argument("--gate", action="store_true", help="regression control: route inputs that look like "
                    "the failures to the repaired model and the rest to the original (saves both)")
-    p.add_argument("--gate-features", default="deep", choices=["deep", "style"], help="what the --gate "
-                   "router looks at: the original model's features and logits (deep) or wavelet statistics")
+    p.add_argument("--gate-features", default="deep", choices=["deep", "style", "deep+style"], help="what the "
+                   "--gate router looks at: the original model's features and logits (deep), wavelet statistics "
+                   "(style) or both")
+    p.add_argument("--gate-router", default="linear", choices=["linear", "mlp"], help="the --gate router: "
+                   "logistic regression (linear) or one hidden layer of 128 units (mlp)")
     p.add_argument("--gate-calibration", type=int, default=5000, help="with --gate: also check the threshold's "
                    "break rate on up to this many training images left out of fine-tuning (default 5000; 0: only "
                    "the 1,000 validation images)")

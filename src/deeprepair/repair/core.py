@@ -64,7 +64,8 @@ class RepairConfig:
     interpolate: bool = False        # regression control: WiSE-FT mix of original and repaired weights ...
     max_break: float = 0.01          # ... with the largest repair whose validation break rate stays <= this
     gate: bool = False               # regression control: route failure-like inputs to the repaired model (gate.py)
-    gate_features: str = "deep"      # ... judged on the original model's features (deep) or wavelet statistics (style)
+    gate_features: str = "deep"      # ... judged on the original model's features (deep), wavelet statistics (style) or both
+    gate_router: str = "linear"      # ... by a logistic regression (linear) or a one-hidden-layer network (mlp)
     gate_calibration: int = 5000     # ... its threshold also checked on up to this many training images left out of fine-tuning
     gate_bound: str = "wilson"       # ... and held to max_break as a point estimate or as a Wilson 95% upper bound
     seed: int = 0
@@ -79,8 +80,10 @@ class RepairConfig:
             raise DeepRepairError("the failure set is empty: collect at least one misclassified image")
         if self.epochs < 1 or self.batch_size < 1 or self.dc_repeat < 0:
             raise DeepRepairError("epochs and batch size must be >= 1, dc_repeat >= 0")
-        if self.gate_features not in ("deep", "style"):
-            raise DeepRepairError(f"gate_features must be 'deep' or 'style', got {self.gate_features!r}")
+        if self.gate_features not in ("deep", "style", "deep+style"):
+            raise DeepRepairError(f"gate_features must be 'deep', 'style' or 'deep+style', got {self.gate_features!r}")
+        if self.gate_router not in ("linear", "mlp"):
+            raise DeepRepairError(f"gate_router must be 'linear' or 'mlp', got {self.gate_router!r}")
         if self.gate_bound not in ("point", "wilson"):
             raise DeepRepairError(f"gate_bound must be 'point' or 'wilson', got {self.gate_bound!r}")
         if self.gate_calibration < 0:
@@ -364,7 +367,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
 
         model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
                                   cfg.max_break, device, precision, features=cfg.gate_features,
-                                  bound=cfg.gate_bound, clean_heldout=clean_heldout)
+                                  bound=cfg.gate_bound, clean_heldout=clean_heldout, router=cfg.gate_router,
+                                  seed=cfg.seed)
         if cfg.gate_calibration and split.calibration is None:
             routing["calibration_note"] = ("no training images were left out of fine-tuning (train_subset covers Dt), "
                                            "so the threshold was checked on the validation images only")
