@@ -178,6 +178,13 @@ def main() -> None:
                 lines.append(f"| {m} | {kind} | {label} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | "
                              f"{ms('routed_clean')} | {sum(b)}/{n} | {sum(cl)}/{n} | {sum(k)}/{n} | "
                              f"{sum(x and y and z for x, y, z in zip(b, cl, k))}/{n} |")
+    corrs = list(dict.fromkeys(r["corruption"] for r in rows))
+    lines += ["", "Gain kept (%) per corruption under the `--gate` rule, mean over methods and seeds:", "",
+              "| router | " + " | ".join(corrs) + " |", "|---|" + "---:|" * len(corrs)]
+    for kind in ROUTERS:
+        kept = [np.mean([r["kept"] for r in rows if r["router"] == kind and r["corruption"] == c
+                         and r["rule"] == "`--gate` rule"]) * 100 for c in corrs]
+        lines.append(f"| {kind} | " + " | ".join(f"{v:.1f}" for v in kept) + " |")
     write_results(args.out, "gate_routers", "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
