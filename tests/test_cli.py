@@ -431,6 +431,8 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
               "--method", "finetune", "--epochs", "1", "--train-subset", "10", "--quiet", "--out", str(out)]
     assert main(common + ["--gate-holdout", str(held)]) == 2
     assert "add --gate" in capsys.readouterr().err
+    assert main(common + ["--gate", "--gate-holdout", str(tmp_path / "missing.npz")]) == 2
+    assert capsys.readouterr().err.startswith("error: --gate-holdout: ")
     assert main(common + ["--gate", "--gate-holdout", str(held), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["metadata"]["gate"]["features"] == "deep"

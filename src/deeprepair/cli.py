@@ -476,8 +476,12 @@ def cmd_repair(args: argparse.Namespace) -> int:
         _check_images(heldout, meta, "held-out failure")
     if args.gate_holdout and not args.gate:
         raise DeepRepairError("--gate-holdout sets the --gate threshold: add --gate, or drop --gate-holdout")
-    clean_heldout = load_failure_set(args.gate_holdout, train.classes) if args.gate_holdout else None
-    if clean_heldout is not None:
+    clean_heldout = None
+    if args.gate_holdout:
+        try:  # the same format as the failures: .npz (x, y) or class folders
+            clean_heldout = load_failure_set(args.gate_holdout, train.classes)
+        except DeepRepairError as e:
+            raise DeepRepairError(f"--gate-holdout: {e}".replace("failure images", "images")) from None
         _check_images(clean_heldout, meta, "--gate-holdout")
     if args.gate and str(meta.get("arch", "")).startswith(("factory:", "torchscript:")):
         raise DeepRepairError("--gate saves the original and the repaired network together, which only a "
