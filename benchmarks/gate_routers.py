@@ -22,13 +22,13 @@ class-balanced loss), not tuned on what is measured.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from _common import DEFAULT_DATA, DEFAULT_OUT, REPO_ROOT, provenance, provenance_markdown, write_results
-from gate_rules import FIVE, MAX_BREAK, _atomic_savez, evaluate, heldout_split, rule_threshold, test_chosen_threshold
+from _common import REPO_ROOT, provenance, provenance_markdown, write_results
+from gate_rules import (_atomic_savez, evaluate, heldout_split, parse_cell_arguments, rule_threshold, seed_mean,
+                        target_counts, test_chosen_threshold)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
 SETS = ("fit_clean", "fit_fail", "cal", "valf", "test", "de")
@@ -76,15 +76,7 @@ def fit_router(kind: str, clean: dict, fail: dict, seed: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=str(REPO_ROOT / "checkpoints" / "resnet-20.safetensors"))
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--methods", default="deeprepair,finetune,augmix")
-    ap.add_argument("--corruptions", default=",".join(FIVE))
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_regressions"))
-    ap.add_argument("--out", default=str(DEFAULT_OUT))
-    args = ap.parse_args()
+    args = parse_cell_arguments(__doc__)
 
     import torch
 
@@ -165,19 +157,9 @@ def main() -> None:
                 rs = [r for r in rows if r["method"] == m and r["router"] == kind and r["rule"] == label]
                 if not rs:
                     continue
-                ss = sorted({r["seed"] for r in rs})
-
-                def ms(k, rs=rs, ss=ss):
-                    per = [np.mean([r[k] for r in rs if r["seed"] == sd]) * 100 for sd in ss]
-                    return f"{np.mean(per):.2f}" + (f" ± {np.std(per, ddof=1):.2f}" if len(per) > 1 else "")
-
-                b = [r["break"] <= MAX_BREAK for r in rs]
-                cl = [r["clean"] >= r["clean_before"] for r in rs]
-                k = [r["kept"] >= 0.9 for r in rs]
-                n = len(rs)
+                ms = lambda k, rs=rs: seed_mean(rs, k)  # noqa: E731
                 lines.append(f"| {m} | {kind} | {label} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | "
-                             f"{ms('routed_clean')} | {sum(b)}/{n} | {sum(cl)}/{n} | {sum(k)}/{n} | "
-                             f"{sum(x and y and z for x, y, z in zip(b, cl, k))}/{n} |")
+                             f"{ms('routed_clean')} | {target_counts(rs)} |")
     corrs = list(dict.fromkeys(r["corruption"] for r in rows))
     lines += ["", "Gain kept (%) per corruption under the `--gate` rule, mean over methods and seeds:", "",
               "| router | " + " | ".join(corrs) + " |", "|---|" + "---:|" * len(corrs)]

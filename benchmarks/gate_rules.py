@@ -185,8 +185,9 @@ def build_cell(model, train, test, dc, de, method: str, seed: int, device) -> di
     return arrays
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_cell_arguments(doc: str) -> argparse.Namespace:
+    """The command line shared by the gate benchmarks (one cell per method, corruption and seed)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--model", default=str(REPO_ROOT / "checkpoints" / "resnet-20.safetensors"))
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--methods", default="deeprepair,finetune,augmix")
@@ -194,7 +195,27 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_regressions"))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def seed_mean(rows: list[dict], key: str) -> str:
+    """``mean ± std`` (in %) over seeds of the per-seed mean of ``key`` over corruptions."""
+    per = [np.mean([r[key] for r in rows if r["seed"] == sd]) * 100 for sd in sorted({r["seed"] for r in rows})]
+    return f"{np.mean(per):.2f}" + (f" ± {np.std(per, ddof=1):.2f}" if len(per) > 1 else "")
+
+
+def target_counts(rows: list[dict]) -> str:
+    """Table cells: in how many (corruption, seed) cells break <= 1%, clean >= original, >= 90%
+    of the gain kept, and all three."""
+    b = [r["break"] <= MAX_BREAK for r in rows]
+    cl = [r["clean"] >= r["clean_before"] for r in rows]
+    k = [r["kept"] >= 0.9 for r in rows]
+    n = len(rows)
+    return f"{sum(b)}/{n} | {sum(cl)}/{n} | {sum(k)}/{n} | {sum(x and y and z for x, y, z in zip(b, cl, k))}/{n}"
+
+
+def main() -> None:
+    args = parse_cell_arguments(__doc__)
 
     prov = provenance()
     mname = Path(args.model).stem
@@ -282,18 +303,9 @@ def main() -> None:
             rs = [r for r in rows if r["method"] == m and r["rule"] == rule]
             if not rs:
                 continue
-            ss = sorted({r["seed"] for r in rs})
-
-            def ms(k, rs=rs, ss=ss):
-                per = [np.mean([r[k] for r in rs if r["seed"] == s]) * 100 for s in ss]
-                return f"{np.mean(per):.2f}" + (f" ± {np.std(per, ddof=1):.2f}" if len(per) > 1 else "")
-
-            b = [r["break"] <= MAX_BREAK for r in rs]
-            cl = [r["clean"] >= r["clean_before"] for r in rs]
-            k = [r["kept"] >= 0.9 for r in rs]
-            n = len(rs)
+            ms = lambda k, rs=rs: seed_mean(rs, k)  # noqa: E731
             lines.append(f"| {rule} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | {ms('routed_clean')} | "
-                         f"{sum(b)}/{n} | {sum(cl)}/{n} | {sum(k)}/{n} | {sum(x and y and z for x, y, z in zip(b, cl, k))}/{n} |")
+                         f"{target_counts(rs)} |")
         fb = [r for r in rows if r["method"] == m and "train_fixed" in r]
         if fb:
             mean = lambda k: np.mean([r[k] for r in fb]) * 100  # noqa: E731
@@ -303,9 +315,7 @@ def main() -> None:
                          f"of the training images, and fixes {mean('heldout_fixed'):.2f}% and breaks "
                          f"{mean('heldout_broken'):.2f}% of A (means over corruptions and seeds): training images "
                          "measure the break rate but not the fixes.")
-            def msf(k, fb=fb):
-                per = [np.mean([r[k] for r in fb if r["seed"] == sd]) * 100 for sd in sorted({r["seed"] for r in fb})]
-                return f"{np.mean(per):.2f}" + (f" ± {np.std(per, ddof=1):.2f}" if len(per) > 1 else "")
+            msf = lambda k, fb=fb: seed_mean(fb, k)  # noqa: E731
             lines.append(f"\nThe `--gate` row on the whole test set and all of De (as `gate_calibration.py` measures it): De "
                          f"{msf('full_de')}%, clean {msf('full_clean')}% (original {np.mean([r['full_clean_before'] for r in fb]) * 100:.2f}%), "
                          f"break {msf('full_break')}%, gain kept {msf('full_kept')}%; break <= 1% in "
