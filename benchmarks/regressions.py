@@ -226,8 +226,9 @@ def main() -> None:
 
         for m in methods:
             for s in seeds:
-                # no control; the gate as first measured; the calibrated gate (--gate's defaults today)
-                names = (m, f"{m}+gate", f"{m}+gate-cal")
+                # no control; the gate as first measured; the calibrated gate (--gate's defaults today);
+                # that with the network router on deep + style features (--gate-router mlp --gate-features deep+style)
+                names = (m, f"{m}+gate", f"{m}+gate-cal", f"{m}+gate-cal-mlp")
                 keys2 = [f"mixed__{n}__s{s}" for n in names]
                 if all((cache / f"{k}.json").is_file() for k in keys2):
                     res = [json.loads((cache / f"{k}.json").read_text()) for k in keys2]
@@ -238,10 +239,13 @@ def main() -> None:
                     gated, _ = fit_gate(model, rep_model, make_split(train, mixed, cfg), cfg.max_break, device,
                                         rep["precision"], bound=cfg.gate_bound)
                     cal = dataclasses.replace(cfg, gate_calibration=5000, gate_bound="wilson")
-                    gated_cal, _ = fit_gate(model, rep_model, make_split(train, mixed, cal), cfg.max_break, device,
-                                            rep["precision"], bound=cal.gate_bound)
+                    cal_split = make_split(train, mixed, cal)
+                    gated_cal, _ = fit_gate(model, rep_model, cal_split, cfg.max_break, device, rep["precision"],
+                                            bound=cal.gate_bound)
+                    gated_mlp, _ = fit_gate(model, rep_model, cal_split, cfg.max_break, device, rep["precision"],
+                                            bound=cal.gate_bound, features="deep+style", router="mlp", seed=s)
                     res = []
-                    for k, m_ in zip(keys2, (rep_model, gated.eval(), gated_cal.eval())):
+                    for k, m_ in zip(keys2, (rep_model, gated.eval(), gated_cal.eval(), gated_mlp.eval())):
                         if (cache / f"{k}.json").is_file():
                             res.append(json.loads((cache / f"{k}.json").read_text()))
                             continue
