@@ -99,7 +99,8 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
                      f"split (break rate <= {report['interpolation'].get('max_break', 0) * 100:.1f}%)")
     if report.get("gate"):
         g = report["gate"]
-        lines.append(f"- routed repair: inputs whose router score ({g.get('features', 'deep')} features) exceeds "
+        lines.append(f"- routed repair: inputs whose {g.get('router', 'linear')} router score ({g.get('features', 'deep')} "
+                     f"features) exceeds "
                      f"{g['threshold']:.2f} go to the repaired "
                      f"model, the rest to the original; on the validation split it routed "
                      f"{pct(g.get('routed_failures'))}% of the failures and {pct(g.get('routed_clean'))}% of the clean "
