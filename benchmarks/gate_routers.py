@@ -10,7 +10,10 @@ threshold rule and the same measurement (test half B and the De images made from
   logits, entropy and top logit); its scores must reproduce the cached ones;
 - `mlp`: a one-hidden-layer network (128 ReLU units) on the same features (`--gate-router mlp`);
 - `mlp+style`: the same network on those features and the wavelet style statistics
-  (`--gate-router mlp --gate-features deep+style`).
+  (`--gate-router mlp --gate-features deep+style`);
+
+each under `--gate`'s threshold rule, under `--gate-holdout`'s (test half A as the held-out
+clean images, as in `gate_rules.py`), and with the threshold chosen on B and De (a bound).
 
 The routers read only the original model's view of the images, so no repair is retrained.
 Hyperparameters are fixed in advance (AdamW, lr 1e-3, weight decay 1e-3, 300 full-batch steps,
@@ -135,11 +138,13 @@ def main() -> None:
                 for kind in ROUTERS:
                     rc = {**cell, **{f"{n}_s": v for n, v in scores[kind].items()}}
                     for label, t in (("`--gate` rule", rule_threshold(rc, "switch", "break", ~b_mask)),
+                                     ("`--gate-holdout` rule (half A)",
+                                      rule_threshold(rc, "switch", "break+clean (held-out)", ~b_mask)),
                                      ("bound (threshold chosen on B and De)", test_chosen_threshold(rc, b_mask, de_mask))):
                         r = evaluate(rc, "switch", t, b_mask, de_mask)
                         rows.append({"method": m, "corruption": c, "seed": s, "router": kind, "rule": label, **r,
                                      "kept": r["de"] / none["de"]})
-                print(m, c, s, {(r["router"], r["rule"][:5]): round(r["kept"], 3) for r in rows[-2 * len(ROUTERS):]}, flush=True)
+                print(m, c, s, {(r["router"], r["rule"][:5]): round(r["kept"], 3) for r in rows[-3 * len(ROUTERS):]}, flush=True)
 
     lines = [f"# Routed repair: does a better router help? ({mname})\n", provenance_markdown(prov),
              "- repairs, thresholds and measurement as `gate_rules.py` (its cached repaired models; test half B and the "
@@ -153,7 +158,7 @@ def main() -> None:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in methods:
         for kind in ROUTERS:
-            for label in ("`--gate` rule", "bound (threshold chosen on B and De)"):
+            for label in ("`--gate` rule", "`--gate-holdout` rule (half A)", "bound (threshold chosen on B and De)"):
                 rs = [r for r in rows if r["method"] == m and r["router"] == kind and r["rule"] == label]
                 if not rs:
                     continue
