@@ -433,9 +433,10 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
     assert "add --gate" in capsys.readouterr().err
     assert main(common + ["--gate", "--gate-holdout", str(tmp_path / "missing.npz")]) == 2
     assert capsys.readouterr().err.startswith("error: --gate-holdout: ")
-    assert main(common + ["--gate", "--gate-holdout", str(held), "--json"]) == 0
+    assert main(common + ["--gate", "--gate-holdout", str(held), "--gate-router", "mlp", "--gate-features",
+                          "deep+style", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["metadata"]["gate"]["features"] == "deep"
+    assert res["metadata"]["gate"]["features"] == "deep+style" and res["metadata"]["gate"]["router"] == "mlp"
     assert res["metadata"]["gate"]["heldout_clean_images"] == 20 and res["metadata"]["gate"]["heldout_clean_change"] >= 0
     assert "routed repair" in (out / "report.md").read_text() and "held-out clean" in (out / "report.md").read_text()
     model, meta = load_checkpoint(out / "model.safetensors")
