@@ -125,7 +125,11 @@ def main() -> None:
             scorers = {kind: fit_router(kind, desc["fit_clean"], desc["fit_fail"], s) for kind in ROUTERS}
             scores = {kind: {n: f(desc[n]) for n in ("cal", "valf", "test", "de")} for kind, f in scorers.items()}
             for m in methods:
-                cell = dict(np.load(cells / f"{c}__{m}__s{s}.npz"))
+                cell_path = cells / f"{c}__{m}__s{s}.npz"
+                if not cell_path.is_file():
+                    raise SystemExit(f"{cell_path} is missing: run `python benchmarks/gate_rules.py --methods {m} "
+                                     f"--corruptions {c} --seeds {s}` first")
+                cell = dict(np.load(cell_path))
                 gap = max(float(np.abs(scores["linear"][n] - cell[f"{n}_s"]).max()) for n in ("cal", "valf", "test", "de"))
                 if gap > 1e-3:
                     raise SystemExit(f"{c} {m} s{s}: the linear router does not reproduce --gate's scores (gap {gap:.2g})")

@@ -132,9 +132,12 @@ class MLPGate(nn.Module):
         self.sd.copy_(f.std(0).clamp_min(1e-6))
         t = torch.cat([torch.zeros(len(clean)), torch.ones(len(failures))])
         w = torch.cat([torch.full((len(clean),), 0.5 / len(clean)), torch.full((len(failures),), 0.5 / len(failures))])
-        with torch.random.fork_rng(devices=[]):
+        net = self.net
+        with torch.random.fork_rng(devices=[]):  # a seeded re-initialisation, in construction order
             torch.manual_seed(seed)
-            net = nn.Sequential(nn.Linear(f.shape[1], self.net[0].out_features), nn.ReLU(), nn.Linear(self.net[0].out_features, 1))
+            for layer in net:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         z = (f - self.mu) / self.sd
         with torch.enable_grad():
@@ -143,7 +146,6 @@ class MLPGate(nn.Module):
                 loss = (w * nn.functional.binary_cross_entropy_with_logits(net(z).squeeze(1), t, reduction="none")).sum()
                 loss.backward()
                 opt.step()
-        self.net.load_state_dict(net.state_dict())
         return self
 
 
