@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import REPO_ROOT, provenance, provenance_markdown, write_results
-from gate_rules import (_atomic_savez, evaluate, heldout_split, parse_cell_arguments, rule_threshold, seed_mean,
-                        target_counts, test_chosen_threshold)
+from gate_rules import (_atomic_savez, evaluate, heldout_split, parse_cell_arguments, result_stem, rule_threshold,
+                        seed_mean, target_counts, test_chosen_threshold)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
 SETS = ("fit_clean", "fit_fail", "cal", "valf", "test", "de")
@@ -176,7 +176,7 @@ def main() -> None:
         kept = [np.mean([r["kept"] for r in rows if r["router"] == kind and r["corruption"] == c
                          and r["rule"] == "`--gate` rule"]) * 100 for c in corrs]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.1f}" for v in kept) + " |")
-    write_results(args.out, "gate_routers", "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem("gate_routers", mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":

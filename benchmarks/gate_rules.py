@@ -198,6 +198,11 @@ def parse_cell_arguments(doc: str) -> argparse.Namespace:
     return ap.parse_args()
 
 
+def result_stem(stem: str, model_name: str) -> str:
+    """The results file name: ``stem`` for the CPU profile's resnet-20, ``stem_<model>`` otherwise."""
+    return stem if model_name == "resnet-20" else f"{stem}_{model_name}"
+
+
 def seed_mean(rows: list[dict], key: str) -> str:
     """``mean ± std`` (in %) over seeds of the per-seed mean of ``key`` over corruptions."""
     per = [np.mean([r[key] for r in rows if r["seed"] == sd]) * 100 for sd in sorted({r["seed"] for r in rows})]
@@ -322,7 +327,7 @@ def main() -> None:
                          f"{sum(r['full_break'] <= MAX_BREAK for r in fb)}/{len(fb)}, clean >= original in "
                          f"{sum(r['full_clean'] >= r['full_clean_before'] for r in fb)}/{len(fb)}, kept >= 90% in "
                          f"{sum(r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}.")
-    write_results(args.out, "gate_rules", "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem("gate_rules", mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":
