@@ -8,8 +8,8 @@ the validation sets, the clean test set and De, so that every rule below is eval
 same networks:
 
 - combination on routed inputs: `switch` (the repaired model answers; the current `--gate`),
-  `average` (the mean of the two models' softmax), `confident` (the repaired model answers
-  only where it is more confident than the original);
+  `average` (the mean of the two models' softmax), `product` (their geometric mean),
+  `confident` (the repaired model answers only where it is more confident than the original);
 - threshold constraint, checked on validation data only: `break` (the Wilson 95% upper bound
   of the validation break rate <= 1%, the current default) or `break+clean` (that, and
   validation clean accuracy >= the original's).
@@ -43,6 +43,11 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
 def routed_predictions(o: np.ndarray, r: np.ndarray, combine: str) -> np.ndarray:
     """What a routed input is answered with, under ``combine``, from both models' logits."""
     if combine == "switch":
@@ -52,6 +57,8 @@ def routed_predictions(o: np.ndarray, r: np.ndarray, combine: str) -> np.ndarray
         return (po + pr).argmax(1)
     if combine == "confident":
         return np.where(pr.max(1) > po.max(1), pr.argmax(1), po.argmax(1))
+    if combine == "product":  # the geometric mean: log p_o + log p_r
+        return (log_softmax(o) + log_softmax(r)).argmax(1)
     raise ValueError(combine)
 
 
@@ -131,6 +138,7 @@ RULES = [  # (label, combine, constraint); constraint None: route everything
     ("switch / break (`--gate` today)", "switch", "break"),
     ("average / break", "average", "break"),
     ("confident / break", "confident", "break"),
+    ("product / break", "product", "break"),
     ("switch / break+clean (training)", "switch", "break+clean (training)"),
     ("switch / break+clean (held-out, `--gate-holdout`)", "switch", "break+clean (held-out)"),
     ("average, every input (no router)", "average", None),
@@ -293,7 +301,7 @@ def main() -> None:
              "validation images (`--gate-holdout`) and is read only by that rule; every figure is measured on B (the other "
              "5,000) and on the De images made from B's images\n"
              "- routed inputs are answered by: `switch` the repaired model (`--gate`), `average` the mean of the two "
-             "softmax outputs, `confident` the more confident of the two; constraint: `break` = Wilson 95% upper bound "
+             "softmax outputs, `product` their geometric mean, `confident` the more confident of the two; constraint: `break` = Wilson 95% upper bound "
              "of the validation break rate <= 1%; `break+clean (training)` = and clean accuracy >= the original's on the "
              "held-back training images; `break+clean (held-out)` = and >= the original's on A\n"
              "- test columns: mean over corruptions, ± = std over seeds; counts are per corruption and seed; "
