@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import REPO_ROOT, provenance, provenance_markdown, write_results
-from gate_rules import (_atomic_savez, evaluate, heldout_split, parse_cell_arguments, result_stem, rule_threshold,
-                        seed_mean, target_counts, test_chosen_threshold)
+from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, parse_cell_arguments, result_stem,
+                        rule_threshold, seed_mean, target_counts, test_chosen_threshold)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
 SETS = ("fit_clean", "fit_fail", "cal", "valf", "test", "de")
@@ -104,7 +104,7 @@ def main() -> None:
     prov = provenance()
     mname = Path(args.model).stem
     cache = Path(args.cache) / mname / "gate_routers"
-    cells = Path(args.cache) / mname / "gate_rules"
+    cells = Path(args.cache) / mname / cells_name(args.lr)
     cache.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")
     methods, seeds = args.methods.split(","), [int(v) for v in args.seeds.split(",")]
@@ -139,8 +139,9 @@ def main() -> None:
             for m in methods:
                 cell_path = cells / f"{c}__{m}__s{s}.npz"
                 if not cell_path.is_file():
-                    raise SystemExit(f"{cell_path} is missing: run `python benchmarks/gate_rules.py --methods {m} "
-                                     f"--corruptions {c} --seeds {s}` first")
+                    lr = "" if args.lr is None else f" --lr {args.lr:g}"
+                    raise SystemExit(f"{cell_path} is missing: run `python benchmarks/gate_rules.py --model {args.model} "
+                                     f"--methods {m} --corruptions {c} --seeds {s}{lr}` first")
                 cell = dict(np.load(cell_path))
                 gap = max(float(np.abs(scores["linear"][n] - cell[f"{n}_s"]).max()) for n in ("cal", "valf", "test", "de"))
                 if gap > 1e-3:
@@ -220,7 +221,7 @@ def main() -> None:
         kept = [np.mean([r["kept"] for r in rows if r["router"] == kind and r["corruption"] == c
                          and r["rule"] == "`--gate` rule"]) * 100 for c in corrs]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.1f}" for v in kept) + " |")
-    write_results(args.out, result_stem("gate_routers", mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem("gate_routers" + cells_name(args.lr)[len("gate_rules"):], mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ same networks:
 
 The threshold is always chosen on Dt/Dc validation data; the test set and De are only measured.
 
-    python benchmarks/gate_rules.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2]
+    python benchmarks/gate_rules.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2] [--lr 0.001]
     (results/gate_rules.md; per-image arrays cached under runs/bench_regressions/<model>/gate_rules)
 """
 
@@ -154,7 +154,7 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
-def build_cell(model, train, test, dc, de, method: str, seed: int, device) -> dict:
+def build_cell(model, train, test, dc, de, method: str, seed: int, device, lr: float | None = None) -> dict:
     """Train one repair, fit its router as ``--gate`` does, and return the per-image arrays."""
     import dataclasses
 
@@ -166,7 +166,7 @@ def build_cell(model, train, test, dc, de, method: str, seed: int, device) -> di
     from deeprepair.repair.core import make_split
     from deeprepair.repair.gate import fit_gate
 
-    cfg = RepairConfig(method=method, seed=seed, epochs=2, train_subset=5000)
+    cfg = RepairConfig(method=method, seed=seed, epochs=2, train_subset=5000, **({} if lr is None else {"lr": lr}))
     t0 = time.perf_counter()
     rep_model, rep = repair(model, train, dc, cfg, device=device)
     split = make_split(train, dc, dataclasses.replace(cfg, gate_calibration=5000, gate_bound="wilson"))
@@ -203,12 +203,20 @@ def parse_cell_arguments(doc: str) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_regressions"))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--lr", type=float, help="fine-tuning learning rate of the repairs (default: RepairConfig's, "
+                    "0.01); another value caches and reports under its own name")
     return ap.parse_args()
 
 
 def result_stem(stem: str, model_name: str) -> str:
     """The results file name: ``stem`` for the CPU profile's resnet-20, ``stem_<model>`` otherwise."""
     return stem if model_name == "resnet-20" else f"{stem}_{model_name}"
+
+
+def cells_name(lr: float | None) -> str:
+    """Where the repairs of ``gate_rules.py`` are cached (and its results named): ``gate_rules``,
+    or ``gate_rules_lr<lr>`` for repairs at another learning rate."""
+    return "gate_rules" if lr is None else f"gate_rules_lr{lr:g}"
 
 
 def seed_mean(rows: list[dict], key: str) -> str:
@@ -232,7 +240,7 @@ def main() -> None:
 
     prov = provenance()
     mname = Path(args.model).stem
-    cache = Path(args.cache) / mname / "gate_rules"
+    cache = Path(args.cache) / mname / cells_name(args.lr)
     cache.mkdir(parents=True, exist_ok=True)
     methods, corruptions = args.methods.split(","), args.corruptions.split(",")
     seeds = [int(v) for v in args.seeds.split(",")]
@@ -260,7 +268,7 @@ def main() -> None:
                     mine = REPO_ROOT / "runs" / "mine" / mname
                     dc = load_failure_set(mine / f"{c}.dc.npz", d["train"].classes)
                     de = load_failure_set(mine / f"{c}.de.npz", d["train"].classes)
-                    _atomic_savez(path, build_cell(d["model"], d["train"], d["test"], dc, de, m, s, d["device"]))
+                    _atomic_savez(path, build_cell(d["model"], d["train"], d["test"], dc, de, m, s, d["device"], args.lr))
                 cell = dict(np.load(path))
                 _, b_idx = heldout_split(len(cell["test_y"]))
                 b_mask = np.zeros(len(cell["test_y"]), bool)
@@ -293,7 +301,8 @@ def main() -> None:
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     lines = [f"# Routed repair: how to combine the two models, and what sets the threshold ({mname})\n",
              provenance_markdown(prov),
-             "- budget per repair: 2 epochs over 5,000 training images + Dc (as `regressions.py --part control`); "
+             f"- budget per repair: 2 epochs over 5,000 training images + Dc, lr {args.lr or 0.01:g} (as `regressions.py "
+             "--part control`" + (")" if args.lr is None else ", but for the learning rate)") + "; "
              f"corruptions: {args.corruptions}; router: `--gate` (deep features); every threshold is chosen by "
              "`deeprepair.repair.gate.choose_threshold` on the 1,000 + 5,000 held-back training images and the validation "
              "failures, never on what it is measured on\n"
@@ -335,7 +344,7 @@ def main() -> None:
                          f"{sum(r['full_break'] <= MAX_BREAK for r in fb)}/{len(fb)}, clean >= original in "
                          f"{sum(r['full_clean'] >= r['full_clean_before'] for r in fb)}/{len(fb)}, kept >= 90% in "
                          f"{sum(r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}.")
-    write_results(args.out, result_stem("gate_rules", mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem(cells_name(args.lr), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":
