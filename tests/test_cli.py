@@ -433,12 +433,19 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
     assert "add --gate" in capsys.readouterr().err
     assert main(common + ["--gate", "--gate-holdout", str(tmp_path / "missing.npz")]) == 2
     assert capsys.readouterr().err.startswith("error: --gate-holdout: ")
+    assert main(common + ["--gate-keep", "0.9"]) == 2
+    assert "add --gate" in capsys.readouterr().err
+    assert main(common + ["--gate", "--gate-keep", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: gate_keep must be in (0, 1]") and err.count("\n") == 1
     assert main(common + ["--gate", "--gate-holdout", str(held), "--gate-router", "mlp", "--gate-features",
-                          "deep+style", "--json"]) == 0
+                          "deep+style", "--gate-keep", "0.9", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
+    assert res["metadata"]["gate"]["keep"] == 0.9
     assert res["metadata"]["gate"]["features"] == "deep+style" and res["metadata"]["gate"]["router"] == "mlp"
     assert res["metadata"]["gate"]["heldout_clean_images"] == 20 and res["metadata"]["gate"]["heldout_clean_change"] >= 0
     assert "routed repair" in (out / "report.md").read_text() and "held-out clean" in (out / "report.md").read_text()
+    assert "keeps 90% of the validation repair" in (out / "report.md").read_text()
     model, meta = load_checkpoint(out / "model.safetensors")
     assert isinstance(model, GatedClassifier) and meta["gate"]["n_features"] > 0
     assert main(["evaluate", "--model", str(out / "model.safetensors"), "--data", str(data_dir),

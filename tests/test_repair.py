@@ -361,6 +361,24 @@ def _brute_force_threshold(sc, cb, ca, sf, fb, fa, max_break, bound, heldout=Non
     return max(r for r in rows if r[0])[3]
 
 
+def _brute_force_keep(sc, cb, ca, sf, fb, fa, max_break, bound, keep):
+    """``keep`` as specified: the highest allowed threshold whose validation repair is >= keep
+    times the repair with everything routed, else the plain choice."""
+    from deeprepair.repair.report import wilson
+
+    def allowed(t):
+        broke = int((cb & ~np.where(sc > t, ca, cb)).sum())
+        rate = broke / max(cb.sum(), 1)
+        return t == np.inf or (wilson(broke, int(cb.sum()))[1] if bound == "wilson" else rate) <= max_break
+
+    def repair(t):
+        return int(np.where(sf > t, fa, fb).sum()) - int(fb.sum())
+
+    ts = np.unique(np.concatenate([sc, sf, [np.inf, -np.inf]]))
+    enough = [t for t in ts if allowed(t) and repair(t) >= keep * repair(-np.inf)]
+    return max(enough) if enough else _brute_force_threshold(sc, cb, ca, sf, fb, fa, max_break, bound)
+
+
 @pytest.mark.parametrize("bound", ["point", "wilson"])
 @pytest.mark.parametrize("with_heldout", [False, True])
 def test_choose_threshold_matches_a_brute_force_search(bound, with_heldout):
@@ -380,6 +398,26 @@ def test_choose_threshold_matches_a_brute_force_search(bound, with_heldout):
             routed = sc > got["threshold"]
             assert np.where(routed, ca, cb)[heldout].sum() >= cb[heldout].sum()
             assert got["heldout_clean_change"] >= 0
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 1.0])
+def test_choose_threshold_keep_routes_least_for_that_share_of_the_repair(keep):
+    from deeprepair.repair.gate import choose_threshold
+
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        n, m = int(rng.integers(400, 900)), int(rng.integers(5, 60))
+        sc, sf = rng.normal(0, 1, n).round(2), rng.normal(1.5, 1, m).round(2)
+        cb = rng.random(n) < 0.95
+        ca = np.where(sc > 0.5, rng.random(n) < 0.9, cb)
+        fb, fa = np.zeros(m, bool), rng.random(m) < 0.7
+        plain = choose_threshold(sc, cb, ca, sf, fb, fa, 0.02, "wilson")
+        got = choose_threshold(sc, cb, ca, sf, fb, fa, 0.02, "wilson", keep=keep)
+        assert got["threshold"] == _brute_force_keep(sc, cb, ca, sf, fb, fa, 0.02, "wilson", keep)
+        assert got["threshold"] >= plain["threshold"]  # never routes more than the plain rule
+        assert got["val_break"] <= plain["val_break"]
+    with pytest.raises(ValueError, match="keep"):
+        choose_threshold(sc, cb, ca, sf, fb, fa, 0.02, keep=1.5)
 
 
 def test_gate_holdout_keeps_clean_accuracy_on_the_heldout_images(setup):

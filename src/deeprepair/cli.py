@@ -476,6 +476,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
         _check_images(heldout, meta, "held-out failure")
     if args.gate_holdout and not args.gate:
         raise DeepRepairError("--gate-holdout sets the --gate threshold: add --gate, or drop --gate-holdout")
+    if args.gate_keep is not None and not args.gate:
+        raise DeepRepairError("--gate-keep sets the --gate threshold: add --gate, or drop --gate-keep")
     clean_heldout = None
     if args.gate_holdout:
         try:  # the same format as the failures: .npz (x, y) or class folders
@@ -495,7 +497,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
                        gate=args.gate, gate_features=args.gate_features, gate_router=args.gate_router,
                        gate_calibration=args.gate_calibration,
-                       gate_bound=args.gate_bound, selection=args.selection)  # fmt: skip
+                       gate_bound=args.gate_bound, gate_keep=args.gate_keep, selection=args.selection)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     state = out / "repair.state.safetensors"
     torch.manual_seed(args.seed)
@@ -824,6 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-holdout", metavar="PATH", help="with --gate: labelled clean images the original model "
                    "was not trained on (its validation split; never your test set), .npz (x, y) or class folders; "
                    "the threshold then also keeps clean accuracy on them >= the original's")
+    p.add_argument("--gate-keep", type=float, metavar="FRACTION", help="with --gate: route only as much as keeps "
+                   "this share of the repair of the validation failures (e.g. 0.9) instead of routing up to "
+                   "--max-break; fewer clean images change")
     p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
     p.add_argument("--selection", default="auto", choices=["holdout", "last", "auto"], help="model "

@@ -68,6 +68,7 @@ class RepairConfig:
     gate_router: str = "linear"      # ... by a logistic regression (linear) or a one-hidden-layer network (mlp)
     gate_calibration: int = 5000     # ... its threshold also checked on up to this many training images left out of fine-tuning
     gate_bound: str = "wilson"       # ... and held to max_break as a point estimate or as a Wilson 95% upper bound
+    gate_keep: float | None = None   # ... or the least routing that keeps this share of the validation repair
     seed: int = 0
     precision: str = "auto"
 
@@ -86,6 +87,8 @@ class RepairConfig:
             raise DeepRepairError(f"gate_router must be 'linear' or 'mlp', got {self.gate_router!r}")
         if self.gate_bound not in ("point", "wilson"):
             raise DeepRepairError(f"gate_bound must be 'point' or 'wilson', got {self.gate_bound!r}")
+        if self.gate_keep is not None and not 0 < self.gate_keep <= 1:
+            raise DeepRepairError(f"gate_keep must be in (0, 1] (a share of the validation repair), got {self.gate_keep!r}")
         if self.gate_calibration < 0:
             raise DeepRepairError("gate_calibration must be >= 0 (0 = the Dt validation images only)")
         if not 0 <= self.val_fraction < 1:
@@ -368,7 +371,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
                                   cfg.max_break, device, precision, features=cfg.gate_features,
                                   bound=cfg.gate_bound, clean_heldout=clean_heldout, router=cfg.gate_router,
-                                  seed=cfg.seed)
+                                  seed=cfg.seed, keep=cfg.gate_keep)
         if cfg.gate_calibration and split.calibration is None:
             routing["calibration_note"] = ("no training images were left out of fine-tuning (train_subset covers Dt), "
                                            "so the threshold was checked on the validation images only")

@@ -228,15 +228,23 @@ def _count_above(scores: np.ndarray, values: np.ndarray, thresholds: np.ndarray)
 
 def choose_threshold(clean_scores: np.ndarray, clean_before: np.ndarray, clean_after: np.ndarray,
                      fail_scores: np.ndarray, fail_before: np.ndarray, fail_after: np.ndarray, max_break: float,
-                     bound: str = "wilson", clean_heldout: np.ndarray | None = None) -> dict:
+                     bound: str = "wilson", clean_heldout: np.ndarray | None = None,
+                     keep: float | None = None) -> dict:
     """The routing threshold with the most validation failures right among those whose validation
     break rate (estimate, or its Wilson 95% upper bound with ``bound="wilson"``) is <= ``max_break``;
     with ``clean_heldout`` (a mask over the clean images: the ones the original model was *not*
     trained on) also those whose routing leaves the accuracy on them >= the original's. Ties go to
     fewer breaks, then to the higher threshold (less routing); +inf (route nothing) is always
-    allowed. ``*_before`` / ``*_after``: whether the original / the repaired answer is right."""
+    allowed. ``*_before`` / ``*_after``: whether the original / the repaired answer is right.
+
+    ``keep``: instead, the highest allowed threshold (the least routing) whose validation repair
+    (failures right, less those right with nothing routed) is >= ``keep`` times the repair with
+    every input routed; where none reaches it, the choice above. It stops routing where the repair
+    stops growing instead of spending the whole break budget."""
     if bound not in ("point", "wilson"):
         raise ValueError(f"bound must be 'point' or 'wilson', got {bound!r}")
+    if keep is not None and not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep!r}")
     ts = np.unique(np.concatenate([clean_scores, fail_scores, [np.inf, -np.inf]]))
     cb, ca, fb, fa = (np.asarray(a, bool) for a in (clean_before, clean_after, fail_before, fail_after))
     n_ok = int(cb.sum())
@@ -258,6 +266,10 @@ def choose_threshold(clean_scores: np.ndarray, clean_before: np.ndarray, clean_a
     ok[-1] = True  # +inf routes nothing
     idx = np.flatnonzero(ok)
     i = idx[np.lexsort((ts[idx], -broke[idx], fail_right[idx]))[-1]]
+    if keep is not None:  # ts ascends: ts[0] = -inf routes everything, ts[-1] = +inf nothing
+        gain = fail_right - fail_right[-1]
+        enough = np.flatnonzero(ok & (gain >= keep * gain[0]))
+        i = int(enough[-1]) if len(enough) else i
     out = {"threshold": float(ts[i]), "val_break": float(rate[i]), "val_break_upper": float(upper[i]),
            "val_failures_acc": float(fail_right[i] / max(len(fb), 1)),
            "routed_clean": float((clean_scores > ts[i]).mean()) if len(clean_scores) else 0.0,
@@ -269,7 +281,7 @@ def choose_threshold(clean_scores: np.ndarray, clean_before: np.ndarray, clean_a
 
 def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, device, precision: str,
              features: str = "deep", bound: str = "wilson", clean_heldout: ImageSet | None = None,
-             router: str = "linear", seed: int = 0) -> tuple[GatedClassifier, dict]:
+             router: str = "linear", seed: int = 0, keep: float | None = None) -> tuple[GatedClassifier, dict]:
     """Fit the router on the fine-tuning images (Dt part vs Dc part of ``split``) and choose its
     threshold on the validation split (plus ``split.calibration``, training images left out of
     fine-tuning, when present) with ``choose_threshold``; only Dt/Dc data is read.
@@ -277,7 +289,8 @@ def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, 
     ``clean_heldout``: labelled clean images the *original* model was not trained on (e.g. its own
     validation split, never the test set). Training images cannot tell how many clean images
     routing fixes, because the original model learnt them; with these, the threshold also keeps
-    clean accuracy on them >= the original's, and they join the break-rate check."""
+    clean accuracy on them >= the original's, and they join the break-rate check. ``keep``: route
+    only as much as keeps that share of the validation repair (``choose_threshold``)."""
     if features not in GATE_FEATURES:
         raise ValueError(f"gate features must be one of {GATE_FEATURES}, got {features!r}")
     fc, _ = _descriptors(original, split.x[~split.is_failure], features, device, precision)
@@ -305,10 +318,10 @@ def fit_gate(original: nn.Module, repaired: nn.Module, split, max_break: float, 
         st, sf = gate(dt.to(device)).cpu().numpy(), gate(df.to(device)).cpu().numpy()
     rt = predict(repaired, vt.x, device=device, precision=precision) == vt.y
     rf = predict(repaired, vf.x, device=device, precision=precision) == vf.y
-    best = choose_threshold(st, pt == vt.y, rt, sf, pf == vf.y, rf, max_break, bound, heldout)
+    best = choose_threshold(st, pt == vt.y, rt, sf, pf == vf.y, rf, max_break, bound, heldout, keep)
     t = best.pop("threshold")
     t = t if np.isfinite(t) else float(np.sign(t) * 1e9)
-    info.update(best, bound=bound, val_clean_images=len(vt),
+    info.update(best, bound=bound, keep=keep, val_clean_images=len(vt),
                 heldout_clean_images=len(clean_heldout) if clean_heldout is not None else 0)
     return GatedClassifier(original, repaired, gate, t, features), {"threshold": t, **info}
 

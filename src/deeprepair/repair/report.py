@@ -105,6 +105,8 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
                      f"model, the rest to the original; on the validation split it routed "
                      f"{pct(g.get('routed_failures'))}% of the failures and {pct(g.get('routed_clean'))}% of the clean "
                      f"images (threshold chosen for break rate <= {g.get('max_break', 0) * 100:.1f}%"
+                     + (f", routing the least that keeps {g['keep'] * 100:.0f}% of the validation repair"
+                        if g.get("keep") else "")
                      + (f" and clean accuracy >= the original's on {g['heldout_clean_images']:,} held-out clean "
                         f"images: {g['heldout_clean_change'] * 100:+.2f} points there)" if g.get("heldout_clean_images")
                         else ")"))
