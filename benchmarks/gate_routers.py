@@ -12,7 +12,8 @@ threshold rule and the same measurement (test half B and the De images made from
 - `mlp+style`: the same network on those features and the wavelet style statistics
   (`--gate-router mlp --gate-features deep+style`);
 
-each under `--gate`'s threshold rule, under `--gate-holdout`'s (test half A as the held-out
+each under `--gate`'s threshold rule, under `--gate-keep 0.9` and `0.95` (the least routing that
+keeps that share of the validation repair), under `--gate-holdout`'s (test half A as the held-out
 clean images, as in `gate_rules.py`), and with the threshold chosen on B and De (a bound).
 
 The routers read only the original model's view of the images, so no repair is retrained.
@@ -34,6 +35,7 @@ from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, pars
                         rule_threshold, seed_mean, target_counts, test_chosen_threshold)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
+TEST_FREE = ("`--gate` rule", "`--gate-keep 0.9` rule", "`--gate-keep 0.95` rule")  # rules that read no test image
 SETS = ("fit_clean", "fit_fail", "cal", "valf", "test", "de")
 
 
@@ -155,11 +157,13 @@ def main() -> None:
                 for kind in ROUTERS:
                     rc = {**cell, **{f"{n}_s": v for n, v in scores[kind].items()}}
                     for label, t in (("`--gate` rule", rule_threshold(rc, "switch", "break", ~b_mask)),
+                                     ("`--gate-keep 0.9` rule", rule_threshold(rc, "switch", "break", ~b_mask, 0.9)),
+                                     ("`--gate-keep 0.95` rule", rule_threshold(rc, "switch", "break", ~b_mask, 0.95)),
                                      ("`--gate-holdout` rule (half A)",
                                       rule_threshold(rc, "switch", "break+clean (held-out)", ~b_mask)),
                                      ("bound (threshold chosen on B and De)", test_chosen_threshold(rc, b_mask, de_mask))):
                         r = evaluate(rc, "switch", t, b_mask, de_mask)
-                        if label == "`--gate` rule":  # the rule reads no test image: measure it on all of them too
+                        if label in TEST_FREE:  # these rules read no test image: measure them on all of it too
                             r.update(routed_clean_accuracy(rc, t, b_mask))
                             every, de_every = np.ones_like(b_mask), np.ones_like(de_mask)
                             whole = evaluate(rc, "switch", t, every, de_every)
@@ -167,7 +171,7 @@ def main() -> None:
                                      full_kept=whole["de"] / evaluate(rc, "switch", -np.inf, every, de_every)["de"])
                         rows.append({"method": m, "corruption": c, "seed": s, "router": kind, "rule": label, **r,
                                      "kept": r["de"] / none["de"]})
-                print(m, c, s, {(r["router"], r["rule"][:5]): round(r["kept"], 3) for r in rows[-3 * len(ROUTERS):]}, flush=True)
+                print(m, c, s, {(r["router"], r["rule"][:5]): round(r["kept"], 3) for r in rows[-5 * len(ROUTERS):]}, flush=True)
 
     lines = [f"# Routed repair: does a better router help? ({mname})\n", provenance_markdown(prov),
              "- repairs, thresholds and measurement as `gate_rules.py` (its cached repaired models; test half B and the "
@@ -181,26 +185,28 @@ def main() -> None:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in methods:
         for kind in ROUTERS:
-            for label in ("`--gate` rule", "`--gate-holdout` rule (half A)", "bound (threshold chosen on B and De)"):
+            for label in ("`--gate` rule", "`--gate-keep 0.9` rule", "`--gate-keep 0.95` rule",
+                          "`--gate-holdout` rule (half A)", "bound (threshold chosen on B and De)"):
                 rs = [r for r in rows if r["method"] == m and r["router"] == kind and r["rule"] == label]
                 if not rs:
                     continue
                 ms = lambda k, rs=rs: seed_mean(rs, k)  # noqa: E731
                 lines.append(f"| {m} | {kind} | {label} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | "
                              f"{ms('routed_clean')} | {target_counts(rs)} |")
-    lines += ["", "The `--gate` rule reads no test image, so it can also be measured on the whole clean test set and all "
-              "of De (as `gate_calibration.py` does; the original model: "
+    lines += ["", "The `--gate` and `--gate-keep` rules read no test image, so they can also be measured on the whole "
+              "clean test set and all of De (as `gate_calibration.py` does; the original model: "
               f"{np.mean([r['full_clean_before'] for r in rows if 'full_clean_before' in r]) * 100:.2f}%):", "",
-              "| method | router | De (%) | clean (%) | break (%) | gain kept (%) | break <= 1% | clean >= original | "
-              "kept >= 90% | all three |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| method | router | threshold | De (%) | clean (%) | break (%) | gain kept (%) | break <= 1% | "
+              "clean >= original | kept >= 90% | all three |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in methods:
         for kind in ROUTERS:
-            rs = [{"seed": r["seed"], **{k: r[f"full_{k}"] for k in ("de", "clean", "clean_before", "break", "kept")}}
-                  for r in rows if r["method"] == m and r["router"] == kind and "full_de" in r]
-            if rs:
-                ms = lambda k, rs=rs: seed_mean(rs, k)  # noqa: E731
-                lines.append(f"| {m} | {kind} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | "
-                             f"{target_counts(rs)} |")
+            for label in TEST_FREE:
+                rs = [{"seed": r["seed"], **{k: r[f"full_{k}"] for k in ("de", "clean", "clean_before", "break", "kept")}}
+                      for r in rows if r["method"] == m and r["router"] == kind and r["rule"] == label]
+                if rs:
+                    ms = lambda k, rs=rs: seed_mean(rs, k)  # noqa: E731
+                    lines.append(f"| {m} | {kind} | {label} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | "
+                                 f"{target_counts(rs)} |")
     lines += ["", "Why clean accuracy ends below the original's: the clean images of B routed under the `--gate` rule are "
               "hard ones, and the repaired model is no better on them than the original (accuracy in %, mean over "
               "corruptions and seeds):", "",
@@ -208,7 +214,7 @@ def main() -> None:
               "repaired on all of B |", "|---|---|---:|---:|---:|---:|---:|"]
     for m in methods:
         for kind in ROUTERS:
-            rs = [r for r in rows if r["method"] == m and r["router"] == kind and "routed_original_acc" in r]
+            rs = [r for r in rows if r["method"] == m and r["router"] == kind and r["rule"] == "`--gate` rule"]
             if rs:
                 mean = lambda k, rs=rs: np.nanmean([r[k] for r in rs]) * 100  # noqa: E731
                 lines.append(f"| {m} | {kind} | {mean('routed_clean'):.2f} | {mean('routed_original_acc'):.1f} | "

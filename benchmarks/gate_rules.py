@@ -75,11 +75,11 @@ def pick(cell: dict, name: str, mask: np.ndarray | None = None) -> tuple:
     return arrs if mask is None else tuple(a[mask] for a in arrs)
 
 
-def rule_threshold(cell: dict, combine: str, constraint: str, a_mask: np.ndarray) -> float:
+def rule_threshold(cell: dict, combine: str, constraint: str, a_mask: np.ndarray, keep: float | None = None) -> float:
     """The threshold ``choose_threshold`` (the one ``--gate`` uses) picks under ``constraint``:
     `break` on the held-back training images; `break+clean (training)` also asks clean accuracy
     >= the original's on them; `break+clean (held-out)` adds test half A as the held-out clean
-    images (``--gate-holdout``)."""
+    images (``--gate-holdout``); ``keep``: as ``--gate-keep``."""
     from deeprepair.repair.gate import choose_threshold
 
     co, cr, cs, cy = pick(cell, "cal")
@@ -93,7 +93,7 @@ def rule_threshold(cell: dict, combine: str, constraint: str, a_mask: np.ndarray
     fo, fr, fs, fy = pick(cell, "valf")
     return choose_threshold(cs, co.argmax(1) == cy, routed_predictions(co, cr, combine) == cy,
                             fs, fo.argmax(1) == fy, routed_predictions(fo, fr, combine) == fy,
-                            MAX_BREAK, "wilson", heldout)["threshold"]
+                            MAX_BREAK, "wilson", heldout, keep)["threshold"]
 
 
 def test_chosen_threshold(cell: dict, b_mask: np.ndarray, de_mask: np.ndarray) -> float:
