@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import REPO_ROOT, provenance, provenance_markdown, write_results
-from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, parse_cell_arguments, result_stem,
-                        rule_threshold, seed_mean, target_counts, test_chosen_threshold)
+from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, lr_suffix, parse_cell_arguments,
+                        result_stem, rule_threshold, seed_mean, target_counts, test_chosen_threshold)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
 TEST_FREE = ("`--gate` rule", "`--gate-keep 0.9` rule", "`--gate-keep 0.95` rule")  # rules that read no test image
@@ -171,7 +171,8 @@ def main() -> None:
                                      full_kept=whole["de"] / evaluate(rc, "switch", -np.inf, every, de_every)["de"])
                         rows.append({"method": m, "corruption": c, "seed": s, "router": kind, "rule": label, **r,
                                      "kept": r["de"] / none["de"]})
-                print(m, c, s, {(r["router"], r["rule"][:5]): round(r["kept"], 3) for r in rows[-5 * len(ROUTERS):]}, flush=True)
+                print(m, c, s, {(r["router"], r["rule"][:12]): round(r["kept"], 3) for r in rows
+                                if (r["method"], r["corruption"], r["seed"]) == (m, c, s)}, flush=True)
 
     lines = [f"# Routed repair: does a better router help? ({mname})\n", provenance_markdown(prov),
              "- repairs, thresholds and measurement as `gate_rules.py` (its cached repaired models; test half B and the "
@@ -227,7 +228,7 @@ def main() -> None:
         kept = [np.mean([r["kept"] for r in rows if r["router"] == kind and r["corruption"] == c
                          and r["rule"] == "`--gate` rule"]) * 100 for c in corrs]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.1f}" for v in kept) + " |")
-    write_results(args.out, result_stem("gate_routers" + cells_name(args.lr)[len("gate_rules"):], mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem("gate_routers" + lr_suffix(args.lr), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":

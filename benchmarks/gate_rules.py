@@ -203,8 +203,8 @@ def parse_cell_arguments(doc: str) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--cache", default=str(REPO_ROOT / "runs" / "bench_regressions"))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
-    ap.add_argument("--lr", type=float, help="fine-tuning learning rate of the repairs (default: RepairConfig's, "
-                    "0.01); another value caches and reports under its own name")
+    ap.add_argument("--lr", type=float, help="fine-tuning learning rate of the repairs (default: RepairConfig's); "
+                    "another value caches and reports under its own name")
     return ap.parse_args()
 
 
@@ -213,10 +213,15 @@ def result_stem(stem: str, model_name: str) -> str:
     return stem if model_name == "resnet-20" else f"{stem}_{model_name}"
 
 
+def lr_suffix(lr: float | None) -> str:
+    """What names the repairs at another learning rate than RepairConfig's (``--lr``): their cache
+    folder ``gate_rules<suffix>`` and the results of both gate scripts."""
+    return "" if lr is None else f"_lr{lr:g}"
+
+
 def cells_name(lr: float | None) -> str:
-    """Where the repairs of ``gate_rules.py`` are cached (and its results named): ``gate_rules``,
-    or ``gate_rules_lr<lr>`` for repairs at another learning rate."""
-    return "gate_rules" if lr is None else f"gate_rules_lr{lr:g}"
+    """The cache folder of ``gate_rules.py``'s repairs (and the stem of its results)."""
+    return "gate_rules" + lr_suffix(lr)
 
 
 def seed_mean(rows: list[dict], key: str) -> str:
@@ -237,6 +242,8 @@ def target_counts(rows: list[dict]) -> str:
 
 def main() -> None:
     args = parse_cell_arguments(__doc__)
+
+    from deeprepair.repair import RepairConfig
 
     prov = provenance()
     mname = Path(args.model).stem
@@ -301,7 +308,7 @@ def main() -> None:
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     lines = [f"# Routed repair: how to combine the two models, and what sets the threshold ({mname})\n",
              provenance_markdown(prov),
-             f"- budget per repair: 2 epochs over 5,000 training images + Dc, lr {args.lr or 0.01:g} (as `regressions.py "
+             f"- budget per repair: 2 epochs over 5,000 training images + Dc, lr {args.lr or RepairConfig.lr:g} (as `regressions.py "
              "--part control`" + (")" if args.lr is None else ", but for the learning rate)") + "; "
              f"corruptions: {args.corruptions}; router: `--gate` (deep features); every threshold is chosen by "
              "`deeprepair.repair.gate.choose_threshold` on the 1,000 + 5,000 held-back training images and the validation "
