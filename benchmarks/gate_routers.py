@@ -171,7 +171,7 @@ def main() -> None:
                                      full_kept=whole["de"] / evaluate(rc, "switch", -np.inf, every, de_every)["de"])
                         rows.append({"method": m, "corruption": c, "seed": s, "router": kind, "rule": label, **r,
                                      "kept": r["de"] / none["de"]})
-                print(m, c, s, {(r["router"], r["rule"][:12]): round(r["kept"], 3) for r in rows
+                print(m, c, s, {(r["router"], r["rule"]): round(r["kept"], 3) for r in rows
                                 if (r["method"], r["corruption"], r["seed"]) == (m, c, s)}, flush=True)
 
     lines = [f"# Routed repair: does a better router help? ({mname})\n", provenance_markdown(prov),
