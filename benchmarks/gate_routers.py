@@ -186,8 +186,7 @@ def main() -> None:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in methods:
         for kind in ROUTERS:
-            for label in ("`--gate` rule", "`--gate-keep 0.9` rule", "`--gate-keep 0.95` rule",
-                          "`--gate-holdout` rule (half A)", "bound (threshold chosen on B and De)"):
+            for label in dict.fromkeys(r["rule"] for r in rows):  # in the order they were measured
                 rs = [r for r in rows if r["method"] == m and r["router"] == kind and r["rule"] == label]
                 if not rs:
                     continue
