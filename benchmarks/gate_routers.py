@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import REPO_ROOT, provenance, provenance_markdown, write_results
-from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, lr_suffix, parse_cell_arguments,
-                        result_stem, rule_threshold, seed_mean, target_counts, test_chosen_threshold)
+from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, parse_cell_arguments,
+                        result_stem, rule_threshold, seed_mean, target_counts, test_chosen_threshold, variant_suffix)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
 TEST_FREE = ("`--gate` rule", "`--gate-keep 0.9` rule", "`--gate-keep 0.95` rule")  # rules that read no test image
@@ -105,8 +105,9 @@ def main() -> None:
 
     prov = provenance()
     mname = Path(args.model).stem
-    cache = Path(args.cache) / mname / "gate_routers"
-    cells = Path(args.cache) / mname / cells_name(args.lr)
+    # the descriptors depend on the split, which depends on how many training images are fine-tuned on
+    cache = Path(args.cache) / mname / ("gate_routers" + ("" if args.train_subset == 5000 else f"_dt{args.train_subset}"))
+    cells = Path(args.cache) / mname / cells_name(args)
     cache.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")
     methods, seeds = args.methods.split(","), [int(v) for v in args.seeds.split(",")]
@@ -124,7 +125,7 @@ def main() -> None:
                 dc = load_failure_set(mine / f"{c}.dc.npz", train.classes)
                 de = load_failure_set(mine / f"{c}.de.npz", train.classes)
                 # the split every method's repair used (make_split is seeded and the same for these methods)
-                split = make_split(train, dc, RepairConfig(seed=s, epochs=2, train_subset=5000, gate_calibration=5000))
+                split = make_split(train, dc, RepairConfig(seed=s, train_subset=args.train_subset, gate_calibration=5000))
                 cal = np.concatenate([split.val_train.x, split.calibration.x])
                 sets = {"fit_clean": split.x[~split.is_failure], "fit_fail": split.dc_fit.x, "cal": cal,
                         "valf": split.val_failures.x, "test": test.x, "de": de.x}
@@ -141,9 +142,8 @@ def main() -> None:
             for m in methods:
                 cell_path = cells / f"{c}__{m}__s{s}.npz"
                 if not cell_path.is_file():
-                    lr = "" if args.lr is None else f" --lr {args.lr:g}"
-                    raise SystemExit(f"{cell_path} is missing: run `python benchmarks/gate_rules.py --model {args.model} "
-                                     f"--methods {m} --corruptions {c} --seeds {s}{lr}` first")
+                    raise SystemExit(f"{cell_path} is missing: run `python benchmarks/gate_rules.py` with the same "
+                                     f"--model, budget options and --methods {m} --corruptions {c} --seeds {s} first")
                 cell = dict(np.load(cell_path))
                 gap = max(float(np.abs(scores["linear"][n] - cell[f"{n}_s"]).max()) for n in ("cal", "valf", "test", "de"))
                 if gap > 1e-3:
@@ -227,7 +227,7 @@ def main() -> None:
         kept = [np.mean([r["kept"] for r in rows if r["router"] == kind and r["corruption"] == c
                          and r["rule"] == "`--gate` rule"]) * 100 for c in corrs]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.1f}" for v in kept) + " |")
-    write_results(args.out, result_stem("gate_routers" + lr_suffix(args.lr), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem("gate_routers" + variant_suffix(args), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":

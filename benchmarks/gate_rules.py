@@ -17,6 +17,7 @@ same networks:
 The threshold is always chosen on Dt/Dc validation data; the test set and De are only measured.
 
     python benchmarks/gate_rules.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2] [--lr 0.001]
+        [--train-subset 40000 --epochs 1 --dc-repeat 4] [--distill 1]
     (results/gate_rules.md; per-image arrays cached under runs/bench_regressions/<model>/gate_rules)
 """
 
@@ -154,8 +155,9 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
-def build_cell(model, train, test, dc, de, method: str, seed: int, device, lr: float | None = None) -> dict:
-    """Train one repair, fit its router as ``--gate`` does, and return the per-image arrays."""
+def build_cell(model, train, test, dc, de, method: str, seed: int, device, **budget) -> dict:
+    """Train one repair, fit its router as ``--gate`` does, and return the per-image arrays.
+    ``budget``: RepairConfig fields that replace the default budget (2 epochs over 5,000 images, lr 0.01)."""
     import dataclasses
 
     import torch
@@ -166,7 +168,7 @@ def build_cell(model, train, test, dc, de, method: str, seed: int, device, lr: f
     from deeprepair.repair.core import make_split
     from deeprepair.repair.gate import fit_gate
 
-    cfg = RepairConfig(method=method, seed=seed, epochs=2, train_subset=5000, **({} if lr is None else {"lr": lr}))
+    cfg = RepairConfig(**{"method": method, "seed": seed, "epochs": 2, "train_subset": 5000, **budget})
     t0 = time.perf_counter()
     rep_model, rep = repair(model, train, dc, cfg, device=device)
     split = make_split(train, dc, dataclasses.replace(cfg, gate_calibration=5000, gate_bound="wilson"))
@@ -205,6 +207,11 @@ def parse_cell_arguments(doc: str) -> argparse.Namespace:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--lr", type=float, help="fine-tuning learning rate of the repairs (default: RepairConfig's); "
                     "another value caches and reports under its own name")
+    ap.add_argument("--train-subset", type=int, default=5000, help="training images fine-tuned on (default 5000); "
+                    "another value caches and reports under its own name, as do --epochs, --dc-repeat and --distill")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--dc-repeat", type=int, default=1, help="how many times Dc appears in the fine-tuning set")
+    ap.add_argument("--distill", type=float, default=0.0, help="weight of the distillation term (regression control)")
     return ap.parse_args()
 
 
@@ -213,15 +220,37 @@ def result_stem(stem: str, model_name: str) -> str:
     return stem if model_name == "resnet-20" else f"{stem}_{model_name}"
 
 
-def lr_suffix(lr: float | None) -> str:
-    """What names the repairs at another learning rate than RepairConfig's (``--lr``): their cache
-    folder ``gate_rules<suffix>`` and the results of both gate scripts."""
-    return "" if lr is None else f"_lr{lr:g}"
+DEFAULT_BUDGET = {"train_subset": 5000, "epochs": 2, "dc_repeat": 1, "distill": 0.0}
 
 
-def cells_name(lr: float | None) -> str:
+def repair_budget(args: argparse.Namespace) -> dict:
+    """The RepairConfig fields the command line sets (the learning rate only when given)."""
+    return {**({} if args.lr is None else {"lr": args.lr}), **{k: getattr(args, k) for k in DEFAULT_BUDGET}}
+
+
+def variant_suffix(args: argparse.Namespace) -> str:
+    """What names repairs with another budget than the default (``--lr``, ``--train-subset``, ``--epochs``,
+    ``--dc-repeat``, ``--distill``): their cache folder ``gate_rules<suffix>`` and the results of both
+    gate scripts; empty for the default budget."""
+    tags = {"lr": "lr", "train_subset": "dt", "epochs": "e", "dc_repeat": "r", "distill": "kd"}
+    b = repair_budget(args)
+    return "".join(f"_{tags[k]}{b[k]:g}" for k in tags if k in b and b[k] != DEFAULT_BUDGET.get(k))
+
+
+def describe_budget(args: argparse.Namespace) -> str:
+    """The repair budget in words, for the results files."""
+    from deeprepair.repair import RepairConfig
+
+    b = {**DEFAULT_BUDGET, "lr": RepairConfig.lr, **repair_budget(args)}
+    dc = "Dc" if b["dc_repeat"] == 1 else f"{b['dc_repeat']} x Dc"
+    kd = f", distillation weight {b['distill']:g}" if b["distill"] else ""
+    same = " (as `regressions.py --part control`)" if not variant_suffix(args) else ""
+    return f"{b['epochs']} epoch{'s' * (b['epochs'] != 1)} over {b['train_subset']:,} training images + {dc}, lr {b['lr']:g}{kd}{same}"
+
+
+def cells_name(args: argparse.Namespace) -> str:
     """The cache folder of ``gate_rules.py``'s repairs (and the stem of its results)."""
-    return "gate_rules" + lr_suffix(lr)
+    return "gate_rules" + variant_suffix(args)
 
 
 def seed_mean(rows: list[dict], key: str) -> str:
@@ -247,7 +276,7 @@ def main() -> None:
 
     prov = provenance()
     mname = Path(args.model).stem
-    cache = Path(args.cache) / mname / cells_name(args.lr)
+    cache = Path(args.cache) / mname / cells_name(args)
     cache.mkdir(parents=True, exist_ok=True)
     methods, corruptions = args.methods.split(","), args.corruptions.split(",")
     seeds = [int(v) for v in args.seeds.split(",")]
@@ -275,7 +304,8 @@ def main() -> None:
                     mine = REPO_ROOT / "runs" / "mine" / mname
                     dc = load_failure_set(mine / f"{c}.dc.npz", d["train"].classes)
                     de = load_failure_set(mine / f"{c}.de.npz", d["train"].classes)
-                    _atomic_savez(path, build_cell(d["model"], d["train"], d["test"], dc, de, m, s, d["device"], args.lr))
+                    _atomic_savez(path, build_cell(d["model"], d["train"], d["test"], dc, de, m, s, d["device"],
+                                                       **repair_budget(args)))
                 cell = dict(np.load(path))
                 _, b_idx = heldout_split(len(cell["test_y"]))
                 b_mask = np.zeros(len(cell["test_y"]), bool)
@@ -308,8 +338,7 @@ def main() -> None:
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     lines = [f"# Routed repair: how to combine the two models, and what sets the threshold ({mname})\n",
              provenance_markdown(prov),
-             f"- budget per repair: 2 epochs over 5,000 training images + Dc, lr {args.lr or RepairConfig.lr:g} (as `regressions.py "
-             "--part control`" + (")" if args.lr is None else ", but for the learning rate)") + "; "
+             f"- budget per repair: {describe_budget(args)}; "
              f"corruptions: {args.corruptions}; router: `--gate` (deep features); every threshold is chosen by "
              "`deeprepair.repair.gate.choose_threshold` on the 1,000 + 5,000 held-back training images and the validation "
              "failures, never on what it is measured on\n"
@@ -351,7 +380,7 @@ def main() -> None:
                          f"{sum(r['full_break'] <= MAX_BREAK for r in fb)}/{len(fb)}, clean >= original in "
                          f"{sum(r['full_clean'] >= r['full_clean_before'] for r in fb)}/{len(fb)}, kept >= 90% in "
                          f"{sum(r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}.")
-    write_results(args.out, result_stem(cells_name(args.lr), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem(cells_name(args), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":
