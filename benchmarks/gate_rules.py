@@ -379,7 +379,8 @@ def main() -> None:
                          f"break {msf('full_break')}%, gain kept {msf('full_kept')}%; break <= 1% in "
                          f"{sum(r['full_break'] <= MAX_BREAK for r in fb)}/{len(fb)}, clean >= original in "
                          f"{sum(r['full_clean'] >= r['full_clean_before'] for r in fb)}/{len(fb)}, kept >= 90% in "
-                         f"{sum(r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}.")
+                         f"{sum(r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}, all three in "
+                         f"{sum(r['full_break'] <= MAX_BREAK and r['full_clean'] >= r['full_clean_before'] and r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}.")
     write_results(args.out, result_stem(cells_name(args), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
