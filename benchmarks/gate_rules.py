@@ -327,7 +327,8 @@ def main() -> None:
                         every, de_every = np.ones_like(b_mask), np.ones_like(de_mask)
                         whole, whole_none = evaluate(cell, comb, t, every, de_every), evaluate(cell, comb, -np.inf, every, de_every)
                         r.update({f"full_{k}": whole[k] for k in ("de", "clean", "clean_before", "break")},
-                                 full_kept=whole["de"] / whole_none["de"])
+                                 full_kept=whole["de"] / whole_none["de"],
+                                 **{f"full_alone_{k}": whole_none[k] for k in ("de", "clean", "break")})
                     rows.append({**base, "rule": label, **r, "kept": r["de"] / none["de"]})
                 r = evaluate(cell, "switch", test_chosen_threshold(cell, b_mask, de_mask), b_mask, de_mask)
                 rows.append({**base, "rule": "switch, threshold chosen on B and De (a bound, not a method)", **r,
@@ -374,6 +375,8 @@ def main() -> None:
                          f"{mean('heldout_broken'):.2f}% of A (means over corruptions and seeds): training images "
                          "measure the break rate but not the fixes.")
             msf = lambda k, fb=fb: seed_mean(fb, k)  # noqa: E731
+            lines.append(f"\nThe repaired model alone on the whole test set and all of De: De {msf('full_alone_de')}%, clean "
+                         f"{msf('full_alone_clean')}%, break {msf('full_alone_break')}%.")
             lines.append(f"\nThe `--gate` row on the whole test set and all of De (as `gate_calibration.py` measures it): De "
                          f"{msf('full_de')}%, clean {msf('full_clean')}% (original {np.mean([r['full_clean_before'] for r in fb]) * 100:.2f}%), "
                          f"break {msf('full_break')}%, gain kept {msf('full_kept')}%; break <= 1% in "
