@@ -271,9 +271,6 @@ def target_counts(rows: list[dict]) -> str:
 
 def main() -> None:
     args = parse_cell_arguments(__doc__)
-
-    from deeprepair.repair import RepairConfig
-
     prov = provenance()
     mname = Path(args.model).stem
     cache = Path(args.cache) / mname / cells_name(args)
