@@ -154,6 +154,9 @@ def main() -> None:
                 with np.load(mine / f"{c}.de.npz") as f:
                     de_mask = b_mask[f["index"] % len(b_mask)]
                 none = evaluate(cell, "switch", -np.inf, b_mask, de_mask)
+                alone = evaluate(cell, "switch", -np.inf, np.ones_like(b_mask), np.ones_like(de_mask))
+                rows.append({"method": m, "corruption": c, "seed": s, "router": "none", "rule": "alone",
+                             **{f"full_{k}": alone[k] for k in ("de", "clean", "clean_before", "break")}, "full_kept": 1.0, "kept": 1.0})
                 for kind in ROUTERS:
                     rc = {**cell, **{f"{n}_s": v for n, v in scores[kind].items()}}
                     for label, t in (("`--gate` rule", rule_threshold(rc, "switch", "break", ~b_mask)),
@@ -207,6 +210,17 @@ def main() -> None:
                     ms = lambda k, rs=rs: seed_mean(rs, k)  # noqa: E731
                     lines.append(f"| {m} | {kind} | {label} | {ms('de')} | {ms('clean')} | {ms('break')} | {ms('kept')} | "
                                  f"{target_counts(rs)} |")
+    lines += ["", "Per seed (mean over corruptions), whole test set and all of De: the repaired model alone and the "
+              "`mlp+style` router under the rules that read no test image:", "",
+              "| method | seed | rule | De (%) | clean (%) | break (%) | gain kept (%) |", "|---|---:|---|---:|---:|---:|---:|"]
+    for m in methods:
+        for s in seeds:
+            for kind, label in [("none", "alone")] + [("mlp+style", t) for t in TEST_FREE]:
+                rs = [r for r in rows if (r["method"], r["seed"], r["router"], r["rule"]) == (m, s, kind, label)]
+                if rs:
+                    mean = lambda k, rs=rs: np.mean([r[f"full_{k}"] for r in rs]) * 100  # noqa: E731
+                    lines.append(f"| {m} | {s} | {label} | {mean('de'):.2f} | {mean('clean'):.2f} | {mean('break'):.2f} | "
+                                 f"{mean('kept'):.2f} |")
     lines += ["", "What routing does to clean accuracy: the clean images of B routed under the `--gate` rule are hard "
               "ones, and the clean change is (repaired - original accuracy on them) x the share routed (accuracy in %, "
               "mean over corruptions and seeds):", "",

@@ -314,7 +314,8 @@ def main() -> None:
                 de_mask = b_mask[src]
                 none = evaluate(cell, "switch", -np.inf, b_mask, de_mask)
                 base = {"method": m, "corruption": c, "seed": s}
-                rows.append({**base, "rule": "none (the repaired model alone)", **none, "kept": 1.0})
+                rows.append({**base, "rule": "none (the repaired model alone)", **none, "kept": 1.0,
+                             "wall": float(cell["wall"])})
                 for label, comb, con in RULES:
                     t = -np.inf if con is None else rule_threshold(cell, comb, con, ~b_mask)
                     r = evaluate(cell, comb, t, b_mask, de_mask)
@@ -354,6 +355,8 @@ def main() -> None:
                   "| rule | De (%) | clean (%) | break (%) | gain kept (%) | clean routed (%) | break <= 1% | "
                   "clean >= original | kept >= 90% | all three |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         base_rows = [r for r in rows if r["method"] == m]
+        walls = [r["wall"] for r in base_rows if "wall" in r]
+        lines.insert(len(lines) - 2, f"Mean time per cell (repair, router fit and evaluation): {np.mean(walls):.0f} s.\n")
         lines.insert(len(lines) - 2, f"The original model's clean accuracy on B: {np.mean([r['clean_before'] for r in base_rows]) * 100:.2f}%.\n")
         for rule in rules:
             rs = [r for r in rows if r["method"] == m and r["rule"] == rule]
