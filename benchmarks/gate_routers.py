@@ -20,7 +20,7 @@ The routers read only the original model's view of the images, so no repair is r
 Hyperparameters are fixed in advance (AdamW, lr 1e-3, weight decay 1e-3, 300 full-batch steps,
 class-balanced loss), not tuned on what is measured.
 
-    python benchmarks/gate_routers.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2]
+    python benchmarks/gate_routers.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2] [the budget options of gate_rules.py]
     (results/gate_routers.md; descriptors cached under runs/bench_regressions/<model>/gate_routers)
 """
 
@@ -32,7 +32,8 @@ import numpy as np
 
 from _common import REPO_ROOT, provenance, provenance_markdown, write_results
 from gate_rules import (_atomic_savez, cells_name, evaluate, heldout_split, parse_cell_arguments,
-                        result_stem, rule_threshold, seed_mean, target_counts, test_chosen_threshold, variant_suffix)
+                        result_stem, rule_threshold, seed_mean, split_suffix, target_counts, test_chosen_threshold,
+                        variant_suffix)
 
 ROUTERS = ("linear", "mlp", "mlp+style")
 TEST_FREE = ("`--gate` rule", "`--gate-keep 0.9` rule", "`--gate-keep 0.95` rule")  # rules that read no test image
@@ -105,8 +106,7 @@ def main() -> None:
 
     prov = provenance()
     mname = Path(args.model).stem
-    # the descriptors depend on the split, which depends on how many training images are fine-tuned on
-    cache = Path(args.cache) / mname / ("gate_routers" + ("" if args.train_subset == 5000 else f"_dt{args.train_subset}"))
+    cache = Path(args.cache) / mname / ("gate_routers" + split_suffix(args))
     cells = Path(args.cache) / mname / cells_name(args)
     cache.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")

@@ -172,6 +172,9 @@ def build_cell(model, train, test, dc, de, method: str, seed: int, device, **bud
     t0 = time.perf_counter()
     rep_model, rep = repair(model, train, dc, cfg, device=device)
     split = make_split(train, dc, dataclasses.replace(cfg, gate_calibration=5000, gate_bound="wilson"))
+    if split.calibration is None or len(split.calibration) < 5000:
+        raise SystemExit(f"--train-subset {cfg.train_subset} leaves fewer than 5,000 training images to check the "
+                         "threshold on: lower it")
     gated, info = fit_gate(model, rep_model, split, cfg.max_break, device, rep["precision"], bound="wilson")
     gated.eval()
     cal = ImageSet(np.concatenate([split.val_train.x, split.calibration.x]),
@@ -212,7 +215,10 @@ def parse_cell_arguments(doc: str) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--dc-repeat", type=int, default=1, help="how many times Dc appears in the fine-tuning set")
     ap.add_argument("--distill", type=float, default=0.0, help="weight of the distillation term (regression control)")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if min(args.train_subset, args.epochs, args.dc_repeat) < 1 or args.distill < 0:
+        ap.error("--train-subset, --epochs and --dc-repeat must be >= 1 and --distill >= 0")
+    return args
 
 
 def result_stem(stem: str, model_name: str) -> str:
@@ -246,6 +252,12 @@ def describe_budget(args: argparse.Namespace) -> str:
     kd = f", distillation weight {b['distill']:g}" if b["distill"] else ""
     same = " (as `regressions.py --part control`)" if not variant_suffix(args) else ""
     return f"{b['epochs']} epoch{'s' * (b['epochs'] != 1)} over {b['train_subset']:,} training images + {dc}, lr {b['lr']:g}{kd}{same}"
+
+
+def split_suffix(args: argparse.Namespace) -> str:
+    """What names the router descriptors of ``gate_routers.py``: they depend on the split, which
+    depends only on how many training images are fine-tuned on."""
+    return "" if args.train_subset == DEFAULT_BUDGET["train_subset"] else f"_dt{args.train_subset}"
 
 
 def cells_name(args: argparse.Namespace) -> str:
