@@ -20,7 +20,7 @@ The routers read only the original model's view of the images, so no repair is r
 Hyperparameters are fixed in advance (AdamW, lr 1e-3, weight decay 1e-3, 300 full-batch steps,
 class-balanced loss), not tuned on what is measured.
 
-    python benchmarks/gate_routers.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2] [the budget options of gate_rules.py]
+    python benchmarks/gate_routers.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2] [the budget options and --tag of gate_rules.py]
     (results/gate_routers.md; descriptors cached under runs/bench_regressions/<model>/gate_routers)
 """
 
@@ -241,7 +241,7 @@ def main() -> None:
         kept = [np.mean([r["kept"] for r in rows if r["router"] == kind and r["corruption"] == c
                          and r["rule"] == "`--gate` rule"]) * 100 for c in corrs]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.1f}" for v in kept) + " |")
-    write_results(args.out, result_stem("gate_routers" + variant_suffix(args), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem("gate_routers" + variant_suffix(args), mname, args.tag), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ same networks:
 The threshold is always chosen on Dt/Dc validation data; the test set and De are only measured.
 
     python benchmarks/gate_rules.py [--methods deeprepair,finetune,augmix] [--seeds 0,1,2] [--lr 0.001]
-        [--train-subset 40000 --epochs 1 --dc-repeat 4] [--distill 1]
+        [--train-subset 40000 --epochs 1 --dc-repeat 4] [--distill 1] [--tag augmix]
     (results/gate_rules.md; per-image arrays cached under runs/bench_regressions/<model>/gate_rules)
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -215,15 +216,20 @@ def parse_cell_arguments(doc: str) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--dc-repeat", type=int, default=1, help="how many times Dc appears in the fine-tuning set")
     ap.add_argument("--distill", type=float, default=0.0, help="weight of the distillation term (regression control)")
+    ap.add_argument("--tag", default="", help="appended to the results file names (not the cache), to keep a run on "
+                    "other --methods or --seeds from overwriting the results of the same budget, e.g. --tag augmix")
     args = ap.parse_args()
     if min(args.train_subset, args.epochs, args.dc_repeat) < 1 or args.distill < 0:
         ap.error("--train-subset, --epochs and --dc-repeat must be >= 1 and --distill >= 0")
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9.-]+", args.tag):
+        ap.error(f"--tag {args.tag!r}: use letters, digits, '.' and '-' only (it becomes part of a file name)")
     return args
 
 
-def result_stem(stem: str, model_name: str) -> str:
-    """The results file name: ``stem`` for the CPU profile's resnet-20, ``stem_<model>`` otherwise."""
-    return stem if model_name == "resnet-20" else f"{stem}_{model_name}"
+def result_stem(stem: str, model_name: str, tag: str = "") -> str:
+    """The results file name: ``stem`` for the CPU profile's resnet-20, ``stem_<model>`` otherwise,
+    then ``_<tag>`` when ``--tag`` is given."""
+    return (stem if model_name == "resnet-20" else f"{stem}_{model_name}") + (f"_{tag}" if tag else "")
 
 
 DEFAULT_BUDGET = {"train_subset": 5000, "epochs": 2, "dc_repeat": 1, "distill": 0.0}
@@ -396,7 +402,7 @@ def main() -> None:
                          f"{sum(r['full_clean'] >= r['full_clean_before'] for r in fb)}/{len(fb)}, kept >= 90% in "
                          f"{sum(r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}, all three in "
                          f"{sum(r['full_break'] <= MAX_BREAK and r['full_clean'] >= r['full_clean_before'] and r['full_kept'] >= 0.9 for r in fb)}/{len(fb)}.")
-    write_results(args.out, result_stem(cells_name(args), mname), "\n".join(lines), {"provenance": prov, "rows": rows})
+    write_results(args.out, result_stem(cells_name(args), mname, args.tag), "\n".join(lines), {"provenance": prov, "rows": rows})
 
 
 if __name__ == "__main__":
