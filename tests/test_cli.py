@@ -450,3 +450,33 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
     assert isinstance(model, GatedClassifier) and meta["gate"]["n_features"] > 0
     assert main(["evaluate", "--model", str(out / "model.safetensors"), "--data", str(data_dir),
                  "--corruptions", "contrast", "--quiet"]) == 0
+
+
+def test_safe_preset_fills_only_the_flags_left_unset():
+    from deeprepair.cli import build_parser, resolve_repair_options
+
+    base = ["repair", "--model", "m.safetensors", "--failures", "f.npz", "--out", "o"]
+    plain = build_parser().parse_args(base)
+    resolve_repair_options(plain, 50000)
+    assert (plain.epochs, plain.train_subset, plain.dc_repeat, plain.distill, plain.gate,
+            plain.gate_router, plain.gate_features) == (3, 10000, 1, 0.0, False, "linear", "deep")
+    safe = build_parser().parse_args(base + ["--safe"])
+    resolve_repair_options(safe, 50000)  # CIFAR-10: the 40,000 images regressions.md section 11 measured
+    assert (safe.epochs, safe.train_subset, safe.dc_repeat, safe.distill, safe.gate,
+            safe.gate_router, safe.gate_features) == (1, 40000, 4, 1.0, True, "mlp", "deep+style")
+    mine = build_parser().parse_args(base + ["--safe", "--epochs", "2", "--train-subset", "0",
+                                             "--gate-router", "linear"])
+    resolve_repair_options(mine, 50000)
+    assert (mine.epochs, mine.train_subset, mine.gate_router, mine.distill) == (2, 0, "linear", 1.0)
+
+
+def test_repair_safe_saves_a_distilled_routed_model(trained, data_dir, tmp_path, smooth_images, capsys):
+    fails = tmp_path / "f.npz"
+    np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
+    out = tmp_path / "rep"
+    assert main(["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+                 "--safe", "--quiet", "--json", "--out", str(out)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    cfg = res["metadata"]["repair_config"]
+    assert (cfg["epochs"], cfg["train_subset"], cfg["dc_repeat"], cfg["distill"], cfg["gate"]) == (1, 16, 4, 1.0, True)
+    assert res["metadata"]["gate"]["router"] == "mlp" and res["metadata"]["gate"]["features"] == "deep+style"
