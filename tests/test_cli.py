@@ -468,6 +468,8 @@ def test_safe_preset_fills_only_the_flags_left_unset():
                                              "--gate-router", "linear"])
     resolve_repair_options(mine, 50000)
     assert (mine.epochs, mine.train_subset, mine.gate_router, mine.distill) == (2, 0, "linear", 1.0)
+    with pytest.raises(DeepRepairError, match="drop --safe"):  # test-time methods train nothing to gate
+        resolve_repair_options(build_parser().parse_args(base + ["--safe", "--method", "tent"]), 50000)
 
 
 def test_repair_safe_saves_a_distilled_routed_model(trained, data_dir, tmp_path, smooth_images, capsys):

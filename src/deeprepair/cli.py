@@ -468,6 +468,9 @@ def resolve_repair_options(args: argparse.Namespace, n_train: int) -> None:
     --safe's training subset is a share of the training set (0.8: 40,000 of CIFAR-10's 50,000, as
     measured), so that validation and the gate's calibration images stay out of fine-tuning.
     """
+    if args.safe and args.method in ("bn-adapt", "tent"):
+        raise DeepRepairError(f"--safe fine-tunes behind a gate, which {args.method} (label-free, on the failure "
+                              "images only) does not: drop --safe or choose a fine-tuning --method")
     preset = SAFE_PRESET if args.safe else REPAIR_DEFAULTS
     for key, value in preset.items():
         if getattr(args, key) is None:
