@@ -456,14 +456,12 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 # `repair --safe`: the recipe that met issue 7's target (break <= 1%, clean >= original, >= 90% of the
 # gain kept) for the default method on resnet-20 / CIFAR-10 (benchmarks/results/regressions.md, section 11).
-REPAIR_DEFAULTS = {"epochs": 3, "train_subset": 10000, "dc_repeat": 1, "distill": 0.0,
-                   "gate_router": "linear", "gate_features": "deep"}
 SAFE_PRESET = {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0,
                "gate_router": "mlp", "gate_features": "deep+style"}
 
 
 def resolve_repair_options(args: argparse.Namespace, n_train: int) -> None:
-    """Fill the budget and control flags left unset: from --safe's recipe, else the plain defaults.
+    """Fill the budget and control flags left unset: from --safe's recipe, else RepairConfig's defaults.
 
     --safe's training subset is a share of the training set (0.8: 40,000 of CIFAR-10's 50,000, as
     measured), so that validation and the gate's calibration images stay out of fine-tuning.
@@ -471,7 +469,11 @@ def resolve_repair_options(args: argparse.Namespace, n_train: int) -> None:
     if args.safe and args.method in ("bn-adapt", "tent"):
         raise DeepRepairError(f"--safe fine-tunes behind a gate, which {args.method} (label-free, on the failure "
                               "images only) does not: drop --safe or choose a fine-tuning --method")
-    preset = SAFE_PRESET if args.safe else REPAIR_DEFAULTS
+    from dataclasses import fields
+
+    from .repair import RepairConfig
+
+    preset = SAFE_PRESET if args.safe else {f.name: f.default for f in fields(RepairConfig) if f.name in SAFE_PRESET}
     for key, value in preset.items():
         if getattr(args, key) is None:
             if key == "train_subset" and isinstance(value, float):
