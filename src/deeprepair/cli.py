@@ -252,6 +252,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _open_model(args: argparse.Namespace, classes: list[str] | None = None):
     from .engine import pick_device
     from .models.checkpoint import load_model
+    from .repair import gate as _gate  # noqa: F401  registers the routed-repair ("gate") checkpoint kind
 
     device = pick_device(args.device)
     model, meta = load_model(args.model, factory=args.factory, num_classes=args.num_classes,

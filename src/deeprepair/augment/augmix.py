@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cluster import ReferenceSampler
 from ..errors import DeepRepairError
-from ..style import StyleTransfer
 from .ops import AUGMIX_OPS, GEOMETRIC, affine, geometric_matrix
+
+if TYPE_CHECKING:  # annotations only
+    from ..cluster import ReferenceSampler
+    from ..style import StyleTransfer
 
 
 class StyleOps:

@@ -188,6 +188,13 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     return result
 
 
+def run_cell_task(cell, prof: dict, data_dir: str, out: str) -> tuple[str, str, str, int]:
+    """One cell on a remote worker (``--executor ray``): rebuild the context from OUT and run it."""
+    ctx = Context(prof, data_dir, Path(out), pick_device(None))
+    r = run_cell(ctx, tuple(cell))
+    return r["arch"], r["corruption"], r["method"], r["seed"]
+
+
 def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", address: str | None = None,
         device: str | None = None, log: Callable[[str], None] = print,
         progress: Callable[[int], None] | None = None, record: dict | None = None) -> list[dict]:
@@ -208,7 +215,7 @@ def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", 
     if executor == "ray":
         from .ray_executor import run_ray
 
-        run_ray(todo, prof, str(data_dir), out, address, log, progress)
+        run_ray(todo, run_cell_task, prof, str(data_dir), out, address, log, progress)
     elif executor == "local":
         for cell in todo:
             t0 = time.perf_counter()

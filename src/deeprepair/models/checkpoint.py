@@ -6,7 +6,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -86,6 +86,21 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise DeepRepairError(f"{path} is not a readable safetensors file: {exc}") from None
 
 
+# Checkpoint kinds: a metadata key (e.g. "gate") whose presence means the saved state is not one
+# Classifier but a module built by a higher layer. That layer registers a builder
+# ``build(make, meta[key]) -> nn.Module`` (``make()`` returns an empty Classifier of the
+# checkpoint's architecture) so that this module never imports it (models sit below repair).
+_CHECKPOINT_KINDS: dict[str, Callable[[Callable[[], Classifier], Any], nn.Module]] = {}
+_KNOWN_KINDS = {"gate": "routed repair (--gate)"}  # named in the error when not registered yet
+
+
+def register_checkpoint_kind(key: str, build: Callable[[Callable[[], Classifier], Any], nn.Module]) -> None:
+    """Let ``load_checkpoint`` load checkpoints whose metadata has a truthy ``key``:
+    ``build(make, meta[key])`` returns the empty module the saved state is loaded into.
+    ``deeprepair.repair.gate`` registers ``"gate"`` (routed repairs) when imported."""
+    _CHECKPOINT_KINDS[key] = build
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
     """A registered-architecture ``Classifier`` (or a routed repair of one, ``GatedClassifier``)
     and its metadata from a deeprepair checkpoint."""
@@ -98,10 +113,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         return Classifier(create_model(arch, int(meta["num_classes"])), meta.get("mean", (0.5,) * 3),
                           meta.get("std", (0.5,) * 3))
 
-    if meta.get("gate"):  # a routed repair: original + repaired network and the style router
-        from ..repair.gate import gated_from_state
-
-        model = gated_from_state(make, meta["gate"])
+    kinds = [key for key in sorted(set(_KNOWN_KINDS) | set(_CHECKPOINT_KINDS)) if meta.get(key)]
+    if kinds:  # e.g. a routed repair ("gate": original + repaired network and a router)
+        key = kinds[0]
+        if key not in _CHECKPOINT_KINDS:
+            raise DeepRepairError(
+                f"{path} is a {_KNOWN_KINDS.get(key, key)} checkpoint ({key!r} in its metadata), whose loader "
+                "registers when deeprepair.repair is imported: load it with deeprepair.load_checkpoint, or "
+                "import deeprepair.repair first")
+        model = _CHECKPOINT_KINDS[key](make, meta[key])
     else:
         model = make()
     _load_state(model, _read_safetensors(Path(path)), path)

@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from ..data import ImageSet
 from ..engine import autocast, batches, predict, to_float
+from ..models.checkpoint import register_checkpoint_kind
 from ..style.wavelet import style_features
 
 GATE_FEATURES = ("deep", "style", "deep+style")
@@ -333,5 +334,7 @@ def gated_from_state(make: Callable[[], nn.Module], info: dict) -> GatedClassifi
     return GatedClassifier(make(), make(), make_gate(info.get("router", "linear"), features, int(info["n_features"])),
                            features=features)
 
+
+register_checkpoint_kind("gate", gated_from_state)  # load_checkpoint builds routed repairs with it
 
 __all__ = ["GATE_FEATURES", "GATE_ROUTERS", "GatedClassifier", "LinearGate", "MLPGate", "choose_threshold", "fit_gate", "gated_from_state", "original_with_features"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from ..data.io import atomic_write_bytes
 from ..engine import to_float
-from .base import StyleTransfer
+
+if TYPE_CHECKING:  # annotations only
+    from .base import StyleTransfer
 
 
 def _u8(t: torch.Tensor) -> np.ndarray:
