@@ -55,3 +55,31 @@ def test_find_failures_indexes_the_severity_stack(tmp_path):
     md, csv_text = table1({"x": back}, 1000)
     assert "| x | 3 | 2 (short) | 1 | 8 |" in md
     assert csv_text.splitlines()[1] == "x,3,2,1,8"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_image_split_puts_every_photo_on_one_side(seed):
+    """Leak-free split: no photo has a failure in Dc and another (other severity) in De."""
+    rng = np.random.default_rng(seed)
+    n, sev = 2000, 5
+    y = rng.integers(0, 10, n)
+    preds = [np.where(rng.random(n) < 0.15 * s, (y + 1) % 10, y) for s in range(1, sev + 1)]
+    split = find_failures("x", preds, y, n_collect=500, num_classes=10, seed=seed)
+    src_dc, src_de = set(split.source[split.dc]), set(split.source[split.de])
+    assert src_dc and src_de and not src_dc & src_de
+    assert np.bincount(split.y[split.dc], minlength=10).tolist() == [50] * 10  # the quota is still exact
+    # only members of a Dc photo are ever left out of both sides
+    dropped = np.setdiff1d(np.arange(len(split.index)), np.concatenate([split.dc, split.de]))
+    assert set(split.source[dropped]) <= src_dc
+    # the unseen stack never holds a Dc photo, and holds every other photo at every severity
+    unseen = split.unseen()
+    assert not set(unseen % n) & src_dc and len(unseen) == sev * (n - len(src_dc))
+    # the paper's split draws failures independently: with this many severities photos are shared
+    paper = find_failures("x", preds, y, n_collect=500, num_classes=10, seed=seed, split_by="failure")
+    assert set(paper.source[paper.dc]) & set(paper.source[paper.de])
+    assert np.array_equal(np.sort(np.concatenate([paper.dc, paper.de])), np.arange(len(paper.index)))
+
+
+def test_unknown_split_is_an_error():
+    with pytest.raises(DeepRepairError, match="split_by"):
+        find_failures("x", [np.zeros(3, int)], np.ones(3, int), 1, 2, 0, split_by="photo")

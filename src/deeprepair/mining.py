@@ -33,12 +33,22 @@ def stratified_quota(counts: np.ndarray, total: int) -> np.ndarray:
     return quota
 
 
-def split_collected(labels: np.ndarray, n_collect: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the collected failures (Dc) and of the rest (De), stratified by class.
+SPLITS = ("image", "failure")
+
+
+def split_collected(labels: np.ndarray, n_collect: int, num_classes: int, seed: int = 0,
+                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the collected failures (Dc) and of the held-out ones (De), stratified by class.
 
     Dc takes ``n_collect // num_classes`` failures per class when a class has that many (the
     authors' 100 per class); the draw within a class is uniform and seeded. Both index arrays
-    are sorted; together they cover every position exactly once.
+    are sorted.
+
+    ``groups`` (e.g. the source photo of each failure) makes the split leak-free: whole groups
+    are drawn, in a seeded random order, until the class's quota is filled, and De keeps only
+    failures whose group has no member in Dc. The members of the last group drawn that do not
+    fit the quota are dropped from both sides. Without ``groups`` every failure is its own group
+    (the paper's split) and the two arrays cover every position exactly once.
     """
     labels = np.asarray(labels)
     if n_collect < 0:
@@ -46,11 +56,24 @@ def split_collected(labels: np.ndarray, n_collect: int, num_classes: int, seed: 
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels, minlength=num_classes)
     quota = stratified_quota(counts, n_collect)
-    chosen = [rng.choice(np.flatnonzero(labels == k), size=q, replace=False)
-              for k, q in enumerate(quota) if q]
-    dc = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
-    de = np.setdiff1d(np.arange(len(labels)), dc)
-    return dc.astype(np.int64), de.astype(np.int64)
+    chosen = []
+    for k, q in enumerate(quota):
+        if not q:
+            continue
+        members = np.flatnonzero(labels == k)
+        if groups is None:
+            chosen.append(rng.choice(members, size=q, replace=False))
+            continue
+        g = np.asarray(groups)[members]
+        uniq = np.unique(g)
+        rank = np.empty(len(uniq), np.int64)
+        rank[rng.permutation(len(uniq))] = np.arange(len(uniq))  # a seeded random order of the groups
+        chosen.append(members[np.argsort(rank[np.searchsorted(uniq, g)], kind="stable")][:q])
+    dc = np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(labels)), dc)
+    if groups is not None:
+        rest = rest[~np.isin(np.asarray(groups)[rest], np.asarray(groups)[dc])]
+    return dc, rest.astype(np.int64)
 
 
 @dataclass
@@ -67,6 +90,21 @@ class FailureSplit:
     de: np.ndarray
     n_images: int
     n_severities: int = 5
+
+    @property
+    def source(self) -> np.ndarray:
+        """The test image (photo) each failure was rendered from."""
+        return self.index % self.n_images
+
+    def dc_sources(self) -> np.ndarray:
+        """Sorted test images with at least one collected failure: never evaluation images."""
+        return np.unique(self.source[self.dc])
+
+    def unseen(self) -> np.ndarray:
+        """Positions in the 5-severity stack whose photo is not a source of Dc: the shifted
+        distribution the repair never saw (every severity, failures or not)."""
+        keep = ~np.isin(np.arange(self.n_images), self.dc_sources())
+        return np.flatnonzero(np.tile(keep, self.n_severities))
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -87,13 +125,21 @@ class FailureSplit:
 
 
 def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: int,
-                  num_classes: int, seed: int) -> FailureSplit:
-    """Misclassified images over all severities (``preds[s-1]`` for severity s), split Dc/De."""
+                  num_classes: int, seed: int, split_by: str = "image") -> FailureSplit:
+    """Misclassified images over all severities (``preds[s-1]`` for severity s), split Dc/De.
+
+    ``split_by="image"`` (the default) keeps every severity of one photo on one side, so no
+    held-out failure is a collected one at another severity; ``"failure"`` draws failures
+    independently, as the paper's protocol does (De then shares photos with Dc).
+    """
+    if split_by not in SPLITS:
+        raise DeepRepairError(f"split_by must be one of {SPLITS}, got {split_by!r}")
     n = len(y)
     pred = np.concatenate(preds)
     yy = np.tile(y, len(preds))
     index = np.flatnonzero(pred != yy)
-    dc, de = split_collected(yy[index], n_collect, num_classes, seed)
+    dc, de = split_collected(yy[index], n_collect, num_classes, seed,
+                             groups=index % n if split_by == "image" else None)
     return FailureSplit(name, index, yy[index], pred[index], index // n + 1, dc, de, n, len(preds))
 
 
@@ -131,5 +177,5 @@ def write_mining(out: Path, splits: dict[str, FailureSplit], info: dict, n_colle
     atomic_write_bytes(out / "mining.json", json.dumps(info, indent=2).encode())
 
 
-__all__ = ["FailureSplit", "export_collected", "find_failures", "split_collected", "stratified_quota",
+__all__ = ["SPLITS", "FailureSplit", "export_collected", "find_failures", "split_collected", "stratified_quota",
            "table1", "write_mining"]

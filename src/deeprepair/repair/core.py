@@ -23,10 +23,22 @@ from ..engine import autocast, batches, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
 from ..style import create_style
 from ..train import crop_flip, load_run_state, save_run_state
+from .losses import distill_loss, focal_weights, l2_pull
+from .tuning import TUNES, Tuning
 
 METHODS = ("deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle",
            "bn-adapt", "tent")
 SELECTIONS = ("holdout", "last", "auto")
+
+# Named recipes (``RepairConfig.preset(name)``; ``repair --preset NAME``). ``paper``: the method as
+# the paper states it, at this project's CPU budget. ``safe``: the no-regressions recipe of
+# benchmarks/results/regressions.md section 11 (two networks behind a router); its train_subset
+# is a share of the training set, resolved by ``resolve_budget``.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "safe": {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0, "gate": True,
+             "gate_router": "mlp", "gate_features": "deep+style"},
+}
 
 
 @dataclass
@@ -69,8 +81,21 @@ class RepairConfig:
     gate_calibration: int = 5000     # ... its threshold also checked on up to this many training images left out of fine-tuning
     gate_bound: str = "wilson"       # ... and held to max_break as a point estimate or as a Wilson 95% upper bound
     gate_keep: float | None = None   # ... or the least routing that keeps this share of the validation repair
+    tune: str = "all"                # which parameters are fine-tuned: all | first-block | bn | head (tuning.py)
+    distill_focus: str = "all"       # distillation on all training inputs, or "right": only those the original
+                                     # classifies right (focal distillation, Yan et al. 2021; losses.py)
+    l2_pull: float = 0.0             # weight of ||theta - theta_original||^2 / 2 on the tuned parameters
+    field_weight: float = 1.0        # with unlabelled field images: weight of distillation from the original on them
+    field_batch: int = 64            # ... field images per step (they also move BatchNorm's statistics)
     seed: int = 0
     precision: str = "auto"
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "RepairConfig":
+        """A named recipe (``PRESETS``) with ``overrides`` on top."""
+        if name not in PRESETS:
+            raise DeepRepairError(f"unknown repair preset {name!r}; choose one of {list(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def check(self, n_failures: int) -> None:
         if self.method not in METHODS:
@@ -97,6 +122,16 @@ class RepairConfig:
             raise DeepRepairError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.min_val_failures < 1:
             raise DeepRepairError("min_val_failures must be >= 1")
+        if self.tune not in TUNES:
+            raise DeepRepairError(f"tune must be one of {TUNES}, got {self.tune!r}")
+        if self.distill_focus not in ("all", "right"):
+            raise DeepRepairError(f"distill_focus must be 'all' or 'right', got {self.distill_focus!r}")
+        for name in ("distill", "l2_pull", "field_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise DeepRepairError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.field_batch < 1:
+            raise DeepRepairError("field_batch must be >= 1")
 
     def resolved_selection(self, n_failures: int) -> str:
         """``holdout`` or ``last`` for a failure set of this size (``auto`` decides by its size)."""
@@ -207,12 +242,6 @@ def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
             "val_score": float(np.mean(parts)) if parts else None}
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
-    """T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean (Hinton et al. 2015)."""
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
-                    log_target=True) * t * t
-
-
 def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) -> nn.Module:
     """theta = (1 - alpha) theta_original + alpha theta_repaired (floating tensors; integer
     buffers such as BN's batch counter come from the repaired model). 0 -> original, 1 -> repaired."""
@@ -249,26 +278,22 @@ def choose_interpolation(original: nn.Module, repaired: nn.Module, split: Split,
                                                                      "max_break": max_break}
 
 
-def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
-           device: torch.device | None = None, state_path: str | Path | None = None,
-           progress: Callable[[int], None] | None = None, clean_heldout: ImageSet | None = None,
-           **overrides) -> tuple[nn.Module, dict]:
-    """Fine-tune a copy of ``model`` (a ``Classifier``, input [0, 1]) on a subset of ``train``
-    plus the collected ``failures`` with the chosen method; return it and a report.
-
-    Model selection and early stopping use a validation split of ``train`` and ``failures``
-    only. With ``state_path`` the run saves its state after each epoch and resumes from it.
-    ``clean_heldout`` (with ``gate``): labelled clean images the original model was not trained
-    on, never the test set; the gate's threshold then also keeps clean accuracy on them >= the
-    original's (``gate.fit_gate``).
-    """
+def resolve_config(config: RepairConfig | None, overrides: dict, n_train: int) -> RepairConfig:
+    """A copy of ``config`` (default ``RepairConfig()``) with ``overrides``; a fractional
+    ``train_subset`` (a preset's share, e.g. 0.8) becomes a number of the ``n_train`` images."""
     cfg = copy.deepcopy(config) if config else RepairConfig()
     for k, v in overrides.items():
         if not hasattr(cfg, k):
             raise DeepRepairError(f"unknown repair option {k!r}")
         setattr(cfg, k, v)
+    if isinstance(cfg.train_subset, float):
+        cfg.train_subset = int(cfg.train_subset * n_train)
+    return cfg
+
+
+def check_inputs(model: nn.Module, train: ImageSet, failures: ImageSet, cfg: RepairConfig,
+                 field: np.ndarray | None) -> None:
     cfg.check(len(failures))
-    select_last = cfg.resolved_selection(len(failures)) == "last"
     if hasattr(model, "gate") and hasattr(model, "original"):
         raise DeepRepairError("this model is already a routed (gated) repair; repair its parent model "
                               "again with all the failures instead")
@@ -277,67 +302,118 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                               f"{train.x.shape[1:]} (H, W, C): resize the failures to the model's input size")
     if failures.num_classes != train.num_classes or int(failures.y.max()) >= train.num_classes:
         raise DeepRepairError("failure labels must use the training data's classes")
-    device = device or next(model.parameters()).device
-    precision = resolve_precision(cfg.precision, device)
-    if cfg.method in ("bn-adapt", "tent"):  # label-free, on the failure images only
-        from .testtime import bn_adapt, tent
+    if field is not None and (field.dtype != np.uint8 or field.shape[1:] != train.x.shape[1:] or not len(field)):
+        raise DeepRepairError(f"field images must be a non-empty uint8 array of {train.x.shape[1:]} (H, W, C) "
+                              f"images like the training data, got {field.dtype} {field.shape}")
 
-        t0 = time.perf_counter()
-        out = (bn_adapt(model, failures.x, device=device) if cfg.method == "bn-adapt"
-               else tent(model, failures.x, steps=cfg.epochs, seed=cfg.seed, device=device))
-        secs = time.perf_counter() - t0
-        return out, {"config": asdict(cfg), "precision": precision, "history": [], "best_epoch": 0,
-                     "finetune_images": len(failures), "failures_used": len(failures), "seconds": secs,
-                     "img_per_s": len(failures) * max(cfg.epochs, 1) / secs if secs else None,
-                     "aug_share": None, "clusters": None, "interpolation": None, "gate": None}
-    model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
-    split = make_split(train, failures, cfg)
-    objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+
+def test_time_repair(model: nn.Module, failures: ImageSet, cfg: RepairConfig, device, precision) -> tuple[nn.Module, dict]:
+    """``bn-adapt`` and ``tent``: label-free, on the failure images only."""
+    from .testtime import bn_adapt, tent
+
+    t0 = time.perf_counter()
+    out = (bn_adapt(model, failures.x, device=device) if cfg.method == "bn-adapt"
+           else tent(model, failures.x, steps=cfg.epochs, seed=cfg.seed, device=device))
+    secs = time.perf_counter() - t0
+    return out, {"config": asdict(cfg), "precision": precision, "history": [], "best_epoch": 0,
+                 "finetune_images": len(failures), "failures_used": len(failures), "seconds": secs,
+                 "img_per_s": len(failures) * max(cfg.epochs, 1) / secs if secs else None,
+                 "aug_share": None, "clusters": None, "interpolation": None, "gate": None}
+
+
+@dataclass
+class FineTune:
+    """The fine-tuning stage's outcome (and, saved after each epoch, its resumable state)."""
+
+    history: list = field(default_factory=list)
+    best_score: float | None = None
+    best_epoch: int = 0
+    epochs_done: int = 0
+    seconds: float = 0.0
+    best_state: dict | None = None
+
+
+class Regularisers:
+    """What keeps the repair close to the original: distillation on the training inputs (all, or
+    focal: those the original gets right), distillation on unlabelled field images, and an L2
+    pull to the original weights. The teacher is a frozen copy of the original model."""
+
+    def __init__(self, model: nn.Module, cfg: RepairConfig, tuning: Tuning, field: np.ndarray | None, device,
+                 precision):
+        self.cfg, self.device, self.precision = cfg, device, precision
+        self.teacher = copy.deepcopy(model).eval() if (cfg.distill > 0 or field is not None) else None
+        self.anchors = [p.detach().clone() for p in tuning.params] if cfg.l2_pull > 0 else None
+        self.params = tuning.params
+        self.field = torch.from_numpy(np.ascontiguousarray(field)) if field is not None else None
+
+    def _teacher(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.device, self.precision):
+            return self.teacher(x.contiguous(memory_format=torch.channels_last)).float()
+
+    def loss(self, model: nn.Module, extra: dict, y: torch.Tensor, is_failure: np.ndarray,
+             gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        cfg, total, parts = self.cfg, torch.zeros((), device=y.device), {}
+        if cfg.distill > 0:  # on the (clean or augmented) training inputs, never on Dc
+            keep = torch.from_numpy(~is_failure)
+            if keep.any():
+                t_logits = self._teacher(extra["inputs"][keep])
+                w = focal_weights(t_logits, y[keep]) if cfg.distill_focus == "right" else None
+                kd = distill_loss(extra["student"][keep], t_logits, cfg.distill_t, w)
+                total, parts["distill"] = total + cfg.distill * kd, kd.item()
+        if self.field is not None:  # unlabelled field images: the original's answers, and BN statistics
+            pick = torch.randint(len(self.field), (min(cfg.field_batch, len(self.field)),), generator=gen)
+            xf = to_float(crop_flip(self.field[pick], gen)).to(self.device)
+            with autocast(self.device, self.precision):
+                s_logits = model(xf.contiguous(memory_format=torch.channels_last)).float()
+            kd = distill_loss(s_logits, self._teacher(xf), cfg.distill_t)
+            total, parts["field"] = total + cfg.field_weight * kd, kd.item()
+        if self.anchors is not None:
+            pull = l2_pull(self.params, self.anchors)
+            total, parts["l2"] = total + cfg.l2_pull * pull, pull.item()
+        return total, parts
+
+
+def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Regularisers, cfg: RepairConfig,
+              device, precision, state_path: Path | None, progress, select_last: bool,
+              score_before: float | None) -> FineTune:
+    """Algorithm 1's loop: SGD (Nesterov, per-step cosine) over the fine-tuning set for
+    ``cfg.epochs``, scoring the validation split after each epoch, keeping the best state (or the
+    last with ``select_last``), saving a resumable state after each epoch."""
+    opt = torch.optim.SGD(tuning.params, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=True)
     n = len(split.x)
-    steps = math.ceil(n / cfg.batch_size) * cfg.epochs
-    teacher = copy.deepcopy(model).eval() if cfg.distill > 0 else None
-    original = copy.deepcopy(model).eval() if cfg.interpolate or cfg.gate else None
-    before = validation_score(model, split, device, precision)
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    history: list[dict] = []
-    best_score, best_epoch, start, seconds = before["val_score"], 0, 0, 0.0
-    state_path = Path(state_path) if state_path else None
+    per_epoch = math.ceil(n / cfg.batch_size)
+    steps = per_epoch * cfg.epochs
+    run = FineTune(best_score=score_before,
+                   best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
     if state_path is not None and state_path.exists():
         meta, best = load_run_state(state_path, model, opt)
         if meta["config"] != json.loads(json.dumps(asdict(cfg))):
             raise DeepRepairError(f"{state_path} belongs to a run with other settings; delete it or "
                                   "rerun with the same settings")
-        history, best_score, best_epoch = meta["history"], meta["best_score"], meta["best_epoch"]
-        start, seconds, best_state = meta["epochs_done"], meta["seconds"], best or best_state
+        run = FineTune(meta["history"], meta["best_score"], meta["best_epoch"], meta["epochs_done"],
+                       meta["seconds"], best or run.best_state)
     xt = torch.from_numpy(np.ascontiguousarray(split.x))
     yt = torch.from_numpy(split.y)
-    for epoch in range(start, cfg.epochs):
-        if epoch - best_epoch > cfg.patience:
+    for epoch in range(run.epochs_done, cfg.epochs):
+        if epoch - run.best_epoch > cfg.patience:
             break
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 7919 + epoch)
         order = torch.randperm(n, generator=gen)
-        model.train()
+        tuning.train(model)
         tot = {"loss": 0.0, "jsd": 0.0, "aug_s": 0.0}
         for i, s in enumerate(batches(n, cfg.batch_size)):
             idx = order[s]
             x = to_float(crop_flip(xt[idx], gen)).to(device)
             yb = yt[idx].to(device)
-            step = epoch * math.ceil(n / cfg.batch_size) + i
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / steps))
             loss, extra = objective.loss(model, x, yb, idx.numpy(), rng)
-            if teacher is not None:  # distillation on the (clean or augmented) training inputs
-                keep = torch.from_numpy(~split.is_failure[idx.numpy()])
-                if keep.any():
-                    with torch.no_grad(), autocast(device, precision):
-                        t_logits = teacher(extra["inputs"][keep].contiguous(memory_format=torch.channels_last)).float()
-                    kd = distill_loss(extra["student"][keep], t_logits, cfg.distill_t)
-                    loss = loss + cfg.distill * kd
+            extra_loss, _ = reg.loss(model, extra, yb, split.is_failure[idx.numpy()], gen)
+            loss = loss + extra_loss
             tot["jsd"] += extra.get("jsd", 0.0) * len(idx)
             tot["aug_s"] += extra.get("aug_s", 0.0)
             opt.zero_grad(set_to_none=True)
@@ -351,21 +427,27 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         val = validation_score(model, split, device, precision)
         row = {"epoch": epoch + 1, "loss": tot["loss"] / n, "jsd": tot["jsd"] / n,
                "seconds": time.perf_counter() - t0, "aug_seconds": tot["aug_s"], **val}
-        seconds += row["seconds"]
-        history.append(row)
-        if select_last or val["val_score"] is None or best_score is None or val["val_score"] >= best_score:
-            best_score, best_epoch = val["val_score"], epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        run.seconds += row["seconds"]
+        run.history.append(row)
+        run.epochs_done = epoch + 1
+        if select_last or val["val_score"] is None or run.best_score is None or val["val_score"] >= run.best_score:
+            run.best_score, run.best_epoch = val["val_score"], epoch + 1
+            run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if state_path is not None:
             save_run_state(state_path, model, opt, {
-                "config": asdict(cfg), "history": history, "best_score": best_score,
-                "best_epoch": best_epoch, "epochs_done": epoch + 1, "seconds": seconds}, best=best_state)
-    model.load_state_dict(best_state)
-    model.to(memory_format=torch.contiguous_format).eval()
+                "config": asdict(cfg), "history": run.history, "best_score": run.best_score,
+                "best_epoch": run.best_epoch, "epochs_done": run.epochs_done, "seconds": run.seconds},
+                best=run.best_state)
+    return run
+
+
+def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg: RepairConfig, device, precision,
+                       clean_heldout: ImageSet | None) -> tuple[nn.Module, dict | None, dict | None]:
+    """``--interpolate`` (WiSE-FT mix chosen on validation) and ``--gate`` (routed repair)."""
     interp = routing = None
-    if cfg.interpolate and best_epoch:
+    if cfg.interpolate:
         model, interp = choose_interpolation(original, model, split, cfg.max_break, device, precision)
-    if cfg.gate and best_epoch:
+    if cfg.gate:
         from .gate import fit_gate
 
         model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
@@ -375,16 +457,59 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         if cfg.gate_calibration and split.calibration is None:
             routing["calibration_note"] = ("no training images were left out of fine-tuning (train_subset covers Dt), "
                                            "so the threshold was checked on the validation images only")
-            warnings.warn(f"gate: {routing['calibration_note']}; lower --train-subset to calibrate on more", stacklevel=2)
+            warnings.warn(f"gate: {routing['calibration_note']}; lower --train-subset to calibrate on more", stacklevel=3)
         model.eval()
-    images = sum(len(split.x) for _ in history)
+    return model, interp, routing
+
+
+def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
+           device: torch.device | None = None, state_path: str | Path | None = None,
+           progress: Callable[[int], None] | None = None, clean_heldout: ImageSet | None = None,
+           field: np.ndarray | None = None, **overrides) -> tuple[nn.Module, dict]:
+    """Fine-tune a copy of ``model`` (a ``Classifier``, input [0, 1]) on a subset of ``train``
+    plus the collected ``failures`` with the chosen method; return it and a report.
+
+    The stages, in order: split (``make_split``) -> objective (``build_objective``) -> fine-tune
+    (``fine_tune``, with the ``Regularisers``) -> select (best or last epoch) -> regression
+    control (``regression_control``) -> report. Model selection and early stopping use a
+    validation split of ``train`` and ``failures`` only. With ``state_path`` the run saves its
+    state after each epoch and resumes from it. ``clean_heldout`` (with ``gate``): labelled clean
+    images the original model was not trained on, never the test set. ``field``: unlabelled
+    uint8 images from the deployment (never the images the repair is evaluated on): the repair is
+    distilled from the original on them and BatchNorm sees them.
+    """
+    cfg = resolve_config(config, overrides, len(train))
+    check_inputs(model, train, failures, cfg, field)
+    device = device or next(model.parameters()).device
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.method in ("bn-adapt", "tent"):
+        return test_time_repair(model, failures, cfg, device, precision)
+    select_last = cfg.resolved_selection(len(failures)) == "last"
+    model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
+    original = copy.deepcopy(model).eval() if cfg.interpolate or cfg.gate else None
+    split = make_split(train, failures, cfg)
+    objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
+    tuning = Tuning(model, cfg.tune, train.x.shape[1:])
+    reg = Regularisers(model, cfg, tuning, field, device, precision)
+    before = validation_score(model, split, device, precision)
+    run = fine_tune(model, split, objective, tuning, reg, cfg, device, precision,
+                    Path(state_path) if state_path else None, progress, select_last, before["val_score"])
+    model.load_state_dict(run.best_state)
+    model.to(memory_format=torch.contiguous_format).eval()
+    interp = routing = None
+    if run.best_epoch:
+        model, interp, routing = regression_control(original, model, split, cfg, device, precision, clean_heldout)
+    images = len(split.x) * len(run.history)
     report = {
-        "config": asdict(cfg), "precision": precision, "history": history, "best_epoch": best_epoch,
-        "selection": "last" if select_last else "holdout", "validation_before": before, "validation_after": history[best_epoch - 1] if best_epoch else before,
-        "finetune_images": n, "failures_used": len(split.dc_fit),
+        "config": asdict(cfg), "precision": precision, "history": run.history, "best_epoch": run.best_epoch,
+        "selection": "last" if select_last else "holdout", "validation_before": before,
+        "validation_after": run.history[run.best_epoch - 1] if run.best_epoch else before,
+        "finetune_images": len(split.x), "failures_used": len(split.dc_fit),
         "failures_validation": len(split.val_failures) if split.val_failures is not None else 0,
-        "seconds": seconds, "img_per_s": images / seconds if seconds else None,
-        "aug_share": (sum(h["aug_seconds"] for h in history) / seconds) if seconds else None,
+        "field_images": 0 if field is None else len(field),
+        "tuned_parameters": tuning.count(), "tuned_modules": len(tuning.modules),
+        "seconds": run.seconds, "img_per_s": images / run.seconds if run.seconds else None,
+        "aug_share": (sum(h["aug_seconds"] for h in run.history) / run.seconds) if run.seconds else None,
         "clusters": [len(g[0]) for g in sampler.groups] if sampler is not None else None,
         "interpolation": interp, "gate": routing,
     }

@@ -25,12 +25,29 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [float(max(0.0, c - h)), float(min(1.0, c + h))]
 
 
+def _rates(right_b: np.ndarray, right_a: np.ndarray) -> dict:
+    """Accuracy before/after, break rate (right before, wrong after; with a Wilson 95% CI) and
+    fix rate (wrong before, right after) over one set of images."""
+    broke = int((right_b & ~right_a).sum())
+    return {"before": float(right_b.mean()) if len(right_b) else None,
+            "after": float(right_a.mean()) if len(right_a) else None, "images": int(len(right_b)),
+            "break_rate": float(broke / max(right_b.sum(), 1)), "break_rate_ci95": wilson(broke, int(right_b.sum())),
+            "fix_rate": float((~right_b & right_a).sum() / max((~right_b).sum(), 1))}
+
+
 def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: ImageSet | None = None,
             heldout: ImageSet | None = None, heldout_groups: dict[str, np.ndarray] | None = None,
+            shifted: ImageSet | None = None, dc_sources: np.ndarray | None = None,
             device: torch.device, precision: str = "auto", cache: dict | None = None) -> dict:
     """Accuracy before and after on the clean test set, the collected failures (Dc) and the
     held-out failures (De); repair rate = share of De now right that was wrong before; break
     rate = share of the clean test images right before and wrong after.
+
+    What a user lives with, beside De: ``shifted`` is the whole shifted distribution the repair
+    never saw (every held-out corrupted image or field photo, right or wrong before), reported
+    as ``shifted`` (accuracy before/after, break and fix rate there); ``dc_sources`` are the test
+    images Dc was rendered from, left out of ``clean_unseen`` (clean accuracy and break rate on
+    the test images the repair never saw in any form).
 
     ``heldout_groups`` maps a group name (e.g. ``severity 3``) to a boolean mask over De for
     the per-group breakdown. ``cache`` (a dict kept by the caller) stores the original
@@ -54,6 +71,13 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
         "broken_indices": broke.tolist(),
         "fix_rate_clean": float((~right_b & right_a).sum() / max((~right_b).sum(), 1)),
     }  # fmt: skip
+    if dc_sources is not None:
+        keep = np.ones(len(test), bool)
+        keep[np.asarray(dc_sources, np.int64)] = False
+        out["clean_unseen"] = _rates(right_b[keep], right_a[keep])
+    if shifted is not None and len(shifted):
+        sb = pred_before("shifted", shifted.x) == shifted.y
+        out["shifted"] = _rates(sb, _pred(after, shifted.x, device, precision) == shifted.y)
     if failures is not None:
         out["dc_before"] = float((pred_before("dc", failures.x) == failures.y).mean())
         out["dc_after"] = float((_pred(after, failures.x, device, precision) == failures.y).mean())
@@ -78,8 +102,19 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
         rows.append(("collected failures (Dc)", cmp["dc_before"], cmp["dc_after"]))
     if "de_before" in cmp:
         rows.append(("held-out failures (De)", cmp["de_before"], cmp["de_after"]))
+    if "shifted" in cmp:
+        rows.append((f"shifted images never seen ({cmp['shifted']['images']:,})", cmp["shifted"]["before"],
+                     cmp["shifted"]["after"]))
+    if "clean_unseen" in cmp:
+        rows.append((f"clean test images not in Dc ({cmp['clean_unseen']['images']:,})", cmp["clean_unseen"]["before"],
+                     cmp["clean_unseen"]["after"]))
     lines = [f"# Repair report: {name}", "", "| accuracy (%) | before | after |", "|---|---:|---:|"]
     lines += [f"| {r} | {pct(b)} | {pct(a)} |" for r, b, a in rows]
+    if "shifted" in cmp:
+        sh = cmp["shifted"]
+        lines += ["", f"- on the shifted images the repair never saw: {pct(sh['fix_rate'])}% of the wrong ones fixed, "
+                  f"{pct(sh['break_rate'])}% of the right ones broken; net {(sh['after'] - sh['before']) * 100:+.2f} "
+                  "points (the number to look at first)"]
     lo, hi = cmp.get("break_rate_ci95", [None, None])
     ci = f" (95% CI {pct(lo)}-{pct(hi)}%)" if lo is not None else ""
     lines += ["", f"- break rate (clean images right before, wrong after): {pct(cmp['break_rate'])}%{ci}; "

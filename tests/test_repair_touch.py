@@ -1,0 +1,107 @@
+"""Repair that touches less (``tune``) and protects what was right (focal distillation, L2 pull,
+unlabelled field images): issue 22's building blocks, on small synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from deeprepair.data import ImageSet
+from deeprepair.errors import DeepRepairError
+from deeprepair.models import Classifier, create_model
+from deeprepair.repair import RepairConfig, repair
+from deeprepair.repair.losses import distill_loss, focal_weights
+from deeprepair.repair.tuning import first_block, tuned_modules
+
+from test_repair import _data, setup  # noqa: F401  (the shared fixture: model, train, Dc, De)
+
+CPU = torch.device("cpu")
+SMALL = dict(epochs=1, train_subset=60, batch_size=32, lr=0.05, precision="fp32", method="finetune")
+
+
+def test_first_block_of_registry_models_is_the_stem_and_first_stage():
+    r20 = Classifier(create_model("resnet-20", 10))
+    names = first_block(r20, (32, 32, 3))
+    assert "net.conv1" in names and "net.bn1" in names
+    assert {"net.blocks.2.conv2", "net.blocks.2.bn2"} <= set(names)
+    assert not any(n.startswith(("net.blocks.3", "net.fc")) for n in names)
+    wrn = Classifier(create_model("wrn-16-2", 10))
+    wn = first_block(wrn, (32, 32, 3))
+    assert wn and not any("fc" in n or "linear" in n for n in wn) and len(wn) < len(tuned_modules(wrn, "all", (32, 32, 3)))
+
+
+def test_first_block_rule_on_a_user_model_whose_stem_downsamples_at_once():
+    """An ImageNet-style stem (stride-2 conv, then a stage at that size) stays with its stage."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, 1, 1), nn.ReLU(),  # stage 1 keeps 16x16
+                        nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),  # stage 2 halves it
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    assert first_block(Classifier(net), (32, 32, 3)) == ["net.0", "net.1", "net.3"]
+
+
+@pytest.mark.parametrize("tune", ["first-block", "bn", "head"])
+def test_tune_leaves_every_other_parameter_and_buffer_bit_identical(setup, tune):  # noqa: F811
+    model, train, dc, _ = setup
+    repaired, report = repair(model, train, dc, RepairConfig(tune=tune, **SMALL), device=CPU)
+    tuned = set(tuned_modules(model, tune, train.x.shape[1:]))
+    before, after = dict(model.named_modules()), dict(repaired.named_modules())
+    changed = 0
+    for name, m in before.items():
+        own = {k: v for k, v in m.state_dict().items() if "." not in k}  # its own parameters and buffers
+        for k, v in own.items():
+            same = torch.equal(v, after[name].state_dict()[k])
+            if name in tuned:
+                changed += not same
+            else:
+                assert same, f"{name}.{k} changed although --tune {tune} does not tune it"
+    assert changed > 0 and 0 < report["tuned_parameters"] < sum(p.numel() for p in model.parameters())
+
+
+def test_focal_weights_are_zero_where_the_original_is_wrong():
+    teacher = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    y = torch.tensor([0, 0, 2, 1])
+    w = focal_weights(teacher, y)
+    assert w.tolist() == [1.0, 0.0, 1.0, 0.0]
+    student = torch.randn(4, 3)
+    # inputs the original got wrong contribute nothing, whatever the student says there
+    other = student.clone()
+    other[[1, 3]] = torch.randn(2, 3) * 10
+    assert torch.allclose(distill_loss(student, teacher, 2.0, w), distill_loss(other, teacher, 2.0, w))
+    assert distill_loss(student, teacher, 2.0) != distill_loss(other, teacher, 2.0)
+
+
+def test_focal_distillation_and_l2_pull_change_the_repair(setup):  # noqa: F811
+    model, train, dc, _ = setup
+    plain, _ = repair(model, train, dc, RepairConfig(**SMALL), device=CPU)
+    focal, _ = repair(model, train, dc, RepairConfig(distill=1.0, distill_focus="right", **SMALL), device=CPU)
+    pulled, _ = repair(model, train, dc, RepairConfig(l2_pull=5.0, **SMALL), device=CPU)
+    dist = lambda m: sum(((a - b) ** 2).sum() for a, b in zip(m.parameters(), model.parameters())).item()  # noqa: E731
+    assert dist(pulled) < dist(plain)
+    assert dist(focal) != dist(plain)
+
+
+def test_field_images_need_no_labels_and_are_used(setup):  # noqa: F811
+    model, train, dc, de = setup
+    field = de.x[:30]  # an array of images: nothing carries a label
+    with_field, report = repair(model, train, dc, RepairConfig(**SMALL), device=CPU, field=field)
+    without, _ = repair(model, train, dc, RepairConfig(**SMALL), device=CPU)
+    assert report["field_images"] == 30
+    assert any(not torch.equal(a, b) for a, b in zip(with_field.state_dict().values(), without.state_dict().values()))
+
+
+def test_bad_field_and_options_are_one_line_errors(setup):  # noqa: F811
+    model, train, dc, _ = setup
+    with pytest.raises(DeepRepairError, match="field images"):
+        repair(model, train, dc, RepairConfig(**SMALL), device=CPU, field=np.zeros((3, 8, 8, 3), np.uint8))
+    for bad in (dict(tune="last-layer"), dict(distill_focus="wrong"), dict(l2_pull=-1.0), dict(distill=float("nan"))):
+        with pytest.raises(DeepRepairError):
+            repair(model, train, dc, RepairConfig(**{**SMALL, **bad}), device=CPU)
+
+
+def test_presets_are_named_recipes():
+    safe = RepairConfig.preset("safe", seed=3)
+    assert safe.gate and safe.distill == 1.0 and safe.seed == 3
+    with pytest.raises(DeepRepairError, match="preset"):
+        RepairConfig.preset("nope")
