@@ -413,12 +413,12 @@ def test_defocus_blur_equals_opencv_reference(severity, smooth_images):
         (np.zeros((2, 32, 32, 3), dtype=np.int64), "uint8"),
         (np.zeros((32, 32, 3), dtype=np.uint8), "(N, H, W, 3)"),
         (np.zeros((1, 2, 32, 32, 3), dtype=np.uint8), "(N, H, W, 3)"),
-        (np.zeros((2, 32, 32, 1), dtype=np.uint8), "channel"),
+        (np.zeros((2, 32, 32, 2), dtype=np.uint8), "channel"),
         (np.zeros((2, 32, 32, 4), dtype=np.uint8), "channel"),
         (np.zeros((2, 3, 32, 32), dtype=np.uint8), "NCHW"),
         ([[[[0, 0, 0]]]], "uint8"),
     ],
-    ids=["float32", "int64", "3-d", "5-d", "1-channel", "4-channel", "nchw", "list"],
+    ids=["float32", "int64", "3-d", "5-d", "2-channel", "4-channel", "nchw", "list"],
 )
 def test_bad_images_raise_helpful_error(bad, words):
     with pytest.raises(DeepRepairError) as e:

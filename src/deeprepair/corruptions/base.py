@@ -63,16 +63,17 @@ class Corruption:
     fn: CorruptionFn
     heldout: bool = False  # one of the 4 extra CIFAR-10-C corruptions, kept apart
     chunked: bool = True  # run in cache-sized chunks on a thread pool (numpy code)
+    colour: bool = False  # needs RGB: grey images go through it as RGB (see ``apply``)
 
 
 REGISTRY: dict[str, Corruption] = {}
 
 
-def register(name: str, family: str, heldout: bool = False, chunked: bool = True):
+def register(name: str, family: str, heldout: bool = False, chunked: bool = True, colour: bool = False):
     """Decorator adding a corruption function to the registry."""
 
     def deco(fn: CorruptionFn) -> CorruptionFn:
-        REGISTRY[name] = Corruption(name, family, fn, heldout, chunked)
+        REGISTRY[name] = Corruption(name, family, fn, heldout, chunked, colour)
         return fn
 
     return deco
@@ -89,25 +90,51 @@ def default_threads() -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8))
 
 
+MIN_SIZE = 8  # below this the recipes' kernels and crops stop making sense (tested from 28 px)
+
+
 def check_images(images: np.ndarray) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         got = f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
-        raise DeepRepairError(f"corruptions take uint8 images shaped (N, H, W, 3); got {got}")
-    if images.shape[-1] != 3:
+        raise DeepRepairError(f"corruptions take uint8 images shaped (N, H, W, 3) or (N, H, W, 1); got {got}")
+    if images.shape[-1] not in (1, 3):
         raise DeepRepairError(
-            f"corruptions need RGB images with 3 channels last (N, H, W, 3); got shape {images.shape}"
-            " (convert grey images to RGB, or transpose NCHW to NHWC)"
+            f"corruptions need RGB or grey images with channels last (N, H, W, 3 or 1); got shape "
+            f"{images.shape} (transpose NCHW to NHWC)"
         )
+    if min(images.shape[1:3]) < MIN_SIZE:
+        raise DeepRepairError(f"corruptions need images of at least {MIN_SIZE}x{MIN_SIZE} px; got "
+                              f"{images.shape[1]}x{images.shape[2]}")
+
+
+def grey_to_rgb(x: np.ndarray) -> np.ndarray:
+    """(N, H, W, 1) -> (N, H, W, 3), the grey value in every channel."""
+    return np.repeat(x, 3, axis=-1)
+
+
+def rgb_to_grey(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, H, W, 1) with ITU-R 601 luma, as Pillow's ``convert("L")``
+    (R 299 + G 587 + B 114, /1000, rounded): a grey triple (v, v, v) gives v back exactly."""
+    r, g, b = (x[..., k].astype(np.uint32) for k in range(3))
+    return ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16).astype(np.uint8)[..., None]
 
 
 def apply(corr: Corruption, images: np.ndarray, severity: int, seed: int, start: int, threads: int) -> np.ndarray:
-    """Run ``corr`` over ``images`` (global indices ``start..``) in chunks aligned to CHUNK."""
+    """Run ``corr`` over ``images`` (global indices ``start..``) in chunks aligned to CHUNK.
+
+    The parameters follow the image size (``params.param``). Grey images (C = 1): corruptions
+    that act on each value alike (noise, blurs, fog, contrast, elastic, pixelate) run on the
+    single channel; colour ones (``colour=True``: brightness, saturate, snow, frost, spatter,
+    JPEG) run on the image copied to RGB and the result goes back to grey with luma weights.
+    """
     from .params import param
 
-    p = param(corr.name, severity)
+    p = param(corr.name, severity, min(images.shape[1:3]))
     n = len(images)
     if n == 0:
         return images.copy()
+    if images.shape[-1] == 1 and corr.colour:
+        return rgb_to_grey(apply(corr, grey_to_rgb(images), severity, seed, start, threads))
     if not corr.chunked:
         out = to_uint8(corr.fn(images, p, RandomStream(seed, corr.name, severity, start, n)))
         return out

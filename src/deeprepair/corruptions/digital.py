@@ -13,13 +13,13 @@ from .base import RandomStream, register
 from .filters import smooth_fields
 
 
-@register("brightness", "digital")
+@register("brightness", "digital", colour=True)
 def brightness(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
     """HSV value + c. With hue and saturation fixed, RGB scales with V: rgb * V' / V."""
     return kernels.brightness(x, float(c))
 
 
-@register("saturate", "digital", heldout=True)
+@register("saturate", "digital", heldout=True, colour=True)
 def saturate(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     """HSV saturation * a + b. With H and V fixed: c' = V - (S'/S)(V - c); grey gets hue 0."""
     a, b = p
@@ -54,7 +54,7 @@ def _sample(img: torch.Tensor, gx: np.ndarray, gy: np.ndarray, align: bool) -> t
 def elastic_transform(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     """Random affine (three points moved by U(-a, a)), then a smooth random displacement."""
     n, h, w, _ = x.shape
-    alpha, sigma, affine = (v * h for v in p)
+    alpha, sigma, affine = (v * min(h, w) for v in p)  # fractions of the (shorter) side
     cy, cx, sq = h // 2, w // 2, min(h, w) // 3
     pts1 = np.array([[cy + sq, cx + sq], [cy + sq, cx - sq], [cy - sq, cx - sq]], dtype=np.float64)
     pts2 = pts1[None] + rs.draw(lambda rng, k: rng.uniform(-affine, affine, size=(k, 3, 2)), tag=0)
@@ -122,7 +122,7 @@ def _pixelate_maps(h: int, w: int, sh: int, sw: int) -> tuple[np.ndarray, ...] |
 
 @register("pixelate", "digital")
 def pixelate(x: np.ndarray, c: float, rs: RandomStream) -> np.ndarray:
-    """Pillow BOX down to int(32 c), then BOX back up.
+    """Pillow BOX down to int(h c) x int(w c), then BOX back up.
 
     For CIFAR's factors each downscaled pixel averages one or two inputs per axis (Pillow
     rounds: (a + b + 1) >> 1, horizontal pass first) and the upscale copies the nearest, so

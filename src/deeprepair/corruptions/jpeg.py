@@ -211,7 +211,7 @@ def _fancy_upsample(src, dst):
                 dst[orow, 2 * j + 1] = (this * 4 + 7) >> 4 if j == ww - 1 else (this * 3 + nxt + 7) >> 4
 
 
-@register("jpeg_compression", "digital")
+@register("jpeg_compression", "digital", colour=True)
 def jpeg_compression(x: np.ndarray, quality: int, rs: RandomStream) -> np.ndarray:
     """Pillow's save(quality=q) + open, as one compiled libjpeg-exact pass (OpenCV's libjpeg for
     image sizes that are not multiples of 16)."""

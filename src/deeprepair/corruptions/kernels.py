@@ -301,3 +301,18 @@ def plasma_fractal(r: np.ndarray, size: int, decay: float) -> np.ndarray:
             for j in range(size):
                 mp[i, j] /= hi
     return maps
+
+
+@_jit
+def glass_shuffle(y: np.ndarray, offs: np.ndarray, d: int) -> None:
+    """glass blur's shuffle for max delta ``d`` > 1, in place: for h, w from H - d down to d + 1,
+    ``y[h, w] <- y[h + dy, w + dx]`` (current values, as the recipe's sequential raster);
+    ``offs[m, 0]`` holds dx, ``offs[m, 1]`` dy, indexed by (h - d - 1, w - d - 1)."""
+    n, h, w, c = y.shape
+    for m in range(n):
+        for i in range(h - d, d, -1):
+            for j in range(w - d, d, -1):
+                si = i + offs[m, 1, i - d - 1, j - d - 1]
+                sj = j + offs[m, 0, i - d - 1, j - d - 1]
+                for ch in range(c):
+                    y[m, i, j, ch] = y[m, si, sj, ch]

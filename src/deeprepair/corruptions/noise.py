@@ -64,6 +64,7 @@ def gaussian_offsets(c: float) -> np.ndarray:
     """Inverse-CDF table (2**16 entries) of floor(255 n), n ~ N(0, c): the stored shift."""
     k = np.arange(-256, 256, dtype=np.float64)
     cdf = ndtr((k + 1) / (255.0 * c))  # P(floor(255 n) <= k)
+    cdf[-1] = 1.0  # shifts beyond +-255 clip like +-255 (matters for ImageNet-C's larger c)
     grid = (np.arange(_U) + 0.5) / _U
     return k[np.searchsorted(cdf, grid, side="right")].astype(np.int32)
 

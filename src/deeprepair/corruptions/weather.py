@@ -9,12 +9,11 @@ import cv2
 import numpy as np
 
 from . import kernels
-from ..errors import DeepRepairError
 from .base import RandomStream, register
 from .filters import clipped_zoom_matrix, gaussian_filter, motion_blur
 
 
-@register("snow", "weather")
+@register("snow", "weather", colour=True)
 def snow(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     loc, scale, zoom, threshold, radius, sigma, blend = p
     n, h, w, _ = x.shape
@@ -37,22 +36,36 @@ def frost_textures() -> tuple[np.ndarray, ...]:
         return tuple(data[f"frost{i}"] for i in range(1, 7))
 
 
-@register("frost", "weather")
+@lru_cache(maxsize=8)
+def frost_layers(scale: float, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """The first 5 frost photographs at ``scale`` of their original size (the assets are x0.2:
+    scale 0.2 is the stored array itself, larger scales are upsampled bicubically), each mirror-
+    tiled where needed to exceed h x w so that a random h x w crop exists. float32 RGB."""
+    out = []
+    for t in frost_textures()[:5]:
+        f = scale / 0.2
+        if f != 1.0:
+            size = (max(1, round(t.shape[1] * f)), max(1, round(t.shape[0] * f)))  # (width, height)
+            t = np.clip(cv2.resize(t.astype(np.float32), size, interpolation=cv2.INTER_CUBIC), 0, 255)
+        ph, pw = max(0, h + 1 - t.shape[0]), max(0, w + 1 - t.shape[1])
+        if ph or pw:  # mirror-tile (repeated reflection) until the photograph covers the image
+            t = np.pad(t, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+        out.append(np.ascontiguousarray(t, dtype=np.float32))
+    return tuple(out)
+
+
+@register("frost", "weather", colour=True)
 def frost(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
-    """Blend a random 32x32 crop of one of the first 5 frost photographs (as the recipe)."""
-    img_w, frost_w = p
+    """Blend a random h x w crop of one of the first 5 frost photographs (as the recipe), taken
+    at the size rule's texture scale (x0.2 for CIFAR, x1 for ImageNet-C) and tiled if too small."""
+    img_w, frost_w, scale = p
     n, h, w, _ = x.shape
-    tex = frost_textures()[:5]
+    tex = frost_layers(round(float(scale), 6), h, w)
     th = np.array([t.shape[0] for t in tex])
     tw = np.array([t.shape[1] for t in tex])
-    if h >= th.min() or w >= tw.min():
-        raise DeepRepairError(
-            f"frost crops its textures ({th.min()}x{tw.min()} px at the smallest) and needs images smaller "
-            f"than that; got {h}x{w}: resize the images to CIFAR size (32x32) first"
-        )
     u = rs.draw(lambda rng, k: rng.random((k, 3)))
     idx = np.minimum((u[:, 0] * 5).astype(np.int64), 4)
-    top = (u[:, 1] * (th[idx] - h)).astype(np.int64)  # randint(0, fh - 32)
+    top = (u[:, 1] * (th[idx] - h)).astype(np.int64)  # randint(0, fh - h)
     left = (u[:, 2] * (tw[idx] - w)).astype(np.int64)
     crops = np.empty((n, h, w, 3), dtype=np.float32)
     for i, t in enumerate(tex):  # 5 gathers, one per photograph
@@ -93,7 +106,7 @@ def _water_mask(liquid: np.ndarray) -> np.ndarray:
     return cv2.blur(dist, (3, 3)).astype(np.float32)
 
 
-@register("spatter", "weather", heldout=True)
+@register("spatter", "weather", heldout=True, colour=True)
 def spatter(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     loc, scale, sigma, threshold, intensity, mode = p
     n, h, w, _ = x.shape
