@@ -236,7 +236,7 @@ def train_decoder(encoder: FeatureEncoder, x: np.ndarray, *, epochs: int = 4, ba
                     f = encoder(xb)
                 out = decoder(f)
                 f2 = encoder(out) if feature_weight else None
-            pix = F.mse_loss(out.float(), xb)
+            pix = F.mse_loss(out.float(), xb.expand_as(out))  # grey images: every RGB channel learns the grey
             loss = pix
             if f2 is not None:
                 feat = F.mse_loss(f2.float(), f.float()) / f.float().var().clamp_min(EPS)

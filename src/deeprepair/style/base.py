@@ -29,6 +29,20 @@ def check_pair(content: torch.Tensor, style: torch.Tensor | None) -> None:
                               f"got {style.shape[0]}")
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L") and the corruptions' grey path
+
+
+def to_channels(out: torch.Tensor, channels: int) -> torch.Tensor:
+    """A backend's output brought to the content's channel count: an RGB output (the adain
+    decoder always renders RGB) for grey content becomes its luma; anything else must match."""
+    if out.shape[1] == channels:
+        return out
+    if out.shape[1] == 3 and channels == 1:
+        w = out.new_tensor(LUMA).view(1, 3, 1, 1)
+        return (out * w).sum(1, keepdim=True)
+    raise DeepRepairError(f"the style backend returned {out.shape[1]} channels for {channels}-channel images")
+
+
 class StyleTransfer:
     """Render ``content`` in the style of ``style`` (or of fitted references), batched.
 
@@ -86,7 +100,7 @@ class StyleTransfer:
             if tuple(x.shape[1:]) != self.ref_shape:
                 raise DeepRepairError(f"content is {tuple(x.shape[1:])} but the references are {self.ref_shape}")
             st = self.select(self.cached, index.to(torch.long).cpu() if not _on_same(index, self.cached) else index)
-        out = self.apply(x, st)
+        out = to_channels(self.apply(x, st), x.shape[1])
         a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
         if a.ndim == 1:
             a = a.view(-1, 1, 1, 1)
