@@ -1,0 +1,389 @@
+"""Write benchmarks/results/SUMMARY.md from the results' JSON files: one table per question, each
+opening with a finding computed from its figures, naming its source file, the machine it ran on
+and the command that regenerates it. Also fills the marked blocks
+``<!-- summary:NAME:start -->`` ... ``<!-- summary:NAME:end -->`` in README.md, docs/repair.md and
+benchmarks/results/regressions.md with generated text, so that no figure there is retyped.
+
+    python benchmarks/summary.py            # rewrite SUMMARY.md and the marked blocks
+    python benchmarks/summary.py --check    # exit 1 if any of them is stale (nothing written)
+
+Reads only committed files under benchmarks/results/; runs nothing and needs no data or torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SUMMARY = RESULTS / "SUMMARY.md"
+TARGET = "break <= 1%, clean >= the original's, >= 90% of the De gain kept"
+NAMES = {"finetune": "fine-tune (CE on Dt + Dc)", "augmix": "AugMix", "deeprepair": "DeepRepair",
+         "dr-uniform": "DeepRepair, no clustering", "dr-eq4": "DeepRepair (Eq. 4), wavelet",
+         "dr-eq4-fourier": "DeepRepair (Eq. 4), fourier", "dr-eq4-adain": "DeepRepair (Eq. 4), adain",
+         "original": "original", "cutout": "Cutout", "mixup": "Mixup", "cutmix": "CutMix",
+         "fewshot": "few-shot (CE on Dc only)", "sensei": "SENSEI", "oracle": "oracle (AugMix + the true corruption)"}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def ms(xs, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± sample std`` of ``xs`` (scaled), or the value alone for one element."""
+    xs = [x * scale for x in xs]
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def machine(prov: dict | None) -> str:
+    m = (prov or {}).get("machine")
+    if not m:
+        return "**not recorded**"
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+
+
+def command(prov: dict) -> str:
+    cmd = prov["command"]
+    if " --no-run" in cmd:  # the results were summarised from cached cells: regenerate by running them
+        cmd = cmd.replace(" --no-run", "")
+    return cmd
+
+
+def source(name: str, prov: dict | None, cmd: str | None = None, note: str = "") -> str:
+    prov = prov or {}
+    when = ", ".join(x for x in (prov.get("commit") and f"commit {prov['commit']}",
+                                 prov.get("date", "")[:10]) if x)
+    return (f"Source: [`{name}`]({name}) ({when + '; ' if when else ''}machine: {machine(prov)}). "
+            f"Regenerate: `{cmd or command(prov)}`{note}.")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def numeric(c) -> bool:
+        return str(c).lstrip("+-")[:1].isdigit()
+
+    align = ["---:" if i and any(numeric(r[i]) for r in rows) and all(numeric(r[i]) or r[i] == "-" for r in rows)
+             else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def by_seed(rows, key: str, *group) -> dict:
+    """{group values: [per-seed mean over corruptions of key]}."""
+    acc: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        acc[tuple(r[g] for g in group)][r["seed"]].append(r[key])
+    return {g: [mean(v) for _, v in sorted(s.items())] for g, s in acc.items()}
+
+
+# -- 1. repair vs baselines ---------------------------------------------------------------------
+def bench_cells() -> tuple[list[dict], dict]:
+    cells = [json.loads(p.read_text()) for p in sorted((RESULTS / "cpu" / "cells").glob("*.json"))]
+    return cells, load("cpu/profile.json")
+
+
+def section_repair() -> tuple[str, str]:
+    cells, prof = bench_cells()
+    de = {(c["arch"], c["corruption"], c["method"]): c["metrics"].get("de_after") for c in cells}
+    pairs = [(k[:2], v, de.get((*k[:2], "augmix")), de.get((*k[:2], "finetune")))
+             for k, v in de.items() if k[2] == "deeprepair"]
+    vs_aug = [d - a for _, d, a, _ in pairs if a is not None]
+    vs_ft = [d - f for _, d, _, f in pairs if f is not None]
+    arch = "resnet-20"
+    rows, means = [], {}
+    methods = prof["methods"] + prof.get("ablation", [])
+    for m in methods:
+        cs = [c for c in cells if c["arch"] == arch and c["method"] == m]
+        if not cs:
+            continue
+        cross = [mean(v for j, v in c["cross"].items() if j != c["corruption"]) for c in cs if len(c["cross"]) > 1]
+        means[m] = mean(c["metrics"].get("de_after", 0.0) for c in cs)
+        rows.append([NAMES.get(m, m), len(cs), f"{100 * means[m]:.2f}",
+                     f"{100 * mean(c['metrics']['clean_after'] for c in cs):.2f}",
+                     "-" if m == "original" else f"{100 * mean(c['metrics']['break_rate'] for c in cs):.2f}",
+                     f"{100 * mean(cross):.2f}" if cross else "-"])
+    best = max((m for m in means if m != "original"), key=means.get)
+    finding = (f"With 1,000 collected failures, DeepRepair repairs more held-out failures (De) than AugMix in "
+               f"{sum(x > 0 for x in vs_aug)} of {len(vs_aug)} model x corruption cells ({100 * mean(vs_aug):+.1f} "
+               f"points on average) and than plain fine-tuning on Dt + Dc in {sum(x > 0 for x in vs_ft)} of "
+               f"{len(vs_ft)} ({100 * mean(vs_ft):+.1f}); the highest mean De on {arch} is "
+               f"{NAMES.get(best, best)}'s (`{prof['name']}` profile, 1 seed).")
+    bench_cmd = (f"deeprepair bench --profile {prof['name']} --data DIR --out benchmarks/results/cpu && "
+                 "deeprepair report benchmarks/results/cpu")
+    t1 = table(["method", "cells", "De (%)", "clean (%)", "break (%)", "other corruptions' De (%)"], rows)
+    src1 = (f"Source: [`cpu/cells/*.json`](cpu/) ({len(cells)} cells; machine: **not recorded in the cell files** "
+            f"(see `cpu/README.md`)). Regenerate: `{bench_cmd}`.")
+
+    rep = load("repair.json")
+    runs = list(rep["runs"].values())
+    for r in runs:
+        r.update(de=r["compare"]["de_after"], clean=r["compare"]["clean_after"], brk=r["compare"]["break_rate"])
+    seeds = {k: by_seed(runs, k, "variant") for k in ("de", "clean", "brk")}
+    order = sorted(seeds["de"], key=lambda v: list(NAMES).index(v) if v in NAMES else 99)
+    rows2 = [[NAMES.get(v[0], v[0]), len(seeds["de"][v]), ms(seeds["de"][v]), ms(seeds["clean"][v]),
+              ms(seeds["brk"][v])] for v in order]
+    t2 = table(["method", "seeds", "De (%)", "clean (%)", "break (%)"], rows2)
+    d_aug = [a - b for a, b in zip(seeds["de"][("dr-eq4",)], seeds["de"][("augmix",)])]
+    d_ft = [a - b for a, b in zip(seeds["de"][("dr-eq4",)], seeds["de"][("finetune",)])]
+    corr = sorted({r["corruption"] for r in runs})
+    finding2 = (f"With 3 seeds on resnet-20's {len(corr)} corruptions ({', '.join(corr)}), DeepRepair minus AugMix "
+                f"on De is {ms(d_aug)} points and DeepRepair minus fine-tuning {ms(d_ft)} (mean over corruptions, "
+                "± = std over seeds).")
+    mixed = section_mixed()
+    body = (f"### Repair vs baselines, one seed, the whole grid\n\n{finding}\n\n{t1}\n\n{src1}\n\n"
+            f"### Repair vs baselines, three seeds\n\n{finding2}\n\n{t2}\n\n{source('repair.json', rep['provenance'])}\n\n"
+            f"### Failures of 15 mixed types, three seeds\n\n{mixed}")
+    return body, finding
+
+
+def section_mixed() -> str:
+    d = load("regressions_mixed.json")
+    rows = [r for r in d["rows"] if r["method"] in ("finetune", "augmix", "deeprepair")]
+    seeds = {k: by_seed(rows, k, "method") for k in ("de_mean", "clean", "break")}
+    out = [[NAMES[m], len(seeds["de_mean"][(m,)]), ms(seeds["de_mean"][(m,)]), ms(seeds["clean"][(m,)]),
+            ms(seeds["break"][(m,)])] for m in ("finetune", "augmix", "deeprepair")]
+    d_aug = [a - b for a, b in zip(seeds["de_mean"][("deeprepair",)], seeds["de_mean"][("augmix",)])]
+    d_ft = [a - b for a, b in zip(seeds["de_mean"][("deeprepair",)], seeds["de_mean"][("finetune",)])]
+    finding = (f"One repair on 1,000 failures drawn across 15 corruption types (types not told to the methods): "
+               f"DeepRepair minus AugMix on the mean De over the 15 types is {ms(d_aug)} points (higher in "
+               f"{sum(x > 0 for x in d_aug)} of {len(d_aug)} seeds), minus fine-tuning {ms(d_ft)} (higher in "
+               f"{sum(x > 0 for x in d_ft)} of {len(d_ft)}).")
+    t = table(["method", "seeds", "De, mean over 15 types (%)", "clean (%)", "break (%)"], out)
+    return f"{finding}\n\n{t}\n\n{source('regressions_mixed.json', d['provenance'])}\n"
+
+
+# -- 2. few failures ----------------------------------------------------------------------------
+def section_fewdc() -> tuple[str, str]:
+    d = load("regressions_fewdc.json")
+    rows = [r for r in d["rows"] if "(" not in r["method"]]  # `holdout` selection; "(last)" rows are partial
+    sizes = sorted({r["size"] for r in rows})
+    methods = [m for m in ("finetune", "augmix", "deeprepair") if any(r["method"] == m for r in rows)]
+    de = {(r["method"], r["size"], r["corruption"], r["seed"]): r["de"] for r in rows}
+    out = []
+    for m in methods:
+        out.append([NAMES[m]] + [f"{100 * mean(v for k, v in de.items() if k[0] == m and k[1] == s):.1f}" for s in sizes])
+    wins = {}
+    for other in ("augmix", "finetune"):
+        row = [f"DeepRepair > {'fine-tune' if other == 'finetune' else NAMES[other]} (pairs)"]
+        for s in sizes:
+            keys = [k for k in de if k[0] == "deeprepair" and k[1] == s and ("augmix", *k[1:]) in de]
+            w = sum(de[k] > de[(other, *k[1:])] for k in keys)
+            wins[(other, s)] = (w, len(keys))
+            row.append(f"{w}/{len(keys)}")
+        out.append(row)
+    mid = [s for s in sizes if 25 < s < 1000]
+    fa = sum(wins[("augmix", s)][0] for s in mid), sum(wins[("augmix", s)][1] for s in mid)
+    ff = sum(wins[("finetune", s)][0] for s in mid), sum(wins[("finetune", s)][1] for s in mid)
+    finding = (f"With {min(mid)}-{max(mid)} collected failures DeepRepair repairs more held-out failures than "
+               f"fine-tuning in {ff[0]} of {ff[1]} (corruption, seed) pairs and than AugMix in {fa[0]} of {fa[1]}; "
+               f"at {max(sizes):,} failures it beats fine-tuning in {wins[('finetune', max(sizes))][0]} of "
+               f"{wins[('finetune', max(sizes))][1]}.")
+    t = table(["De (%) at \\|Dc\\| =", *map(str, sizes)], out)
+    corr = sorted({r["corruption"] for r in rows})
+    note = (f"Mean over {len(corr)} corruptions x {len({r['seed'] for r in rows})} seeds, resnet-20, model selection "
+            "`holdout` (the `--selection last` rows of the source are left out).")
+    body = (f"{finding}\n\n{t}\n\n{note}\n\n{source('regressions_fewdc.json', d['provenance'])} "
+            "Figure: [`regressions_fewdc.png`](regressions_fewdc.png).\n")
+    return body, finding
+
+
+# -- 3. regressions and routed repair -----------------------------------------------------------
+def meets(de_gain_kept: float, brk: float, clean: float, clean_before: float) -> bool:
+    return brk <= 0.01 and clean >= clean_before and de_gain_kept >= 0.9
+
+
+def section_control() -> tuple[str, str]:
+    d = load("regressions_control.json")
+    rows = d["rows"]
+    base = {(r["method"], r["corruption"], r["seed"]): r for r in rows if r["control"] == "none"}
+    for r in rows:
+        b = base[(r["method"], r["corruption"], r["seed"])]
+        gain = b["de"] - b["de_before"]
+        r["kept"] = (r["de"] - r["de_before"]) / gain if gain > 0 else float("nan")
+        r["ok"] = meets(r["kept"], r["break"], r["clean"], r["clean_before"])
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["control"])].append(r)
+    out, best = [], (0, None)
+    for (m, c), rs in groups.items():
+        seeds = {k: by_seed(rs, k, "method")[(m,)] for k in ("de", "clean", "break")}
+        ok = sum(r["ok"] for r in rs)
+        best = max(best, (ok, f"{NAMES[m].split(' (')[0]} with `{c}`"), key=lambda x: x[0])
+        out.append([NAMES[m], c, ms(seeds["de"]), ms(seeds["clean"]), ms(seeds["break"]),
+                    f"{100 * mean(r['kept'] for r in rs):.0f}%", f"{ok}/{len(rs)}"])
+    brk = [mean(r["break"] for r in rs) for (m, c), rs in groups.items() if c == "none"]
+    finding = (f"Uncontrolled repairs break {100 * min(brk):.1f}-{100 * max(brk):.1f}% of the clean images the "
+               f"original got right, and at the comparison's budget (2 epochs over 5,000 training images + Dc) no "
+               f"regression control meets the target ({TARGET}) in more than {best[0]} of 15 (corruption, seed) "
+               f"cells (best: {best[1]}).")
+    t = table(["method", "control", "De (%)", "clean (%)", "break (%)", "De gain kept", "cells meeting the target"], out)
+    return (f"{finding}\n\n{t}\n\n{source('regressions_control.json', d['provenance'])}\n"), finding
+
+
+def gate_files() -> list[str]:
+    return sorted(p.name for p in RESULTS.glob("gate_routers_dt*.json"))
+
+
+def section_gate() -> tuple[str, str]:
+    out, winners = [], []
+    srcs = []
+    for name in gate_files():
+        d = load(name)
+        rules_name = name.replace("gate_routers", "gate_rules")
+        rules_cmd = load(rules_name)["provenance"]["command"] if (RESULTS / rules_name).is_file() else None
+        srcs.append(source(name, d["provenance"], (f"{rules_cmd} && " if rules_cmd else "") + command(d["provenance"])))
+        cmd = d["provenance"]["command"]
+        budget = " ".join(re.findall(r"--(?:train-subset|epochs|dc-repeat|distill) \S+", cmd))
+        rs = [r for r in d["rows"] if "full_de" in r]
+        for m in sorted({r["method"] for r in rs}):
+            for router, rule in (("none", "alone"), ("linear", "`--gate` rule"), ("mlp+style", "`--gate` rule")):
+                g = [r for r in rs if r["method"] == m and r["router"] == router and r["rule"] == rule]
+                if not g:
+                    continue
+                per_seed = defaultdict(list)
+                for r in g:
+                    per_seed[r["seed"]].append(r)
+                seed_ok = sum(meets(mean(r["full_kept"] for r in s), mean(r["full_break"] for r in s),
+                                    mean(r["full_clean"] for r in s), mean(r["full_clean_before"] for r in s))
+                              for s in per_seed.values())
+                cells = sum(meets(r["full_kept"], r["full_break"], r["full_clean"], r["full_clean_before"]) for r in g)
+                label = "alone" if router == "none" else f"`--gate --gate-router {router.replace('+style', ' --gate-features deep+style')}`" if router != "linear" else "`--gate`"
+                if router != "none" and seed_ok == len(per_seed):
+                    extra = " ".join(re.findall(r"--distill \S+", cmd))
+                    winners.append(f"{NAMES[m].split(' (')[0]}{' with `' + extra + '`' if extra else ''} behind "
+                                   f"the `{router}` router ({len(per_seed)} seeds, {machine(d['provenance'])})")
+                out.append([NAMES[m], budget, label,
+                            ms([mean(r["full_de"] for r in s) for s in per_seed.values()]),
+                            ms([mean(r["full_clean"] for r in s) for s in per_seed.values()]),
+                            f"{100 * mean(r['full_clean_before'] for r in g):.2f}",
+                            ms([mean(r["full_break"] for r in s) for s in per_seed.values()]),
+                            "-" if router == "none" else f"{100 * mean(r['full_kept'] for r in g):.1f}%",
+                            "-" if router == "none" else f"{cells}/{len(g)}",
+                            "-" if router == "none" else f"{seed_ok}/{len(per_seed)}",
+                            machine(d["provenance"])])
+    finding = ("With longer repairs (40,000 training images, 1 epoch, Dc repeated 4 times), routed repair meets the "
+               f"target on the mean of every seed only for {' and for '.join(winners) if winners else 'no method'}.")
+    t = table(["method", "budget", "control", "De (%)", "clean (%)", "original clean (%)", "break (%)",
+               "De gain kept", "cells meeting the target", "seeds meeting it on their mean", "machine"], out)
+    machines = "Machines differ between files: the seeds were mined and repaired on each machine separately."
+    return (f"{finding}\n\n{t}\n\nWhole clean test set and all of De; ± = std over seeds of the mean over the "
+            f"five corruptions. {machines}\n\n" + "\n".join(f"- {s}" for s in srcs) + "\n"), finding
+
+
+# -- 4. speed -----------------------------------------------------------------------------------
+def section_speed() -> tuple[str, str]:
+    cs, cg, au = load("corruption_speed.json"), load("corruption_generate.json"), load("augment_speed.json")
+    tr, inf = load("train_speed.json"), load("inference_speed.json")
+    s = cs["summary"]
+    rows = [
+        ["batched corruptions vs the per-image reference (15 corruptions, harmonic mean)",
+         f"{s['harmonic_mean_speedup']:.1f}x (target {s['target_harmonic_mean']:.0f}x; slowest "
+         f"{s['min_speedup_corruption']} {s['min_speedup']:.1f}x)", "corruption_speed.json", cs["provenance"]],
+        ["rendering CIFAR-10-C (15 x 5 x 10,000 images)", f"{cg['wall_seconds']:.0f} s",
+         "corruption_generate.json", cg["provenance"]],
+        ["batched AugMix vs the per-image PIL reference", f"{au['batched'] / au['per_image']:.1f}x",
+         "augment_speed.json", au["provenance"]],
+        ["style ops' share of a DeepRepair training step (resnet-20)", f"{100 * au['style_share']:.1f}% (target <= 10%)",
+         "augment_speed.json", au["provenance"]],
+    ]
+    for model, modes in tr["img_per_s"].items():
+        fastest = max((k for k in modes if "jsd" not in k), key=modes.get)
+        rows.append([f"training {model}, img/s (fp32 -> fastest, `{fastest}`)",
+                     f"{modes['fp32']:.0f} -> {modes[fastest]:.0f}", "train_speed.json", tr["provenance"]])
+    for r in inf["rows"]:
+        rows.append([f"inference {r['model']}, img/s (default -> `keep_heap`)",
+                     f"{r['default_heap']:.0f} -> {r['keep_heap']:.0f}", "inference_speed.json", inf["provenance"]])
+    finding = (f"The batched corruptions run {s['harmonic_mean_speedup']:.1f}x the per-image reference "
+               f"({'meeting' if s['pass'] else 'missing'} the {s['target_harmonic_mean']:.0f}x target), "
+               f"CIFAR-10-C renders in {cg['wall_seconds']:.0f} s, and the style ops take "
+               f"{100 * au['style_share']:.1f}% of a DeepRepair step.")
+    t = table(["what", "measured", "source", "machine"],
+              [[w, v, f"[`{n}`]({n})", machine(p)] for w, v, n, p in rows])
+    cmds = []
+    for n in dict.fromkeys(r[2] for r in rows):
+        p = load(n)["provenance"]
+        cmds.append(f"- `{n}` (commit {p['commit']}, {p['date'][:10]}): `{command(p)}`")
+    return f"{finding}\n\n{t}\n\nRegenerate:\n\n" + "\n".join(cmds) + "\n", finding
+
+
+# -- assembly -----------------------------------------------------------------------------------
+def build() -> tuple[str, dict[str, str]]:
+    rep, f_rep = section_repair()
+    few, f_few = section_fewdc()
+    ctl, f_ctl = section_control()
+    gate, f_gate = section_gate()
+    speed, f_speed = section_speed()
+    doc = ("# What has been measured\n\n"
+           "Generated by `python benchmarks/summary.py` from the JSON files in this folder; do not edit by hand. "
+           "Each table opens with its finding (computed from the table), and names its source file, the machine "
+           "it ran on and the command that regenerates it. Model: the committed `checkpoints/resnet-20` unless "
+           "a table says otherwise. De = accuracy on the held-out failures (0% before repair by construction), "
+           "break = share of the clean test images the original got right and the repair gets wrong.\n\n"
+           f"## 1. Does DeepRepair beat the baselines?\n\n{rep}\n"
+           f"## 2. With few collected failures?\n\n{few}\n"
+           f"## 3. Regressions: what does repair break, and can routing prevent it?\n\n### At the comparison's budget\n\n"
+           f"{ctl}\n### A longer repair behind a router\n\n{gate}\n"
+           f"## 4. Speed\n\n{speed}")
+    findings = (f"- **Repair vs baselines:** {f_rep}\n- **Few failures:** {f_few}\n"
+                f"- **Regressions:** {f_ctl} {f_gate}\n- **Speed:** {f_speed}\n")
+    link = "[`benchmarks/results/SUMMARY.md`](benchmarks/results/SUMMARY.md)"
+    blocks = {
+        "findings": f"{findings}\nTables, machines and the commands that regenerate each figure: {link}.",
+        "findings-results": findings.replace("(benchmarks/results/", "(") + "\nTables and commands: [SUMMARY.md](SUMMARY.md).",
+        "repair-seeds": rep.split("### Repair vs baselines, three seeds\n\n", 1)[1].replace("](repair.json)", "](../benchmarks/results/repair.json)"),
+        "control": ctl.replace("](regressions_control.json)", "](../benchmarks/results/regressions_control.json)"),
+        "fewdc": few.replace("](regressions_fewdc", "](../benchmarks/results/regressions_fewdc"),
+        "gate": gate.replace("](gate_", "](../benchmarks/results/gate_"),
+    }
+    return doc, blocks
+
+
+BLOCK = re.compile(r"(<!-- summary:(?P<name>[\w-]+):start -->\n)(.*?)(<!-- summary:(?P=name):end -->)", re.S)
+TARGETS = [REPO / "README.md", REPO / "docs" / "repair.md", RESULTS / "regressions.md"]
+
+
+def fill(text: str, blocks: dict[str, str]) -> str:
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in blocks:
+            raise SystemExit(f"unknown summary block {name!r}")
+        return f"{m.group(1)}<!-- generated by benchmarks/summary.py; do not edit -->\n{blocks[name].rstrip()}\n{m.group(4)}"
+    return BLOCK.sub(sub, text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if SUMMARY.md or a marked block is stale")
+    args = ap.parse_args(argv)
+    doc, blocks = build()
+    stale = []
+    outputs = {SUMMARY: doc.rstrip() + "\n"}
+    for path in TARGETS:
+        if path.is_file():
+            outputs[path] = fill(path.read_text(), blocks)
+    for path, text in outputs.items():
+        if not path.is_file() or path.read_text() != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(text)
+    for path in stale:
+        print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(REPO)}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
