@@ -28,6 +28,16 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-fourier": {"method": "deeprepair", "style": "fourier"},
     "dr-style-clusters": {"method": "deeprepair", "cluster_features": "style"},
     "oracle": {"method": "oracle"},
+    # issue 22's candidates: touch less (tune) and protect what was right (focal distillation,
+    # unlabelled field photos; "field": the runner passes a real profile's field half)
+    "ft-focal": {"method": "finetune", "distill": 1.0, "distill_focus": "right"},
+    "dr-focal": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right"},
+    "dr-first-block": {"method": "deeprepair", "tune": "first-block"},
+    "dr-fb-focal": {"method": "deeprepair", "tune": "first-block", "distill": 1.0, "distill_focus": "right"},
+    "ft-focal+field": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "field": True},
+    "dr-focal+field": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True},
+    "dr-fb-focal+field": {"method": "deeprepair", "tune": "first-block", "distill": 1.0, "distill_focus": "right",
+                          "field": True},
     "bn-adapt": {"method": "bn-adapt"},
     "tent": {"method": "tent"},
 }
@@ -55,7 +65,7 @@ def load_profile(name_or_path: str) -> dict:
     if bad:
         raise DeepRepairError(f"profile {path}: unknown methods {bad}; known: {list(METHOD_OPTIONS)}")
     bad = [c for c in prof["corruptions"] if c not in CORRUPTIONS]
-    if bad:
+    if bad and not prof.get("real"):
         raise DeepRepairError(f"profile {path}: unknown corruptions {bad}")
     prof.setdefault("ablation", [])
     prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
@@ -94,6 +104,9 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
     """Hash of everything a cell's result depends on: same hash, same cell."""
     key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
            "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
+           **{k: prof[k] for k in ("shifted", "real") if k in prof},
+           # the paper's per-failure split keeps the hashes of the runs made before the split existed
+           **({} if prof.get("split_by", "image") == "failure" else {"split_by": prof.get("split_by", "image")}),
            "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,
            "cross_set": arch_corruptions(prof, arch)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

@@ -97,18 +97,28 @@ class Context:
     def mine_dir(self, arch: str) -> Path:
         return self.out / "mine" / arch
 
+    def split_by(self) -> str:
+        return self.prof.get("split_by", "image")
+
     def mine(self, arch: str, progress: Callable[[str], None] | None = None) -> None:
-        """Failures of ``arch`` per corruption (5 severities), Dc/De split, De subsample for the
-        cross-failure matrix; files under OUT/mine/<arch>/, skipped when present."""
+        """Failures of ``arch`` per corruption (5 severities), Dc/De split (by source photo unless
+        the profile says ``split_by: failure``), De subsample for the cross-failure matrix, and
+        the original's predictions on the whole stack; files under OUT/mine/<arch>/, skipped when
+        present. A ``real`` profile predicts its real photos once instead (split per seed)."""
         from ..evaluate import CorruptedSource, iter_predictions
         from ..mining import find_failures
 
         model, _, _ = self.model(arch)
         folder = self.mine_dir(arch)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.prof.get("real"):
+            if not (folder / "real.npz").is_file():
+                real = self.real_set()
+                _save_npz(folder / "real.npz", pred=predict(model, real.x, device=self.device))
+            return
         source = CorruptedSource(self.test.x, self.test.y, seed=0)
         for c in arch_corruptions(self.prof, arch):
-            if (folder / f"{c}.npz").is_file():
+            if (folder / self._mine_name(c)).is_file():
                 continue
             if progress:
                 progress(f"mining {arch} / {c}")
@@ -116,27 +126,70 @@ class Context:
             for _, s, imgs, pred in iter_predictions(model, source, [c], device=self.device):
                 preds.append(pred)
                 stack.append(imgs)
-            split = find_failures(c, preds, self.test.y, self.prof["collect"], self.test.num_classes, seed=0)
+            split = find_failures(c, preds, self.test.y, self.prof["collect"], self.test.num_classes, seed=0,
+                                  split_by=self.split_by())
             stack = np.concatenate(stack)
             rng = np.random.default_rng(3)
             sub = np.sort(rng.choice(len(split.de), min(self.prof["cross_subsample"], len(split.de)), replace=False))
             dc_i, de_i = split.index[split.dc], split.index[split.de]
-            _save_npz(folder / f"{c}.npz", dc_x=stack[dc_i], dc_y=split.y[split.dc], de_x=stack[de_i],
+            if self.prof.get("shifted"):  # the whole stack and the original's answers, for the unseen-set metrics
+                np.save(folder / f"{c}.stack.tmp.npy", stack)
+                (folder / f"{c}.stack.tmp.npy").replace(folder / f"{c}.stack.npy")
+            _save_npz(folder / self._mine_name(c), dc_x=stack[dc_i], dc_y=split.y[split.dc], de_x=stack[de_i],
                       de_y=split.y[split.de], de_severity=split.severity[split.de], sub=sub,
-                      failures=np.int64(len(split.index)), acc=np.array([(p == self.test.y).mean() for p in preds]))
+                      failures=np.int64(len(split.index)), acc=np.array([(p == self.test.y).mean() for p in preds]),
+                      pred=np.concatenate(preds).astype(np.int16), dc_sources=split.dc_sources(),
+                      unseen=split.unseen())
+
+    def _mine_name(self, c: str) -> str:
+        return f"{c}.npz" if self.split_by() == "failure" else f"{c}.by-image.npz"
 
     def failures(self, arch: str, c: str) -> dict:
-        with np.load(self.mine_dir(arch) / f"{c}.npz") as f:
+        with np.load(self.mine_dir(arch) / self._mine_name(c)) as f:
             return {k: f[k] for k in f.files}
+
+    def shifted(self, arch: str, c: str, f: dict) -> ImageSet:
+        """Every image of corruption ``c`` whose photo is not a source of Dc (all severities)."""
+        stack = np.load(self.mine_dir(arch) / f"{c}.stack.npy", mmap_mode="r")
+        y = np.tile(self.test.y, len(stack) // len(self.test.y))
+        return ImageSet(np.ascontiguousarray(stack[f["unseen"]]), y[f["unseen"]], self.test.classes)
+
+    # -- real photos (a ``real`` profile) ---------------------------------------------------
+    def real_set(self) -> ImageSet:
+        cfg = self.prof["real"]
+        base = Path(cfg["data"])
+        if not base.is_absolute() and not base.exists():
+            base = REPO_ROOT / base
+        real = load_dataset(base, cfg.get("split", "test"))
+        return ImageSet(real.x, real.y, self.train.classes)
+
+    def real_split(self, arch: str, seed: int) -> dict:
+        """Seeded: ``collect`` of the original's failures on the real photos (stratified by class)
+        are Dc; the other photos are split into unlabelled field and evaluation halves."""
+        from ..mining import split_collected
+
+        real = self.real_set()
+        with np.load(self.mine_dir(arch) / "real.npz") as f:
+            pred = f["pred"]
+        wrong = np.flatnonzero(pred != real.y)
+        pos, _ = split_collected(real.y[wrong], self.prof["collect"], real.num_classes, seed=seed)
+        dc = wrong[pos]
+        unseen = np.setdiff1d(np.arange(len(real)), dc)
+        perm = np.random.default_rng(1000 + seed).permutation(unseen)
+        half = int(round(len(perm) * self.prof["real"].get("field_fraction", 0.5)))
+        return {"real": real, "dc": dc, "unseen": unseen, "field": np.sort(perm[:half]),
+                "eval": np.sort(perm[half:]), "failures": len(wrong), "pred": pred}
 
 
 def list_cells(prof: dict) -> list[tuple[str, str, str, int]]:
+    """Every cell, seed by seed (a run stopped early has whole seeds of every method)."""
     cells = []
-    for arch in prof["archs"]:
-        for c in arch_corruptions(prof, arch):
-            for m in prof["methods"] + prof["ablation"]:
-                seeds = [0] if m == "original" else prof["seeds"]
-                cells += [(arch, c, m, s) for s in seeds]
+    for seed in prof["seeds"]:
+        for arch in prof["archs"]:
+            for c in arch_corruptions(prof, arch):
+                for m in prof["methods"] + prof["ablation"]:
+                    if m != "original" or seed == prof["seeds"][0]:
+                        cells.append((arch, c, m, 0 if m == "original" else seed))
     return cells
 
 
@@ -146,46 +199,88 @@ def cell_file(ctx: Context, cell: tuple[str, str, str, int]) -> Path:
     return ctx.out / "cells" / f"{arch}__{c}__{m}__s{s}__{cell_hash(ctx.prof, arch, c, m, s, model_id)}.json"
 
 
+def _repair_cell(ctx: Context, model, m: str, c: str, seed: int, dc: ImageSet, field: np.ndarray | None = None):
+    from ..repair import RepairConfig, repair
+
+    if m == "original":
+        return model, {"seconds": 0.0, "history": []}
+    opts = dict(METHOD_OPTIONS[m])
+    opts.pop("field", None)
+    if opts.get("method") == "oracle":
+        opts["oracle_corruption"] = c
+    cfg = RepairConfig(**{**ctx.prof["repair"], **opts, "seed": seed})
+    torch.manual_seed(seed)
+    return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field)
+
+
+def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: dict, t0: float, **extra) -> dict:
+    arch, c, m, seed = cell
+    cmp["broken"] = len(cmp.pop("broken_indices", []))
+    result = {"arch": arch, "corruption": c, "method": m, "seed": seed, "model": model_id,
+              "hash": path.stem.rsplit("__", 1)[-1], "metrics": cmp, **extra,
+              "repair": {k: report.get(k) for k in ("seconds", "best_epoch", "img_per_s", "aug_share", "clusters",
+                                                    "tuned_parameters", "validation_before", "validation_after")},
+              "wall": time.perf_counter() - t0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(result, indent=1).encode())
+    return result
+
+
+def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
+    """A cell of a ``real`` profile: repair from ``collect`` real failures (plus, for a ``field``
+    method, the unlabelled field half); score on the evaluation half, which no method ever sees,
+    and on every photo outside Dc (for methods that saw no field photos)."""
+    from ..repair import compare
+
+    arch, c, m, seed = cell
+    path = cell_file(ctx, cell)
+    model, _, model_id = ctx.model(arch)
+    r = ctx.real_split(arch, seed)
+    real = r["real"]
+    dc = real.subset(r["dc"])
+    uses_field = METHOD_OPTIONS[m].get("field", False)
+    t0 = time.perf_counter()
+    repaired, report = _repair_cell(ctx, model, m, c, seed, dc, real.x[r["field"]] if uses_field else None)
+    ev = real.subset(r["eval"])
+    ev_wrong = ev.subset(np.flatnonzero(r["pred"][r["eval"]] != ev.y))
+    cmp = compare(model, repaired, ctx.test, failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev,
+                  device=ctx.device)
+    if not uses_field:
+        cmp["shifted_all_unseen"] = compare(model, repaired, ev, shifted=real.subset(r["unseen"]),
+                                            device=ctx.device)["shifted"]
+    return _finish(ctx, path, cell, model_id, cmp, report, t0, cross={}, failures=int(r["failures"]),
+                   collected=len(r["dc"]), field_photos=len(r["field"]) if uses_field else 0)
+
+
 def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     """Repair (or not, for ``original``) and evaluate one cell; write and return its result."""
-    from ..repair import RepairConfig, compare, repair
+    from ..repair import compare
 
     arch, c, m, seed = cell
     path = cell_file(ctx, cell)
     if path.is_file():
         return json.loads(path.read_text())
+    if ctx.prof.get("real"):
+        return run_real_cell(ctx, cell)
     model, meta, model_id = ctx.model(arch)
     f = ctx.failures(arch, c)
     classes = ctx.train.classes
     dc = ImageSet(f["dc_x"], f["dc_y"], classes)
     de = ImageSet(f["de_x"], f["de_y"], classes) if len(f["de_y"]) else None
     t0 = time.perf_counter()
-    if m == "original":
-        repaired, report = model, {"seconds": 0.0, "history": []}
-    else:
-        opts = dict(METHOD_OPTIONS[m])
-        if opts.get("method") == "oracle":
-            opts["oracle_corruption"] = c
-        cfg = RepairConfig(**{**ctx.prof["repair"], **opts, "seed": seed})
-        torch.manual_seed(seed)
-        repaired, report = repair(model, ctx.train, dc, cfg, device=ctx.device)
+    repaired, report = _repair_cell(ctx, model, m, c, seed, dc)
     groups = {f"severity {s}": f["de_severity"] == s for s in range(1, 6)} if de is not None else None
-    cmp = compare(model, repaired, ctx.test, failures=dc, heldout=de, heldout_groups=groups, device=ctx.device)
+    shifted = ctx.shifted(arch, c, f) if ctx.prof.get("shifted") else None
+    cmp = compare(model, repaired, ctx.test, failures=dc, heldout=de, heldout_groups=groups, shifted=shifted,
+                  dc_sources=f.get("dc_sources"), device=ctx.device)
     cross = {}
     for j in arch_corruptions(ctx.prof, arch):  # Fig. 4: this repair on every corruption's held-out failures
         g = ctx.failures(arch, j) if j != c else f
         if len(g["sub"]):
             x, y = g["de_x"][g["sub"]], g["de_y"][g["sub"]]
             cross[j] = float((predict(repaired, x, device=ctx.device) == y).mean())
-    cmp["broken"] = len(cmp.pop("broken_indices", []))
-    result = {"arch": arch, "corruption": c, "method": m, "seed": seed, "model": model_id,
-              "hash": path.stem.rsplit("__", 1)[-1], "metrics": cmp, "cross": cross,
-              "failures": int(f["failures"]), "original_acc_by_severity": f["acc"].tolist(),
-              "repair": {k: report.get(k) for k in ("seconds", "best_epoch", "img_per_s", "aug_share", "clusters")},
-              "wall": time.perf_counter() - t0}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(result, indent=1).encode())
-    return result
+    return _finish(ctx, path, cell, model_id, cmp, report, t0, cross=cross, failures=int(f["failures"]),
+                   original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by())
 
 
 def run_cell_task(cell, prof: dict, data_dir: str, out: str) -> tuple[str, str, str, int]:
