@@ -32,7 +32,8 @@ LAYOUTS = ("train.npz/test.npz with arrays x (uint8 NHWC) and y; "
 
 @dataclass(eq=False)
 class ImageSet:
-    """Labelled images: ``x`` uint8 (N,H,W,C) RGB (C=1 grey allowed), ``y`` int64 (N,)."""
+    """Labelled images: ``x`` uint8 (N,H,W,C) RGB (C=1 grey allowed; grey (N,H,W) gets the
+    channel axis), ``y`` int64 (N,)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -44,6 +45,8 @@ class ImageSet:
             got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
             raise DeepRepairError(f"images must be uint8 (0..255), got {got}; convert with "
                                   "np.clip(x * 255, 0, 255).round().astype(np.uint8) if in [0,1]")
+        if x.ndim == 3 and x.shape[2] not in (1, 3):  # grey images without a channel axis
+            x = self.x = x[..., None]
         if x.ndim != 4 or x.shape[3] not in (1, 3):
             hint = ("; it looks channels-first, use x.transpose(0, 2, 3, 1)"
                     if x.ndim == 4 and x.shape[1] in (1, 3) else "")
