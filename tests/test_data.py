@@ -66,7 +66,8 @@ def test_imageset_basics_and_subset():
 
 @pytest.mark.parametrize("x, y, classes, match", [
     (images().astype(np.float32), labels(), list("abcdefghij"), "uint8"),
-    (images()[:, :, :, 0], labels(), list("abcdefghij"), "shape"),
+    (images()[:, :, :, :2], labels(), list("abcdefghij"), "shape"),
+    (images()[0], labels(32), list("abcdefghij"), "shape"),  # one RGB image, no batch axis
     (images().transpose(0, 3, 1, 2), labels(), list("abcdefghij"), "channels-first"),
     (images(), labels(19), list("abcdefghij"), "20 images but 19 labels"),
     (images(), labels(), list("abc"), "labels span"),
@@ -75,6 +76,12 @@ def test_imageset_basics_and_subset():
 def test_imageset_rejects_bad_arrays(x, y, classes, match):
     with pytest.raises(DeepRepairError, match=match):
         ImageSet(x, y, classes)
+
+
+def test_imageset_takes_grey_with_or_without_channel_axis():
+    grey = images()[..., 0]
+    a, b = ImageSet(grey, labels(), list("abcdefghij")), ImageSet(grey[..., None], labels(), list("abcdefghij"))
+    assert a.x.shape == b.x.shape == (20, 32, 32, 1) and np.array_equal(a.x, b.x)
 
 
 # ---------------------------------------------------------------- resolve_data_dir
