@@ -341,15 +341,22 @@ def build() -> tuple[str, dict[str, str]]:
     findings = (f"- **Repair vs baselines:** {f_rep}\n- **Few failures:** {f_few}\n"
                 f"- **Regressions:** {f_ctl} {f_gate}\n- **Speed:** {f_speed}\n")
     link = "[`benchmarks/results/SUMMARY.md`](benchmarks/results/SUMMARY.md)"
+    seeds = rep.split("### Repair vs baselines, three seeds\n\n", 1)[1].split("\n### ", 1)[0]
+    docs = "../benchmarks/results/"  # links in docs/*.md
     blocks = {
         "findings": f"{findings}\nTables, machines and the commands that regenerate each figure: {link}.",
-        "findings-results": findings.replace("(benchmarks/results/", "(") + "\nTables and commands: [SUMMARY.md](SUMMARY.md).",
-        "repair-seeds": rep.split("### Repair vs baselines, three seeds\n\n", 1)[1].replace("](repair.json)", "](../benchmarks/results/repair.json)"),
-        "control": ctl.replace("](regressions_control.json)", "](../benchmarks/results/regressions_control.json)"),
-        "fewdc": few.replace("](regressions_fewdc", "](../benchmarks/results/regressions_fewdc"),
-        "gate": gate.replace("](gate_", "](../benchmarks/results/gate_"),
+        "findings-results": findings + "\nTables, machines and commands: [SUMMARY.md](SUMMARY.md).",
+        "repair-seeds": relink(seeds, docs),
+        "control": relink(ctl, docs),
+        "fewdc": relink(few, docs),
+        "gate": relink(gate, docs),
     }
     return doc, blocks
+
+
+def relink(text: str, prefix: str) -> str:
+    """Markdown links relative to benchmarks/results/ made relative to another folder."""
+    return re.sub(r"\]\((?!https?:|\.\./|#|/)", "](" + prefix, text)
 
 
 BLOCK = re.compile(r"(<!-- summary:(?P<name>[\w-]+):start -->\n)(.*?)(<!-- summary:(?P=name):end -->)", re.S)

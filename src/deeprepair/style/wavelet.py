@@ -1,9 +1,10 @@
-"""Training-free photorealistic style transfer in an orthonormal Haar wavelet basis.
+"""Training-free photorealistic style transfer in a wavelet basis: by default the undecimated
+B3-spline "starlet" (a trous) transform, optionally the orthonormal Haar one (``basis="haar"``).
 
 Degradations live in characteristic bands: noise and JPEG blocks in the fine detail bands,
 blur is their absence, haze, contrast and brightness in the coarse approximation. We
-decompose content and reference with a multi-level orthonormal Haar transform (exactly
-invertible), match the content's coefficients to the reference's per band and channel, and
+decompose content and reference into wavelet bands (starlet: the bands sum back to the image;
+Haar: exactly invertible), match the content's coefficients to the reference's per band and channel, and
 invert. Matching modes: ``energy`` (the default: per detail band and channel, shrink the
 content's coefficients where the reference has less energy -- blur -- and add the
 reference's own coefficients where it has more -- noise, blocks, snow -- so the output's band
@@ -106,7 +107,8 @@ def max_levels(h: int, w: int) -> int:
 
 
 class WaveletStyle(StyleTransfer):
-    """Per band and channel statistic matching in a ``levels``-level Haar basis (see module doc)."""
+    """Per band and channel statistic matching over ``levels`` wavelet levels, starlet (default)
+    or Haar basis (see module doc)."""
 
     name = "wavelet"
     MODES = ("energy", "hist", "meanstd", "wct")
