@@ -437,7 +437,7 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
     assert "add --gate" in capsys.readouterr().err
     assert main(common + ["--gate", "--gate-keep", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: gate_keep must be in (0, 1]") and err.count("\n") == 1
+    assert err.startswith("error: argument --gate-keep: must be a number in (0, 1]") and err.count("\n") == 1
     assert main(common + ["--gate", "--gate-holdout", str(held), "--gate-router", "mlp", "--gate-features",
                           "deep+style", "--gate-keep", "0.9", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

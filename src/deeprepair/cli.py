@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -19,6 +20,64 @@ from .errors import DeepRepairError
 # tests/test_cli.py checks it equals deeprepair.repair.METHODS
 REPAIR_METHODS = ["deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle",
                   "bn-adapt", "tent"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``error: ...`` on stderr, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind: type, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False):
+    """An argparse ``type=`` that parses ``kind`` and range-checks it; NaN and Inf are refused.
+
+    The one place numeric options are checked: the commands never see an out-of-range value.
+    """
+    what = "an integer" if kind is int else "a number"
+    if lo is not None and hi is not None:
+        span = f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    elif lo is not None:
+        span = f" {'>' if lo_open else '>='} {lo}"
+    else:
+        span = ""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{span}, got {text!r}") from None
+        if (not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo))
+                or (hi is not None and (v >= hi if hi_open else v > hi))):
+            raise argparse.ArgumentTypeError(f"must be {what}{span}, got {text}")
+        return v
+
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+COUNT = _number(int, 0)  # 0 allowed (0 = all, or none)
+SEED = _number(int, 0, 2**32 - 1)
+THREADS = _number(int, 1, 4096)
+FINITE = _number(float)
+POSITIVE = _number(float, 0, lo_open=True)
+NONNEGATIVE = _number(float, 0)
+BELOW_ONE = _number(float, 0, 1, hi_open=True)  # [0, 1): a rate that must leave room
+SHARE = _number(float, 0, 1, lo_open=True)  # (0, 1]
+UNIT = _number(float, 0, 1)  # [0, 1]
+
+
+def _out_dir(out: Path) -> Path:
+    """Create the output folder ``out``, or say in one line why it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise DeepRepairError(f"--out {out} is a file, not a folder: choose a folder (it is created)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeepRepairError(f"cannot create the output folder {out} ({exc.strerror or exc}); choose "
+                              "another --out in a writable place") from None
+    return out
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -38,8 +97,6 @@ def _load(args: argparse.Namespace, split: str):
     from .data import load_dataset, resolve_data_dir
 
     root = resolve_data_dir(args.data)
-    if args.limit < 0:
-        raise DeepRepairError(f"--limit must be 0 (all images) or a positive count; got {args.limit}")
     out = getattr(args, "out", None)
     if out and Path(out).resolve() == Path(root).resolve():
         raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
@@ -114,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                   "with `deeprepair train --arch resnet-20 --out M.safetensors` and pass --model M.safetensors")
     model, meta, device = _open_model(args, test.classes)
     _check_images(test, meta, "test")
-    out.mkdir(parents=True, exist_ok=True)
+    _out_dir(out)
     t0 = time.perf_counter()
     source = CorruptedSource(test.x, test.y, seed=args.seed)
     preds, stack = [], []
@@ -239,9 +296,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=p.prog.split()[-1] != "demo", help="checkpoint (.safetensors from `deeprepair train`), "
                    "TorchScript file, or your weights with --factory")  # fmt: skip
     p.add_argument("--factory", help="your model as package.module:function (called with num_classes=)")
-    p.add_argument("--num-classes", type=int, help="output width of your model (with --factory)")
-    p.add_argument("--mean", type=float, nargs=3, help="input normalisation mean your model expects")
-    p.add_argument("--std", type=float, nargs=3, help="input normalisation std your model expects")
+    p.add_argument("--num-classes", type=POSITIVE_INT, help="output width of your model (with --factory)")
+    p.add_argument("--mean", type=FINITE, nargs=3, help="input normalisation mean your model expects")
+    p.add_argument("--std", type=POSITIVE, nargs=3, help="input normalisation std your model expects")
     p.add_argument("--allow-pickle", action="store_true", help="allow a .pt/.pth file that is not a "
                    "plain state dict (runs code from the file: only for files you trust)")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
@@ -286,6 +343,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise DeepRepairError(f"{out} exists; choose another --out (existing checkpoints are never "
                               "overwritten)")
     state = out.with_suffix(".state.safetensors")
+    if out.exists() and not state.exists():  # --resume of a run that finished: nothing to do
+        _emit(args, {"checkpoint": str(out), "finished": True}, [f"{out} is a finished run: nothing to resume"])
+        return 0
     if state.exists() and not args.resume:
         raise DeepRepairError(f"an interrupted run left {state}: add --resume to continue it, or "
                               "delete it to start over")
@@ -380,6 +440,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     root, test, model, meta, device, source, names = _model_on_test(args)
     label = args.name or Path(args.model).stem
+    out = Path(args.out or Path("runs") / "evaluate" / label)
+    if (out / "rq1.json").exists() and not args.force:
+        raise DeepRepairError(f"{out} holds a report (rq1.json); choose another --out or pass --force to replace it")
+    _out_dir(out)
     t0 = time.perf_counter()
     with _progress(len(test) * (1 + 5 * len(names)), args.quiet, f"evaluate {label}") as bar:
         res = evaluate_model(model, source, names, device=device, precision=args.precision,
@@ -389,7 +453,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res["seconds"] = secs
     res["model"] = {"path": str(args.model), "arch": meta["arch"]}
     res["precision"] = args.precision
-    out = Path(args.out or Path("runs") / "evaluate" / label)
     paths = write_report({label: res}, out, extra={"data": str(root), "command": " ".join(sys.argv)})
     lines = [f"{label}: clean {res['clean']:.2%}"
              + (f", mean over {res['main_corruptions']} corruptions {res['mean_corrupted']:.2%}" if res["mean_corrupted"] is not None else ""),
@@ -410,17 +473,25 @@ def cmd_mine(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.resolve() == Path(root).resolve() or (source.folder and out.resolve() == source.folder.resolve()):
         raise DeepRepairError(f"--out {out} is an input folder: choose a separate output folder")
+    import hashlib
+
+    data_sha = hashlib.sha256(np.ascontiguousarray(test.x).tobytes() + test.y.astype("<i8").tobytes()).hexdigest()
     info = {"model": str(args.model), "model_sha256": sha256_file(args.model), "collect": args.collect,
             "seed": args.seed, "precision": args.precision, "source": source.describe(),
-            "data": str(root), "classes": test.classes, "corruptions": names}  # fmt: skip
+            "data": str(root), "data_sha256": data_sha, "classes": test.classes, "corruptions": names}  # fmt: skip
     old = out / "mining.json"
     if old.is_file():
-        prev = json.loads(old.read_text())
-        for key in ("model_sha256", "collect", "seed", "source"):
-            if prev.get(key) != info[key]:
+        try:
+            prev = json.loads(old.read_text())
+        except (OSError, ValueError) as exc:
+            raise DeepRepairError(f"{old} is unreadable ({exc}); choose a new --out") from None
+        if not isinstance(prev, dict):
+            raise DeepRepairError(f"{old} is not a mining record; choose a new --out")
+        for key in ("model_sha256", "collect", "seed", "source", "data_sha256"):
+            if prev.get(key) != info[key] and (key in prev or key != "data_sha256"):
                 raise DeepRepairError(f"{out} holds failures mined with another {key} "
                                       f"({prev.get(key)!r}); choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    _out_dir(out)
     splits, t0 = {}, time.perf_counter()
     with _progress(len(test) * 5 * len(names), args.quiet, "mine") as bar:
         for name in names:
@@ -530,8 +601,14 @@ def cmd_repair(args: argparse.Namespace) -> int:
                        gate=args.gate, gate_features=args.gate_features, gate_router=args.gate_router,
                        gate_calibration=args.gate_calibration,
                        gate_bound=args.gate_bound, gate_keep=args.gate_keep, selection=args.selection)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    _out_dir(out)
     state = out / "repair.state.safetensors"
+    from .train import data_fingerprint
+
+    run_file = _resume_guard(state, {  # what this run is made from: a state of another run is refused
+        "model": sha256_file(args.model), "training data": data_fingerprint(train.x, train.y),
+        "failure set": data_fingerprint(failures.x, failures.y),
+        "--gate-holdout": data_fingerprint(clean_heldout.x, clean_heldout.y) if clean_heldout else None})
     torch.manual_seed(args.seed)
     n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures) * args.dc_repeat
     with _progress(n_ft * args.epochs, args.quiet, f"repair ({args.method})") as bar:
@@ -563,8 +640,32 @@ def cmd_repair(args: argparse.Namespace) -> int:
     md = repair_report_markdown(Path(args.failures).name, cmp, report)
     atomic_write_bytes(out / "report.md", md.encode())
     state.unlink(missing_ok=True)
+    run_file.unlink(missing_ok=True)
     _emit(args, full, [md, f"wrote {out}/model.safetensors, report.json and report.md"])
     return 0
+
+
+def _resume_guard(state: Path, run_id: dict) -> Path:
+    """Record what a resumable run is made from beside its ``state`` file (before the first state is
+    saved), and refuse to resume a state that was made from anything else. Returns the record's path."""
+    from .data.io import atomic_write_bytes
+
+    record = state.with_name(state.name.replace(".safetensors", "") + ".run.json")
+    if state.exists():
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if not isinstance(saved, dict):
+            raise DeepRepairError(f"{state} has no readable record of the run that made it ({record.name}); "
+                                  "delete it to start over")
+        for key, value in run_id.items():
+            if saved.get(key) != value:
+                raise DeepRepairError(f"{state} belongs to a run with another {key}; rerun with the same inputs, "
+                                      "choose another --out, or delete it to start over")
+    else:
+        atomic_write_bytes(record, json.dumps(run_id, indent=2).encode())
+    return record
 
 
 def _style_options(backend: str, mode: str | None, checkpoint: str | None) -> dict:
@@ -655,6 +756,8 @@ def cmd_style(args: argparse.Namespace) -> int:
         return 0
     if not (args.content and args.style and args.out):
         raise DeepRepairError("give --content, --style and --out (or --figure PNG with --data)")
+    if Path(args.out).exists() and not args.force:
+        raise DeepRepairError(f"{args.out} exists; choose another --out or pass --force to replace it")
     st = create_style(args.backend, **_style_options(args.backend, args.mode, args.checkpoint))
     content = load_images(args.content, args.index)
     style = load_images(args.style, args.style_index)
@@ -677,7 +780,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if out.resolve() == Path(root).resolve():
         raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
     old = out / "profile.json"
-    if old.is_file() and json.loads(old.read_text()).get("name") != prof["name"]:
+    from .bench.report import read_json_object
+
+    if old.is_file() and read_json_object(old, "benchmark profile record").get("name") != prof["name"]:
         raise DeepRepairError(f"{out} holds a run of another profile; choose a new --out")
     t0 = time.perf_counter()
     log = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, flush=True))
@@ -726,13 +831,13 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data", help="dataset folder (npz files, cifar-10-batches-py or an image "
                        "folder tree); default: $DEEPREPAIR_DATA")  # fmt: skip
-        p.add_argument("--limit", type=int, default=0, help="use a fixed random subset of N images of each split (0 = all)")
+        p.add_argument("--limit", type=COUNT, default=0, help="use a fixed random subset of N images of each split (0 = all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeprepair", description=__doc__.split(":")[0] + ".")
+    parser = _Parser(prog="deeprepair", description=__doc__.split(":")[0] + ".")
     parser.add_argument("--version", action="version", version=f"deeprepair {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -746,11 +851,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the 4 held-out ones); see `deeprepair corruptions`")  # fmt: skip
     p.add_argument("--heldout", action="store_true", help="include the 4 held-out corruptions")
     p.add_argument("--severities", nargs="+", type=int, choices=[1, 2, 3, 4, 5])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--threads", type=THREADS, default=None, help="worker threads (default: all cores)")
     p.add_argument("--grid", metavar="PNG", help="instead (or as well), save a grid figure of one "
                    "image under every corruption and severity")  # fmt: skip
-    p.add_argument("--index", type=int, default=0, help="which image the --grid figure shows")
+    p.add_argument("--index", type=COUNT, default=0, help="which image the --grid figure shows")
     p.set_defaults(func=cmd_corrupt)
 
     p = sub.add_parser("demo", help="end-to-end demo: corrupt, mine failures, repair, compare",
@@ -761,15 +866,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.set_defaults(model=None)
     p.add_argument("--corruption", default="fog", help="which corruption the field brings (default: fog)")
-    p.add_argument("--collect", type=int, default=500, help="failures collected (Dc)")
+    p.add_argument("--collect", type=POSITIVE_INT, default=500, help="failures collected (Dc)")
     p.add_argument("--methods", nargs="+", default=["deeprepair", "augmix"],
                    choices=REPAIR_METHODS)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-subset", type=int, default=5000)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=2)
+    p.add_argument("--train-subset", type=COUNT, default=5000)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--offline", action="store_true", help="with no --data: skip the CIFAR-10 download and "
                    "use scikit-learn's bundled digits")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a classifier from scratch (the deployed model to repair)",
@@ -779,13 +884,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--arch", required=True, help="model name (see `deeprepair models`)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors; .json beside it)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=30)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    p.add_argument("--lr", type=POSITIVE, default=0.1)
+    p.add_argument("--weight-decay", type=NONNEGATIVE, default=5e-4)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle"])
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=BELOW_ONE, default=0.0)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory (faster for DenseNet's "
@@ -803,18 +908,19 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         _model_args(p)
         p.add_argument("--corrupted", help="CIFAR-10-C style folder (default: render on the fly)")
-        p.add_argument("--corruption-seed", type=int, default=0, help="seed for on-the-fly rendering")
+        p.add_argument("--corruption-seed", type=SEED, default=0, help="seed for on-the-fly rendering")
         p.add_argument("--corruptions", nargs="+", help="names (default: the 15 of the paper)")
         p.add_argument("--heldout", action="store_true", help="add the 4 held-out corruptions")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--collect", type=int, default=1000, help="failures per corruption to collect (Dc)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Dc/De split")
+    p.add_argument("--collect", type=POSITIVE_INT, default=1000, help="failures per corruption to collect (Dc)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the Dc/De split")
     p.add_argument("--export-heldout", action="store_true", help="also write <corruption>.de.npz "
                    "(the held-out failures, for `repair --eval-failures`)")  # fmt: skip
     p.set_defaults(func=cmd_mine)
     evaluate_p = sub.choices["evaluate"]
     evaluate_p.add_argument("--out", help="report folder (default: runs/evaluate/<model name>)")
     evaluate_p.add_argument("--name", help="label of the model in reports (default: file name)")
+    evaluate_p.add_argument("--force", action="store_true", help="replace a report already in --out")
     evaluate_p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("repair", help="repair a model from collected failures (DeepRepair, AugMix, fine-tune)",
@@ -833,17 +939,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matching mode: wavelet hist/meanstd/wct (default energy); adain adain/wct")
     p.add_argument("--style-checkpoint", help="adain backend: decoder from `deeprepair train-style`")
     p.add_argument("--sampling", default="eq4", choices=["eq4", "uniform", "per-class"])
-    p.add_argument("--clusters", type=int, default=5)
+    p.add_argument("--clusters", type=POSITIVE_INT, default=5)
     p.add_argument("--safe", action="store_true", help="the no-regressions recipe measured in "
                    "benchmarks/results/regressions.md section 11: --epochs 1, --train-subset 80%% of the "
                    "training images, --dc-repeat 4, --distill 1, --gate --gate-router mlp --gate-features "
                    "deep+style (flags given with it override its values)")
-    p.add_argument("--epochs", type=int, help="budget: passes over the fine-tuning set (default 3)")
-    p.add_argument("--train-subset", type=int, help="training images used (default 10000; 0 = all)")
-    p.add_argument("--dc-repeat", type=int, help="copies of the failures in the fine-tuning set (default 1)")
+    p.add_argument("--epochs", type=POSITIVE_INT, help="budget: passes over the fine-tuning set (default 3)")
+    p.add_argument("--train-subset", type=COUNT, help="training images used (default 10000; 0 = all)")
+    p.add_argument("--dc-repeat", type=POSITIVE_INT, help="copies of the failures in the fine-tuning set (default 1)")
     p.add_argument("--oracle-corruption", help="oracle method: the failures' true corruption name")
-    p.add_argument("--fewshot-replay", type=int, default=0, help="fewshot method: training images replayed")
-    p.add_argument("--distill", type=float, help="regression control: weight of distillation "
+    p.add_argument("--fewshot-replay", type=COUNT, default=0, help="fewshot method: training images replayed")
+    p.add_argument("--distill", type=NONNEGATIVE, help="regression control: weight of distillation "
                    "from the original model on training inputs (e.g. 1.0; default 0)")
     p.add_argument("--interpolate", action="store_true", help="regression control: mix original and "
                    "repaired weights, choosing the mix on the validation split")
@@ -854,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "wavelet statistics (style) or both")
     p.add_argument("--gate-router", choices=["linear", "mlp"], help="the --gate router: "
                    "logistic regression (linear, the default) or one hidden layer of 128 units (mlp)")
-    p.add_argument("--gate-calibration", type=int, default=5000, help="with --gate: also check the threshold's "
+    p.add_argument("--gate-calibration", type=COUNT, default=5000, help="with --gate: also check the threshold's "
                    "break rate on up to this many training images left out of fine-tuning (default 5000; 0: only "
                    "the 1,000 validation images)")
     p.add_argument("--gate-bound", default="wilson", choices=["point", "wilson"], help="with --gate: hold the "
@@ -862,18 +968,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-holdout", metavar="PATH", help="with --gate: labelled clean images the original model "
                    "was not trained on (its validation split; never your test set), .npz (x, y) or class folders; "
                    "the threshold then also keeps clean accuracy on them >= the original's")
-    p.add_argument("--gate-keep", type=float, metavar="FRACTION", help="with --gate: route only as much as keeps "
+    p.add_argument("--gate-keep", type=SHARE, metavar="FRACTION", help="with --gate: route only as much as keeps "
                    "this share of the repair of the validation failures (e.g. 0.9) instead of routing up to "
                    "--max-break; fewer clean images change")
-    p.add_argument("--max-break", type=float, default=0.01, help="with --interpolate or --gate: largest "
+    p.add_argument("--max-break", type=BELOW_ONE, default=0.01, help="with --interpolate or --gate: largest "
                    "validation break rate allowed (default 0.01)")
     p.add_argument("--selection", default="auto", choices=["holdout", "last", "auto"], help="model "
                    "selection: best epoch on 10%% of the failures held out (holdout, may keep the original), "
                    "the last epoch with no failures held out (last), or last when fewer than 20 would be held "
                    "out, i.e. under 200 failures (auto, the default)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=POSITIVE, default=0.01)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
     p.set_defaults(func=cmd_repair)
 
@@ -884,17 +990,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--content", help="image file or .npz with x")
     p.add_argument("--style", help="reference image file or .npz with x (one, or one per content image)")
-    p.add_argument("--index", type=int, nargs="+", help="which images of a content .npz (default: all)")
-    p.add_argument("--style-index", type=int, nargs="+", help="which images of a style .npz")
+    p.add_argument("--index", type=COUNT, nargs="+", help="which images of a content .npz (default: all)")
+    p.add_argument("--style-index", type=COUNT, nargs="+", help="which images of a style .npz")
     p.add_argument("--out", help="PNG to write")
     p.add_argument("--backend", default="wavelet", choices=["wavelet", "fourier", "adain"])
     p.add_argument("--mode", choices=["hist", "meanstd", "wct", "adain"], help="matching mode (wavelet: "
                    "hist/meanstd/wct, default energy; adain: adain/wct)")
     p.add_argument("--checkpoint", help="adain backend: decoder from `deeprepair train-style` "
                    "(with --figure: adds an adain column)")
-    p.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
+    p.add_argument("--alpha", type=UNIT, default=1.0, help="style strength in [0, 1]")
     p.add_argument("--figure", metavar="PNG", help="render the Fig. 1-style grid from --data instead")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_style)
 
     p = sub.add_parser("train-style", help="train the adain style backend's decoder for an encoder model",
@@ -905,12 +1012,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--out", required=True, help="style checkpoint to write (.safetensors)")
     p.add_argument("--layer", help="encoder submodule to cut at (default: last full-resolution map)")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=64, help="decoder channels")
-    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the feature reconstruction loss")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=4)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--width", type=POSITIVE_INT, default=64, help="decoder channels")
+    p.add_argument("--feature-weight", type=NONNEGATIVE, default=1.0, help="weight of the feature reconstruction loss")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_train_style)
 
@@ -946,7 +1053,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help and --version exit 0; a bad argument was printed as one `error:` line
+        if e.code in (0, None):
+            raise
+        return 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -961,6 +1073,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (full disk, read-only folder, a file where a folder goes)
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: cannot write or read{where}: {e.strerror or e}; check that the path is writable and "
+              "the disk has free space", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `deeprepair corruptions | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

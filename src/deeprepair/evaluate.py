@@ -42,6 +42,10 @@ class CorruptedSource:
         if len(block) != len(self.y):
             raise DeepRepairError(f"{self.folder}/{name}.npy holds {len(block)} images per severity "
                                   f"but the clean test set has {len(self.y)}: use the matching data")
+        if block.shape[1:] != self.x.shape[1:]:
+            raise DeepRepairError(f"{self.folder}/{name}.npy holds {block.shape[2]}x{block.shape[1]} images but the "
+                                  f"clean test images are {self.x.shape[2]}x{self.x.shape[1]}: use the corrupted "
+                                  "set made from this data")
         return block
 
     def labels(self) -> np.ndarray:
@@ -167,8 +171,8 @@ def write_report(results: dict[str, dict], out: str | Path, stem: str = "rq1", e
     md = markdown_table(results, "# Accuracy (%) on clean and corrupted test images")
     for m, r in results.items():
         md += f"\n## {m}: per severity\n\n" + severity_table(r)
-    paths = [atomic_write_bytes(out / f"{stem}.json", json.dumps({"results": results, **(extra or {})},
-                                                                  indent=2).encode()),
-             atomic_write_bytes(out / f"{stem}.md", md.encode()),
-             plot_accuracy(results, out / f"{stem}.png")]
-    return paths
+    # the JSON (the record a finished report is known by) goes last: a failed write leaves none
+    paths = [plot_accuracy(results, out / f"{stem}.png"), atomic_write_bytes(out / f"{stem}.md", md.encode()),
+             atomic_write_bytes(out / f"{stem}.json", json.dumps({"results": results, **(extra or {})},
+                                                                  indent=2).encode())]
+    return paths[::-1]

@@ -99,11 +99,27 @@ def read_state(path: Path) -> dict:
 
 
 def load_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Restore what ``save_run_state`` wrote; returns (record, best state dict or {})."""
+    """Restore what ``save_run_state`` wrote; returns (record, best state dict or {}).
+
+    A file that is not such a state (random bytes, a pickle, a model checkpoint, another
+    architecture's state) is a one-line error, never a traceback."""
+    try:
+        return _load_run_state(path, model, opt)
+    except DeepRepairError:
+        raise
+    except Exception as exc:  # safetensors' own errors, KeyError 'meta', shape mismatches
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DeepRepairError(f"{path} is not a resumable state of this run ({type(exc).__name__}: {first}); "
+                              "delete it to start over") from None
+
+
+def _load_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["meta"])
+        if not isinstance(meta, dict):
+            raise ValueError("its record is not a JSON object")
         keys = list(f.keys())
         model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
         best = {k[5:]: f.get_tensor(k) for k in keys if k.startswith("best.")}
@@ -115,6 +131,15 @@ def load_run_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
                     val = f.get_tensor(k)
                     opt.state[p][k[len(f"opt.{i}."):]] = val if val.ndim == 0 else val.to(p.device)
     return meta, best
+
+
+def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of images and labels: what a resumable run records it was made from."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    h.update(np.asarray(y).astype("<i8").tobytes())
+    return h.hexdigest()
 
 
 def same_config(saved: dict | None, cfg: TrainConfig) -> bool:
@@ -156,11 +181,15 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
     opt = torch.optim.SGD(decay + no_decay, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     start, history, seconds = 0, [], 0.0
+    data_sha = data_fingerprint(x, y)
     if state_path is not None and Path(state_path).exists():
         meta, _ = load_run_state(Path(state_path), model, opt)
         if not same_config(meta.get("config"), cfg):
             raise DeepRepairError(f"{state_path} was written by a run with other settings; "
                                   "delete it to start over, or rerun with the same settings")
+        if meta.get("data_sha256", data_sha) != data_sha:
+            raise DeepRepairError(f"{state_path} was written by a run on other training data; "
+                                  "rerun with the same --data (and --limit), or delete it to start over")
         start, history, seconds = meta["epochs_done"], meta["history"], meta["seconds"]
     forward = torch.compile(model) if cfg.compile else model  # shares the parameters with model
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -201,7 +230,8 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
         seconds += row["seconds"]
         history.append(row)
         if state_path is not None:
-            save_run_state(Path(state_path), model, opt, {"config": asdict(cfg), "epochs_done": epoch + 1,
+            save_run_state(Path(state_path), model, opt, {"config": asdict(cfg), "data_sha256": data_sha,
+                                                       "epochs_done": epoch + 1,
                                                        "history": history, "seconds": seconds})
         if on_epoch is not None:
             on_epoch(row)

@@ -12,10 +12,37 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import atomic_write_bytes
+from ..errors import DeepRepairError
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a one-line error saying the file is not one."""
+    fix = "delete it and rerun `deeprepair bench` with the same --out to remake it"
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DeepRepairError(f"{path} is not a readable {what} ({type(exc).__name__}: {exc}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise DeepRepairError(f"{path} is not a {what}: it holds a JSON {type(obj).__name__}, not an object; {fix}")
+    return obj
+
+
+# what the report reads from each cell: key -> accepted types
+_CELL_SCHEMA = {"arch": str, "corruption": str, "method": str, "metrics": dict, "repair": dict, "cross": dict}
+_METRICS_SCHEMA = ("clean_after", "break_rate")
 
 
 def load_cells(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((Path(out) / "cells").glob("*.json"))]
+    cells = []
+    for p in sorted((Path(out) / "cells").glob("*.json")):
+        c = read_json_object(p, "benchmark cell")
+        bad = [k for k, t in _CELL_SCHEMA.items() if not isinstance(c.get(k), t)]
+        bad += [f"metrics.{k}" for k in _METRICS_SCHEMA if not bad and not isinstance(c["metrics"].get(k), (int, float))]
+        if bad:
+            raise DeepRepairError(f"{p} is not a finished benchmark cell (missing or malformed: {', '.join(bad)}); "
+                                  "delete it and rerun `deeprepair bench` with the same --out to remake it")
+        cells.append(c)
+    return cells
 
 
 def _agg(vals: list[float]) -> tuple[float, float, int]:
@@ -65,7 +92,9 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     import matplotlib.pyplot as plt
 
     cells = load_cells(out)
-    prof = prof or json.loads((Path(out) / "profile.json").read_text())
+    prof = prof or read_json_object(Path(out) / "profile.json", "benchmark profile record")
+    if not isinstance(prof.get("name"), str):
+        raise DeepRepairError(f"{Path(out) / 'profile.json'} names no profile; rerun `deeprepair bench` to remake it")
     de = grid(cells, lambda c: c["metrics"].get("de_after"))
     clean = grid(cells, lambda c: c["metrics"]["clean_after"])
     brk = grid(cells, lambda c: c["metrics"]["break_rate"] if c["method"] != "original" else None)

@@ -169,10 +169,9 @@ def grid_figure(image: np.ndarray, corruptions: Sequence[str], path: str | Path,
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("deeprepair corruptions (CIFAR-10-C recipe); * = held-out extra", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(Path(path), buf.getvalue())  # never a half-written figure

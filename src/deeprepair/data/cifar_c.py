@@ -48,7 +48,7 @@ def write_corruption(out_dir: str | Path, name: str, blocks: np.ndarray,
     _check_images(blocks, f"corruption {name!r}")
     path = Path(out_dir) / f"{name}.npy"
     if path.exists() and not overwrite:
-        raise DeepRepairError(f"{path} already exists: pass overwrite=True (--overwrite) or "
+        raise DeepRepairError(f"{path} already exists: pass overwrite=True (Python API) or "
                               "choose another output folder")
     return atomic_save_npy(path, blocks)
 
@@ -75,7 +75,7 @@ def write_labels(out_dir: str | Path, y: np.ndarray, num_severities: int = 5,
         if same:
             return path
         raise DeepRepairError(f"{path} already exists with different labels: pass overwrite=True "
-                              "(--overwrite) or choose another output folder")
+                              "(Python API) or choose another output folder")
     return atomic_save_npy(path, tiled)
 
 

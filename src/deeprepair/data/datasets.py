@@ -163,9 +163,23 @@ def _read_classes_txt(root: Path) -> list[str] | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = [Path(d) / f for d, _, fs in os.walk(folder, followlinks=True) for f in fs
-             if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    """Image files under ``folder`` (symlinked folders followed; a link back into the tree is an error,
+    since following it would load the same images again under other labels)."""
+    files, seen = [], set()
+    for d, dirs, fs in os.walk(folder, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            raise DeepRepairError(f"{d} is a symbolic link back into {folder} (a link loop or a second path to "
+                                  "the same images): remove the link")
+        seen.add(real)
+        dirs.sort()
+        files += [Path(d) / f for f in fs if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     return sorted(files)
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """One image file as uint8 (H, W, 3) RGB; 16-bit images are scaled to 8 bits, not clipped."""
+    return _decode(Path(path))
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -173,7 +187,14 @@ def _decode(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: scale, never clip
+                grey = np.asarray(im, dtype=np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise ValueError(f"{im.mode} pixel values outside 0..65535")
+                return np.repeat(((grey * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode == "F":
+                raise ValueError("floating-point pixels; save it as an 8-bit (or 16-bit) PNG")
+            return np.array(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DeepRepairError(f"cannot decode image {path}: {exc}; remove or replace it") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,6 +24,61 @@ FORMAT = "deeprepair-checkpoint/1"
 def meta_path(ckpt: str | Path) -> Path:
     """The JSON file that goes with a ``.safetensors`` checkpoint."""
     return Path(ckpt).with_suffix(".json")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_metadata(meta: Any, source: str | Path) -> dict[str, Any]:
+    """The schema of a checkpoint's metadata, checked where it is read: return ``meta`` or raise
+    a one-line error naming the field that is wrong (``source``: the file it came from)."""
+    fix = "re-save the model with `deeprepair train` or fix the file"
+    if not isinstance(meta, dict):
+        raise DeepRepairError(f"{source}: checkpoint metadata must be a JSON object, got {type(meta).__name__}; {fix}")
+    arch, k = meta.get("arch"), meta.get("num_classes")
+    if not isinstance(arch, str) or not arch:
+        raise DeepRepairError(f"{source}: metadata field 'arch' must name an architecture, got {arch!r}; {fix}")
+    if not _is_int(k) or k < 1:
+        raise DeepRepairError(f"{source}: metadata field 'num_classes' must be a positive integer, got {k!r}; {fix}")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if v is None:
+            continue
+        if not (isinstance(v, list) and len(v) in (1, 3) and all(_is_number(e) for e in v)):
+            raise DeepRepairError(f"{source}: metadata field {key!r} must be a list of 3 finite numbers, got {v!r}; {fix}")
+        if key == "std" and min(v) <= 0:
+            raise DeepRepairError(f"{source}: metadata field 'std' must be positive, got {v!r}; {fix}")
+    size = meta.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 3 and all(_is_int(e) and e > 0 for e in size)):
+        raise DeepRepairError(f"{source}: metadata field 'input_size' must be [H, W, C], got {size!r}; {fix}")
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) == k):
+        raise DeepRepairError(f"{source}: metadata field 'classes' must list num_classes ({k}) names; {fix}")
+    gate = meta.get("gate")
+    if gate:  # a routed repair: its router's shape
+        if not isinstance(gate, dict):
+            raise DeepRepairError(f"{source}: metadata field 'gate' must be a JSON object, got {type(gate).__name__}; {fix}")
+        n = gate.get("n_features")
+        if not _is_int(n) or n < 1:
+            raise DeepRepairError(f"{source}: metadata field 'gate.n_features' must be a positive integer, got {n!r}; {fix}")
+        for key in ("router", "features"):
+            if not isinstance(gate.get(key, ""), str):
+                raise DeepRepairError(f"{source}: metadata field 'gate.{key}' must be a name, got {gate[key]!r}; {fix}")
+    return meta
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or Inf: such a model only looks like it works."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DeepRepairError(f"{path} holds weights that are not finite numbers (NaN or Inf in {bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the model is broken; "
+                              "use the checkpoint of a run that did not diverge")
 
 
 def save_checkpoint(model: Classifier, path: str | Path, meta: dict[str, Any]) -> Path:
@@ -48,8 +104,9 @@ def save_checkpoint(model: Classifier, path: str | Path, meta: dict[str, Any]) -
             raise DeepRepairError(f"checkpoint metadata needs {key!r}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     text = json.dumps(meta, indent=2, sort_keys=True)
-    atomic_write_bytes(path, save(tensors, metadata={"deeprepair": text}))
+    # the weights last: a checkpoint that exists is complete (a failed write leaves at most the JSON)
     atomic_write_bytes(meta_path(path), (text + "\n").encode())
+    atomic_write_bytes(path, save(tensors, metadata={"deeprepair": text}))
     return path
 
 
@@ -63,8 +120,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     mp = meta_path(path)
     if mp.is_file():
         try:
-            return json.loads(mp.read_text())
-        except json.JSONDecodeError as exc:
+            return check_metadata(json.loads(mp.read_text()), mp)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DeepRepairError(f"{mp} is not valid JSON ({exc}); fix or delete it") from None
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -74,7 +131,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not text:
         raise DeepRepairError(f"{path} has no deeprepair metadata; load it with --factory and "
                               "--num-classes instead")
-    return json.loads(text)
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeepRepairError(f"{path}: the metadata in its header is not valid JSON ({exc}); re-save the "
+                              "model with `deeprepair train`") from None
+    return check_metadata(meta, path)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -121,7 +183,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
                 f"{path} is a {_KNOWN_KINDS.get(key, key)} checkpoint ({key!r} in its metadata), whose loader "
                 "registers when deeprepair.repair is imported: load it with deeprepair.load_checkpoint, or "
                 "import deeprepair.repair first")
-        model = _CHECKPOINT_KINDS[key](make, meta[key])
+        try:
+            model = _CHECKPOINT_KINDS[key](make, meta[key])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeepRepairError(f"{path}: its {key!r} metadata does not describe a model ({exc})") from None
     else:
         model = make()
     _load_state(model, _read_safetensors(Path(path)), path)
@@ -129,6 +194,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    _check_finite(state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -146,6 +212,9 @@ def read_user_weights(path: str | Path, allow_pickle: bool = False) -> dict[str,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:
+        if not allow_pickle and "weights only load failed" not in str(exc).lower():
+            raise DeepRepairError(f"{path} is not a torch weights file ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120]}); give a .pt/.pth from torch.save or a .safetensors") from None
         if not allow_pickle:
             raise DeepRepairError(
                 f"{path} cannot be loaded as plain weights (it holds pickled objects, which can run "
@@ -208,6 +277,7 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
         except Exception:
             raise DeepRepairError(f"{path} is neither a deeprepair checkpoint nor a TorchScript file; "
                                   "for a state dict give --factory package.module:function") from None
+        _check_finite(dict(net.state_dict()), path)
         arch = f"torchscript:{path.name}"
     else:
         if num_classes is None:

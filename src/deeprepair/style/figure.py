@@ -97,20 +97,33 @@ def load_images(path: str | Path, index: Sequence[int] | None = None) -> np.ndar
     if not path.is_file():
         raise DeepRepairError(f"{path} not found: give an image file or an .npz with x")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f.files:
-                raise DeepRepairError(f"{path} has no array x")
-            x = f["x"]
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f.files:
+                    raise DeepRepairError(f"{path} has no array x (found: {', '.join(f.files) or 'nothing'}); "
+                                          "save it with np.savez(path, x=images)")
+                x = f["x"]
+        except DeepRepairError:
+            raise
+        except Exception as exc:  # BadZipFile, ValueError (pickled objects), OSError
+            raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                                  "expected an .npz written by np.savez with a uint8 array x") from None
+        from ..data import ImageSet
+
+        if len(x) == 0:
+            raise DeepRepairError(f"{path} holds no images")
+        try:  # the data layer's checks: uint8, (N, H, W, C)
+            x = ImageSet(x, np.zeros(len(x), np.int64), ["image"]).x  # grey (N, H, W) gains its axis
+        except DeepRepairError as exc:
+            raise DeepRepairError(f"{path}: {exc}") from None
+        if x.shape[3] != 3:
+            raise DeepRepairError(f"{path}: style transfer needs RGB images (N, H, W, 3), got {x.shape}")
         if index is not None:
             bad = [i for i in index if not 0 <= i < len(x)]
             if bad:
                 raise DeepRepairError(f"index {bad[0]} out of range: {path} holds {len(x)} images")
             x = x[list(index)]
         return np.ascontiguousarray(x)
-    from PIL import Image, UnidentifiedImageError
+    from ..data.datasets import decode_image
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))[None]
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DeepRepairError(f"cannot decode {path}: {exc}") from None
+    return decode_image(path)[None]  # 16-bit images scaled to 8 bits, as everywhere
