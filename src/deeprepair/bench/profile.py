@@ -104,7 +104,7 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
     """Hash of everything a cell's result depends on: same hash, same cell."""
     key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
            "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
-           **{k: prof[k] for k in ("shifted", "real") if k in prof},
+           **{k: prof[k] for k in ("shifted", "real", "elsewhere") if k in prof},
            # the paper's per-failure split keeps the hashes of the runs made before the split existed
            **({} if prof.get("split_by", "image") == "failure" else {"split_by": prof.get("split_by", "image")}),
            "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,

@@ -154,6 +154,24 @@ class Context:
         y = np.tile(self.test.y, len(stack) // len(self.test.y))
         return ImageSet(np.ascontiguousarray(stack[f["unseen"]]), y[f["unseen"]], self.test.classes)
 
+    def elsewhere(self, arch: str) -> dict:
+        """The profile's ``elsewhere`` fixed test photos (seeded) under every standard corruption at
+        every severity, with the original's answers: accuracy on the corruptions a repair did not
+        target. Rendered and predicted once per architecture (OUT/mine/<arch>/elsewhere.npz)."""
+        from ..corruptions import CORRUPTIONS, corrupt
+
+        path = self.mine_dir(arch) / "elsewhere.npz"
+        if not path.is_file():
+            model, _, _ = self.model(arch)
+            photos = np.sort(np.random.default_rng(4).choice(len(self.test), self.prof["elsewhere"], replace=False))
+            names = list(CORRUPTIONS)  # the 15 standard ones
+            x = np.stack([np.concatenate([corrupt(self.test.x[photos], c, s, seed=0) for s in range(1, 6)])
+                          for c in names])
+            pred = np.stack([predict(model, xi, device=self.device) for xi in x])
+            _save_npz(path, x=x, pred=pred, photos=photos, names=np.array(names))
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
     # -- real photos (a ``real`` profile) ---------------------------------------------------
     def real_set(self) -> ImageSet:
         cfg = self.prof["real"]
@@ -226,6 +244,21 @@ def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: di
     return result
 
 
+def _elsewhere(ctx: Context, arch: str, c: str, repaired, dc_sources) -> dict:
+    """Accuracy before/after on the other corruptions (not ``c``), on the fixed photos that are
+    not sources of Dc; ``before``/``after`` are the means over those corruptions."""
+    e = ctx.elsewhere(arch)
+    keep = np.tile(~np.isin(e["photos"], dc_sources if dc_sources is not None else []), 5)
+    y = np.tile(ctx.test.y[e["photos"]], 5)[keep]
+    per = {}
+    for name, x, pred in zip(e["names"].tolist(), e["x"], e["pred"]):
+        if name != c:
+            after = predict(repaired, x[keep], device=ctx.device)
+            per[name] = {"before": float((pred[keep] == y).mean()), "after": float((after == y).mean())}
+    return {"before": float(np.mean([v["before"] for v in per.values()])),
+            "after": float(np.mean([v["after"] for v in per.values()])), "images": int(keep.sum()), "per": per}
+
+
 def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     """A cell of a ``real`` profile: repair from ``collect`` real failures (plus, for a ``field``
     method, the unlabelled field half); score on the evaluation half, which no method ever sees,
@@ -273,6 +306,8 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     shifted = ctx.shifted(arch, c, f) if ctx.prof.get("shifted") else None
     cmp = compare(model, repaired, ctx.test, failures=dc, heldout=de, heldout_groups=groups, shifted=shifted,
                   dc_sources=f.get("dc_sources"), device=ctx.device)
+    if ctx.prof.get("elsewhere"):
+        cmp["elsewhere"] = _elsewhere(ctx, arch, c, repaired, f.get("dc_sources"))
     cross = {}
     for j in arch_corruptions(ctx.prof, arch):  # Fig. 4: this repair on every corruption's held-out failures
         g = ctx.failures(arch, j) if j != c else f
