@@ -223,6 +223,33 @@ def section_fewdc() -> tuple[str, str]:
     return body, finding
 
 
+def section_selection() -> str:
+    """``holdout`` vs ``last`` model selection at few failures (the "(last)" rows of fewdc)."""
+    d = load("regressions_fewdc.json")
+    last = [r for r in d["rows"] if r["method"].endswith(" (last)")]
+    corr = sorted({r["corruption"] for r in last})
+    sizes = sorted({r["size"] for r in last})
+    hold = [r for r in d["rows"] if "(" not in r["method"] and r["corruption"] in corr and r["size"] in sizes]
+    out, diffs = [], []
+    for m in ("finetune", "augmix", "deeprepair"):
+        for n in sizes:
+            h = [r for r in hold if r["method"] == m and r["size"] == n]
+            la = [r for r in last if r["method"] == f"{m} (last)" and r["size"] == n]
+            hd, ld = by_seed(h, "de", "size")[(n,)], by_seed(la, "de", "size")[(n,)]
+            hb, lb = by_seed(h, "break", "size")[(n,)], by_seed(la, "break", "size")[(n,)]
+            diffs.append((n, mean(ld) - mean(hd)))
+            out.append([NAMES[m].split(" (")[0], n, ms(hd), ms(ld), ms(hb), ms(lb)])
+    smallest = [x for n, x in diffs if n == min(sizes)]
+    finding = (f"At {min(sizes)} failures, keeping the last epoch instead of the best on the validation split "
+               f"changes mean De by {min(smallest) * 100:+.1f} to {max(smallest) * 100:+.1f} points"
+               f"{' (higher for every method)' if min(smallest) > 0 else ''}; "
+               f"at {', '.join(str(n) for n in sizes if n != min(sizes))} the differences range "
+               f"{100 * min(x for n, x in diffs if n != min(sizes)):+.1f} to {100 * max(x for n, x in diffs if n != min(sizes)):+.1f}.")
+    t = table(["method", "\\|Dc\\|", "De, holdout (%)", "De, last (%)", "break, holdout (%)", "break, last (%)"], out)
+    return (f"{finding}\n\n{t}\n\nOn {', '.join(corr)}, 3 seeds (± = std over seeds of the mean over the "
+            f"corruptions). {source('regressions_fewdc.json', d['provenance'])}\n")
+
+
 # -- 3. regressions and routed repair -----------------------------------------------------------
 def meets(de_gain_kept: float, brk: float, clean: float, clean_before: float) -> bool:
     return brk <= 0.01 and clean >= clean_before and de_gain_kept >= 0.9
@@ -406,7 +433,7 @@ def build() -> tuple[str, dict[str, str]]:
            "a table says otherwise. De = accuracy on the held-out failures (0% before repair by construction), "
            "break = share of the clean test images the original got right and the repair gets wrong.\n\n"
            f"## 1. Does DeepRepair beat the baselines?\n\n{rep}\n"
-           f"## 2. With few collected failures?\n\n{few}\n"
+           f"## 2. With few collected failures?\n\n{few}\n### Model selection with few failures\n\n{section_selection()}\n"
            f"## 3. Regressions: what does repair break, and can routing prevent it?\n\n### At the comparison's budget\n\n"
            f"{ctl}\n### Thresholds and routers at that budget\n\n{routers}\n"
            f"### A longer repair behind a router\n\n{gate}\n"
@@ -424,6 +451,7 @@ def build() -> tuple[str, dict[str, str]]:
         "fewdc": relink(few, docs),
         "gate": relink(gate, docs),
         "routers": relink(routers, docs),
+        "selection": relink(section_selection(), docs),
         "mixed": relink(section_mixed(), docs),
         "testtime": relink(section_testtime(), docs),
     }
