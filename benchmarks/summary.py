@@ -145,7 +145,13 @@ def section_repair() -> tuple[str, str]:
                 f"on De is {ms(d_aug)} points and DeepRepair minus fine-tuning {ms(d_ft)} (mean over corruptions, "
                 "± = std over seeds).")
     mixed = section_mixed()
-    body = (f"### Repair vs baselines, one seed, the whole grid\n\n{finding}\n\n{t1}\n\n{src1}\n\n"
+    per_arch = defaultdict(set)
+    for c in cells:
+        per_arch[c["arch"]].add(c["corruption"])
+    note1 = (f"Mean over {arch}'s {len(per_arch[arch])} corruptions; the finding counts every model x corruption "
+             f"cell ({', '.join(f'{a}: {len(cs)}' for a, cs in per_arch.items())}). Other corruptions' De: the "
+             "repaired model on the held-out failures of the model's other corruptions (Fig. 4).")
+    body = (f"### Repair vs baselines, one seed, the whole grid\n\n{finding}\n\n{t1}\n\n{note1}\n\n{src1}\n\n"
             f"### Repair vs baselines, three seeds\n\n{finding2}\n\n{t2}\n\n{source('repair.json', rep['provenance'])}\n\n"
             f"### Failures of 15 mixed types, three seeds\n\n{mixed}\n"
             f"### Label-free test-time baselines\n\n{section_testtime()}")
