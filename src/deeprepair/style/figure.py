@@ -20,6 +20,14 @@ def _u8(t: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def _show(ax, img: np.ndarray) -> None:
+    """One uint8 HWC image; a grey one (one channel) in grey levels, not in a colour map."""
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img, interpolation="nearest")
+
+
 def render(content: np.ndarray, style: np.ndarray, st: StyleTransfer, alpha: float = 1.0) -> np.ndarray:
     """uint8 NHWC in, uint8 NHWC out (style: N images or 1)."""
     c = to_float(torch.from_numpy(np.ascontiguousarray(content))).contiguous()
@@ -48,7 +56,7 @@ def strip_figure(content: np.ndarray, style: np.ndarray, output: np.ndarray, pat
     for i in range(n):
         for j, (img, title) in enumerate(((content[i], "content"), (style[min(i, len(style) - 1)], "style"),
                                           (output[i], "output"))):
-            axes[i, j].imshow(img, interpolation="nearest")
+            _show(axes[i, j], img)
             axes[i, j].axis("off")
             if i == 0:
                 axes[i, j].set_title(title, fontsize=9)
@@ -73,18 +81,18 @@ def grid_figure(content: np.ndarray, references: dict[str, np.ndarray], backends
     axes[0, 0].set_title("reference", fontsize=7)
     for k, img in enumerate(content):
         base = 1 + k * (1 + len(backends))
-        axes[0, base].imshow(img, interpolation="nearest")
+        _show(axes[0, base], img)
         axes[0, base].set_title("clean", fontsize=7)
         for b, bname in enumerate(backends):
             axes[0, base + 1 + b].set_title(bname, fontsize=6)
     for r, name in enumerate(names, start=1):
         ref = references[name]
-        axes[r, 0].imshow(ref[0], interpolation="nearest")
-        axes[r, 0].text(-2, 16, name.replace("_", "\n"), fontsize=6, ha="right", va="center")
+        _show(axes[r, 0], ref[0])
+        axes[r, 0].text(-2, ref.shape[1] / 2, name.replace("_", "\n"), fontsize=6, ha="right", va="center")
         for b, (bname, st) in enumerate(backends.items()):
             out = render(content, np.repeat(ref[:1], len(content), 0), st)
             for k in range(len(content)):
-                axes[r, 1 + k * (1 + len(backends)) + 1 + b].imshow(out[k], interpolation="nearest")
+                _show(axes[r, 1 + k * (1 + len(backends)) + 1 + b], out[k])
     fig.subplots_adjust(left=0.07, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.08)
     return _save(fig, Path(path))
 
