@@ -34,7 +34,7 @@ def _inverse_cdf_table(cdf: np.ndarray) -> np.ndarray:
     return np.cumsum(counts[:, :_U], axis=1).astype(np.uint8)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=12)  # 16 MB each; one image size needs at most 10 (shot and speckle x 5 severities)
 def noise_table(name: str, c: float) -> np.ndarray:
     """Inverse-CDF table of the stored value for ``name`` with parameter ``c`` (flattened)."""
     if name == "gaussian_noise":  # out = floor(x + 255 n), n ~ N(0, c)

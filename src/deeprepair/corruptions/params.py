@@ -43,7 +43,7 @@ PARAMS: dict[str, tuple] = {
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to HSV value
     "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor around the per-image channel mean
     "saturate": ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),  # HSV s * a + b
-    "elastic_transform": (  # alpha, sigma, affine; all x image size (32)
+    "elastic_transform": (  # alpha, sigma, affine; all x the image's (shorter) side, 32 here
         (0, 0, 0.08),
         (0.05, 0.2, 0.07),
         (0.08, 0.06, 0.06),

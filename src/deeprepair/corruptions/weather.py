@@ -86,7 +86,8 @@ def plasma_fractal(rs: RandomStream, n: int, mapsize: int, decay: float) -> np.n
 
 @register("fog", "weather")
 def fog(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
-    """Add a plasma-fractal haze; the CIFAR recipe draws a 32x32 map (mapsize default 32)."""
+    """Add a plasma-fractal haze. The CIFAR recipe draws a 32x32 map (mapsize default 32),
+    ImageNet-C's 256x256 for 224 px: the next power of two of the longer side, cropped."""
     strength, decay = p
     n, h, w, _ = x.shape
     size = 1 << int(np.ceil(np.log2(max(h, w, 2))))
