@@ -526,33 +526,42 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
-# `repair --safe`: the recipe that met issue 7's target (break <= 1%, clean >= original, >= 90% of the
-# gain kept) for the default method on resnet-20 / CIFAR-10 (benchmarks/results/regressions.md, section 11).
-SAFE_PRESET = {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0,
-               "gate_router": "mlp", "gate_features": "deep+style"}
-
-
 def resolve_repair_options(args: argparse.Namespace, n_train: int) -> None:
-    """Fill the budget and control flags left unset: from --safe's recipe, else RepairConfig's defaults.
+    """Fill every repair flag left unset from the chosen preset (``--preset``, ``--safe`` =
+    ``--preset safe``; ``repair/core.py: PRESETS``), else from RepairConfig's defaults: one place
+    for each default.
 
-    --safe's training subset is a share of the training set (0.8: 40,000 of CIFAR-10's 50,000, as
-    measured), so that validation and the gate's calibration images stay out of fine-tuning.
+    A preset's training subset may be a share of the training set (safe: 0.8, 40,000 of CIFAR-10's
+    50,000, as measured), so that validation and the gate's calibration images stay out of fine-tuning.
     """
-    if args.safe and args.method in ("bn-adapt", "tent"):
-        raise DeepRepairError(f"--safe fine-tunes behind a gate, which {args.method} (label-free, on the failure "
-                              "images only) does not: drop --safe or choose a fine-tuning --method")
     from dataclasses import fields
 
     from .repair import RepairConfig
 
-    preset = SAFE_PRESET if args.safe else {f.name: f.default for f in fields(RepairConfig) if f.name in SAFE_PRESET}
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            if key == "train_subset" and isinstance(value, float):
-                value = int(value * n_train)
-            setattr(args, key, value)
     if args.safe:
-        args.gate = True
+        if args.preset not in (None, "safe"):
+            raise DeepRepairError(f"--safe is --preset safe: drop one of --safe and --preset {args.preset}")
+        args.preset = "safe"
+    if args.preset == "safe" and args.method in ("bn-adapt", "tent"):
+        raise DeepRepairError(f"--safe fine-tunes behind a gate, which {args.method} (label-free, on the failure "
+                              "images only) does not: drop --safe or choose a fine-tuning --method")
+    base = RepairConfig.preset(args.preset) if args.preset else RepairConfig()
+    for f in fields(RepairConfig):
+        if getattr(args, f.name, False) is None:
+            value = getattr(base, f.name)
+            if f.name == "train_subset" and isinstance(value, float):
+                value = int(value * n_train)
+            setattr(args, f.name, value)
+
+
+def repair_config(args: argparse.Namespace, style_options: dict):
+    """The RepairConfig of the parsed (and resolved) repair flags."""
+    from dataclasses import fields
+
+    from .repair import RepairConfig
+
+    return RepairConfig(**{f.name: getattr(args, f.name) for f in fields(RepairConfig) if hasattr(args, f.name)},
+                        style_options=style_options)
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -591,16 +600,19 @@ def cmd_repair(args: argparse.Namespace) -> int:
         raise DeepRepairError(f"--gate{' (on with --safe)' if args.safe else ''} saves the original and the "
                               "repaired network together, which only a deeprepair checkpoint can hold; use "
                               "--interpolate for your own module")
+    field = shifted = None
+    if args.field:
+        from .data import load_unlabelled
+
+        field = load_unlabelled(args.field)
+        if field.shape[1:] != train.x.shape[1:]:
+            raise DeepRepairError(f"--field images are {field.shape[1:]} but the training images are "
+                                  f"{train.x.shape[1:]} (H, W, C): resize them to the model's input size")
+    if args.eval_shifted:
+        shifted = load_failure_set(args.eval_shifted, train.classes)
+        _check_images(shifted, meta, "--eval-shifted")
     style_opts = _style_options(args.style, args.style_mode, args.style_checkpoint)
-    cfg = RepairConfig(method=args.method, style=args.style, style_options=style_opts,
-                       sampling=args.sampling, clusters=args.clusters, epochs=args.epochs,
-                       train_subset=args.train_subset, dc_repeat=args.dc_repeat, lr=args.lr,
-                       batch_size=args.batch_size, seed=args.seed, precision=args.precision,
-                       oracle_corruption=args.oracle_corruption, fewshot_replay=args.fewshot_replay,
-                       distill=args.distill, interpolate=args.interpolate, max_break=args.max_break,
-                       gate=args.gate, gate_features=args.gate_features, gate_router=args.gate_router,
-                       gate_calibration=args.gate_calibration,
-                       gate_bound=args.gate_bound, gate_keep=args.gate_keep, selection=args.selection)  # fmt: skip
+    cfg = repair_config(args, style_opts)
     _out_dir(out)
     state = out / "repair.state.safetensors"
     from .train import data_fingerprint
@@ -608,12 +620,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
     run_file = _resume_guard(state, {  # what this run is made from: a state of another run is refused
         "model": sha256_file(args.model), "training data": data_fingerprint(train.x, train.y),
         "failure set": data_fingerprint(failures.x, failures.y),
-        "--gate-holdout": data_fingerprint(clean_heldout.x, clean_heldout.y) if clean_heldout else None})
+        "--gate-holdout": data_fingerprint(clean_heldout.x, clean_heldout.y) if clean_heldout else None,
+        "--field": data_fingerprint(field, np.zeros(len(field), np.int64)) if field is not None else None})
     torch.manual_seed(args.seed)
     n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures) * args.dc_repeat
     with _progress(n_ft * args.epochs, args.quiet, f"repair ({args.method})") as bar:
         repaired, report = repair(model, train, failures, cfg, device=device, state_path=state,
-                                  progress=bar.update, clean_heldout=clean_heldout)
+                                  progress=bar.update, clean_heldout=clean_heldout, field=field)
     groups = None
     if heldout is not None and args.eval_failures.endswith(".npz"):
         with np.load(args.eval_failures) as f:
@@ -621,7 +634,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
                 sev = f["severity"]
                 groups = {f"severity {s}": sev == s for s in sorted(set(sev.tolist()))}
     cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
-                  device=device, precision=args.precision)
+                  shifted=shifted, dc_sources=_dc_sources(args.failures, len(test)), device=device,
+                  precision=args.precision)
     rmeta = {**{k: v for k, v in meta.items() if k in ("arch", "num_classes", "classes", "mean", "std",
                                                       "input_size")},
              "parent": str(args.model), "parent_sha256": sha256_file(args.model),
@@ -643,6 +657,20 @@ def cmd_repair(args: argparse.Namespace) -> int:
     run_file.unlink(missing_ok=True)
     _emit(args, full, [md, f"wrote {out}/model.safetensors, report.json and report.md"])
     return 0
+
+
+def _dc_sources(failures: str, n_test: int) -> np.ndarray | None:
+    """The test images a failure set written by `deeprepair mine` was rendered from (its ``index``
+    into the 5-severity stack), so that clean accuracy is also read on the test images it never saw."""
+    if not str(failures).endswith(".npz"):
+        return None
+    with np.load(failures, allow_pickle=False) as f:
+        if "index" not in f.files or f["index"].ndim != 1 or not len(f["index"]):
+            return None
+        index = f["index"].astype(np.int64)
+    if index.min() < 0 or index.max() >= 5 * n_test:
+        return None
+    return np.unique(index % n_test)
 
 
 def _resume_guard(state: Path, run_id: dict) -> Path:
@@ -940,10 +968,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-checkpoint", help="adain backend: decoder from `deeprepair train-style`")
     p.add_argument("--sampling", default="eq4", choices=["eq4", "uniform", "per-class"])
     p.add_argument("--clusters", type=POSITIVE_INT, default=5)
-    p.add_argument("--safe", action="store_true", help="the no-regressions recipe measured in "
+    p.add_argument("--preset", choices=["paper", "safe"], help="a named recipe (repair/core.py: PRESETS; flags "
+                   "given with it override its values): paper = the paper's method at the CPU budget; safe = --safe")
+    p.add_argument("--safe", action="store_true", help="= --preset safe: the no-regressions recipe measured in "
                    "benchmarks/results/regressions.md section 11: --epochs 1, --train-subset 80%% of the "
                    "training images, --dc-repeat 4, --distill 1, --gate --gate-router mlp --gate-features "
                    "deep+style (flags given with it override its values)")
+    p.add_argument("--tune", choices=["all", "first-block", "bn", "head"], help="which parameters are fine-tuned: "
+                   "all (default), first-block (stem + first stage, surgical fine-tuning; rule in repair/tuning.py), "
+                   "bn (normalisation layers), head (last linear layer); the rest stay bit-identical")
+    p.add_argument("--distill-focus", choices=["all", "right"], help="with --distill: distil on all training inputs "
+                   "(all, default) or only on those the original classifies right (right: focal distillation)")
+    p.add_argument("--l2-pull", type=NONNEGATIVE, help="weight of an L2 pull of the tuned weights to the "
+                   "original's (default 0)")
+    p.add_argument("--field", metavar="DIR_OR_NPZ", help="unlabelled images from deployment (a folder of images or "
+                   ".npz with x; never the images you evaluate on): the repair keeps the original's answers on "
+                   "them (distillation, --field-weight) and BatchNorm sees them")
+    p.add_argument("--field-weight", type=NONNEGATIVE, help="with --field: weight of the distillation on the field "
+                   "images (default 1)")
+    p.add_argument("--eval-shifted", metavar="DIR_OR_NPZ", help="labelled images of the shifted distribution "
+                   "the repair never saw (.npz x, y or class folders; all of them, right or wrong before): the "
+                   "report gives accuracy, break and fix rate there")
     p.add_argument("--epochs", type=POSITIVE_INT, help="budget: passes over the fine-tuning set (default 3)")
     p.add_argument("--train-subset", type=COUNT, help="training images used (default 10000; 0 = all)")
     p.add_argument("--dc-repeat", type=POSITIVE_INT, help="copies of the failures in the fine-tuning set (default 1)")
@@ -951,9 +996,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fewshot-replay", type=COUNT, default=0, help="fewshot method: training images replayed")
     p.add_argument("--distill", type=NONNEGATIVE, help="regression control: weight of distillation "
                    "from the original model on training inputs (e.g. 1.0; default 0)")
-    p.add_argument("--interpolate", action="store_true", help="regression control: mix original and "
+    p.add_argument("--interpolate", action="store_true", default=None, help="regression control: mix original and "
                    "repaired weights, choosing the mix on the validation split")
-    p.add_argument("--gate", action="store_true", help="regression control: route inputs that look like "
+    p.add_argument("--gate", action="store_true", default=None, help="regression control: route inputs that look like "
                    "the failures to the repaired model and the rest to the original (saves both)")
     p.add_argument("--gate-features", choices=["deep", "style", "deep+style"], help="what the "
                    "--gate router looks at: the original model's features and logits (deep, the default), "

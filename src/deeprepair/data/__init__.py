@@ -13,6 +13,7 @@ from deeprepair.data.datasets import (
     download_cifar10,
     load_dataset,
     load_failure_set,
+    load_unlabelled,
     resolve_data_dir,
 )
 from deeprepair.data.io import atomic_open, atomic_save_npy, atomic_write_bytes, sha256_file
@@ -26,6 +27,7 @@ __all__ = [
     "list_corruptions",
     "load_dataset",
     "load_failure_set",
+    "load_unlabelled",
     "load_manifest",
     "read_corruption",
     "read_labels",

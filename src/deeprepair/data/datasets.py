@@ -212,17 +212,23 @@ def _load_image_folder(base: Path) -> ImageSet:
             raise DeepRepairError(f"class folder {d} has no images ({'/'.join(IMAGE_EXTENSIONS)}); "
                                   "add images or remove the folder")
         files += [(f, label) for f in found]
-    first = _decode(files[0][0])
+    x = _decode_all([f for f, _ in files])
+    y = np.array([label for _, label in files], dtype=np.int64)
+    return _build(x, y, [d.name for d in class_dirs], base)
+
+
+def _decode_all(files: list[Path]) -> np.ndarray:
+    """The image files as one uint8 (N, H, W, 3) array; they must share one size."""
+    first = _decode(files[0])
     x = np.empty((len(files), *first.shape), dtype=np.uint8)
-    for i, (f, _) in enumerate(files):
+    for i, f in enumerate(files):
         img = first if i == 0 else _decode(f)
         if img.shape != first.shape:
-            raise DeepRepairError(f"{f} is {img.shape[1]}x{img.shape[0]} but {files[0][0]} is "
+            raise DeepRepairError(f"{f} is {img.shape[1]}x{img.shape[0]} but {files[0]} is "
                                   f"{first.shape[1]}x{first.shape[0]}: all images must share one "
                                   "size, resize them first")
         x[i] = img
-    y = np.array([label for _, label in files], dtype=np.int64)
-    return _build(x, y, [d.name for d in class_dirs], base)
+    return x
 
 
 def load_dataset(root: str | Path, split: str = "test") -> ImageSet:
@@ -287,3 +293,29 @@ def load_failure_set(path: str | Path, classes: list[str]) -> ImageSet:
         return ImageSet(x, y, list(classes))
     except DeepRepairError as exc:
         raise DeepRepairError(f"{path}: {exc}") from None
+
+
+def load_unlabelled(path: str | Path) -> np.ndarray:
+    """Unlabelled images (``repair --field``): an ``.npz`` with ``x`` (any ``y`` is ignored) or a
+    folder of images, searched recursively (sub-folder names are ignored: no labels are needed)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DeepRepairError(f"{path} does not exist: give an .npz with x or a folder of images")
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise DeepRepairError(f"{path} holds no images ({'/'.join(IMAGE_EXTENSIONS)})")
+        return _decode_all(files)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if "x" not in d.files:
+                raise DeepRepairError(f"{path} has no array x (found: {', '.join(d.files) or 'nothing'}); "
+                                      "save it with np.savez(path, x=images)")
+            x = d["x"]
+    except DeepRepairError:
+        raise
+    except Exception as exc:
+        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {exc}); expected an .npz with x") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3) or not len(x):
+        raise DeepRepairError(f"{path}: x must be a non-empty uint8 array (N, H, W, 3), got {x.dtype} {x.shape}")
+    return x
