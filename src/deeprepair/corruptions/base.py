@@ -135,14 +135,19 @@ def apply(corr: Corruption, images: np.ndarray, severity: int, seed: int, start:
         return images.copy()
     if images.shape[-1] == 1 and corr.colour:
         return rgb_to_grey(apply(corr, grey_to_rgb(images), severity, seed, start, threads))
-    if not corr.chunked:
+    pixels = images.shape[1] * images.shape[2]
+    # work units hold about CHUNK 32x32 images' worth of pixels (CHUNK images up to 32x32)
+    chunk = CHUNK if pixels <= 1024 else max(1, CHUNK * 1024 // pixels)
+    if not corr.chunked and pixels <= 1024:
         out = to_uint8(corr.fn(images, p, RandomStream(seed, corr.name, severity, start, n)))
         return out
+    if not corr.chunked:  # torch code, threaded itself: pieces one after the other (bounded memory)
+        threads = 1
     bounds = [0]
-    nxt = (start // CHUNK + 1) * CHUNK - start
+    nxt = (start // chunk + 1) * chunk - start
     while nxt < n:
         bounds.append(nxt)
-        nxt += CHUNK
+        nxt += chunk
     bounds.append(n)
     out = np.empty_like(images)
 
