@@ -46,7 +46,9 @@ def _check(name: str) -> None:
 
 
 def create_model(name: str, num_classes: int = 10) -> nn.Module:
-    """A freshly initialised model ``name`` with ``num_classes`` outputs (expects NCHW 32x32 input)."""
+    """A freshly initialised model ``name`` with ``num_classes`` outputs. NCHW input of any size
+    (the stems are 3-channel and end in adaptive pooling; sized for 32x32 CIFAR images). Wrapped in
+    ``Classifier`` a grey (1-channel) input is broadcast to the three channels by the normalisation."""
     _check(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise DeepRepairError(f"num_classes must be an integer >= 2, got {num_classes!r}")
