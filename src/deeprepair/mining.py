@@ -158,7 +158,7 @@ def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str]
 def table1(splits: dict[str, FailureSplit], n_collect: int) -> tuple[str, str]:
     """Table 1 (|Dc+De|, |Dc|, |De| per corruption) as Markdown and CSV."""
     rows = [(n, len(s.index), len(s.dc), len(s.de), s.n_severities * s.n_images) for n, s in splits.items()]
-    md = ["| corruption | Dc+De (failures) | Dc (collected) | De (held out) | images | failure rate |",
+    md = ["| corruption | failures | Dc (collected) | De (held out; other photos) | images | failure rate |",
           "|---|---:|---:|---:|---:|---:|"]
     buf = io.StringIO()
     w = csv.writer(buf)
