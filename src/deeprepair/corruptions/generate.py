@@ -160,14 +160,19 @@ def grid_figure(image: np.ndarray, corruptions: Sequence[str], path: str | Path,
         cells = [image] + [corrupt(image[None], name, s, seed=seed)[0] for s in SEVERITIES]
         for c, cell in enumerate(cells):
             ax = axes[r, c]
-            ax.imshow(cell, interpolation="nearest")
+            if cell.shape[-1] == 1:  # grey: grey levels, not an auto-scaled colour map
+                ax.imshow(cell[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(cell, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title("clean" if c == 0 else f"severity {c}", fontsize=8)
         label = name + (" *" if get_corruption(name).heldout else "")
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("deeprepair corruptions (CIFAR-10-C recipe); * = held-out extra", fontsize=9)
+    h, w = image.shape[:2]
+    recipe = "CIFAR-10-C recipe" if min(h, w) <= 32 else f"parameters for {h}x{w} px, docs/corruptions.md"
+    fig.suptitle(f"deeprepair corruptions ({recipe}); * = held-out extra", fontsize=9)
     fig.tight_layout()
     import io
 
