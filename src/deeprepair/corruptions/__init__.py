@@ -1,7 +1,9 @@
 """The 15 CIFAR-10-C corruptions of the paper plus the 4 held-out extras, batched.
 
-``corrupt(images, name, severity, seed)`` takes uint8 images (N, H, W, 3) (a NumPy array, or
-a torch tensor on any device) and returns the same shape and dtype. The same seed gives
+``corrupt(images, name, severity, seed)`` takes uint8 images (N, H, W, 3) or grey (N, H, W, 1)
+of any size from 8 px (a NumPy array, or a torch tensor on any device) and returns the same shape
+and dtype. The parameters follow the image size: CIFAR-10-C's up to 32 px, ImageNet-C's from
+224 px, linear in the shorter side between (``params.param``; docs/corruptions.md). The same seed gives
 byte-identical output whatever the batch size: pass ``start`` (the global index of the first
 image) when corrupting a dataset in pieces.
 """
@@ -39,7 +41,7 @@ def get_corruption(name: str) -> Corruption:
 
 
 def corrupt(images, name: str, severity: int, seed: int = 0, start: int = 0, threads: int | None = None):
-    """Corrupt a batch of uint8 images (N, H, W, 3) with ``name`` at ``severity`` (1..5)."""
+    """Corrupt a batch of uint8 images (N, H, W, 3 or 1) with ``name`` at ``severity`` (1..5)."""
     corr = get_corruption(name)
     if severity not in SEVERITIES:
         raise DeepRepairError(f"severity must be one of 1..5; got {severity!r}")
