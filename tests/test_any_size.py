@@ -258,3 +258,54 @@ def test_registered_models_any_size_and_grey(name):
             assert model(torch.rand(1, 3, side, side)).shape == (1, 10)
         grey = torch.rand(2, 1, 28, 28)
         assert torch.allclose(model(grey), model(grey.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ the size-dependent code paths
+
+
+def test_glass_shuffle_is_the_recipes_sequential_loop():
+    """Max delta > 1 (larger images): the compiled pass equals the recipe's raster loop."""
+    from deeprepair.corruptions import kernels
+
+    rng = np.random.default_rng(0)
+    for d in (2, 3, 4):
+        y = rng.integers(0, 256, (2, 21, 19, 3), dtype=np.uint8)
+        offs = rng.integers(-d, d, size=(2, 2, 21 - 2 * d, 19 - 2 * d), dtype=np.int8)
+        ref = y.copy()
+        for m in range(2):
+            x = ref[m]
+            for h in range(21 - d, d, -1):
+                for w in range(19 - d, d, -1):
+                    dx, dy = offs[m, 0, h - d - 1, w - d - 1], offs[m, 1, h - d - 1, w - d - 1]
+                    x[h, w], x[h + dy, w + dx] = x[h + dy, w + dx], x[h, w]  # NumPy views: a copy
+        kernels.glass_shuffle(y, offs, d)
+        assert np.array_equal(y, ref)
+
+
+def test_defocus_disk_above_radius_8_is_imagenet_cs():
+    import cv2
+
+    from deeprepair.corruptions.blur import disk_kernel
+
+    radius, alias = 10, 0.5
+    t = np.arange(-radius, radius + 1)
+    xx, yy = np.meshgrid(t, t)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
+    ref = cv2.GaussianBlur(disk / disk.sum(), ksize=(5, 5), sigmaX=alias)
+    k = disk_kernel(radius, alias)
+    r = (len(ref) - len(k)) // 2
+    assert np.allclose(k, ref[r : len(ref) - r, r : len(ref) - r], atol=1e-12)
+    assert ref.sum() == pytest.approx(k.sum(), abs=1e-9)
+
+
+def test_zoom_blur_separable_path_equals_the_pixel_operator():
+    from deeprepair.corruptions.blur import zoom_blur_operator
+    from deeprepair.corruptions.filters import apply_pixel_operator
+
+    x = images(64, 3, 2)[:, :40, :36]
+    x = np.ascontiguousarray(x)
+    for s in (1, 5):
+        max_zoom, step = param("zoom_blur", s, 36)
+        ref = apply_pixel_operator(x.astype(np.float32) / 255, zoom_blur_operator(40, 36, max_zoom, step))
+        ref = np.uint8(np.clip(ref, 0, 1) * 255 + 1e-3)
+        assert np.abs(corrupt(x, "zoom_blur", s).astype(int) - ref).max() <= 1
