@@ -84,6 +84,56 @@ def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
             for c in de[a][method] if c in de[a]["deeprepair"]]
 
 
+# what a user lives with (issue 22): (label, getter on a cell's metrics) averaged over corruptions per seed
+_LIVES_WITH = [
+    ("shifted, never seen (%)", lambda m: m["shifted"]["after"]),
+    ("change there (points)", lambda m: m["shifted"]["after"] - m["shifted"]["before"]),
+    ("its break rate (%)", lambda m: m["shifted"]["break_rate"]),
+    ("its fix rate (%)", lambda m: m["shifted"]["fix_rate"]),
+    ("clean, not in Dc (%)", lambda m: m.get("clean_unseen", {}).get("after", m["clean_after"])),
+    ("clean break (%)", lambda m: m.get("clean_unseen", {}).get("break_rate", m["break_rate"])),
+    ("De (%)", lambda m: m.get("de_after")),
+    ("other corruptions, change (points)", lambda m: m["elsewhere"]["after"] - m["elsewhere"]["before"]
+     if "elsewhere" in m else None),
+]
+
+
+def lives_with(cells: list[dict], prof: dict) -> list[str]:
+    """Markdown: per architecture and method, the metrics of ``_LIVES_WITH`` as the mean over the
+    profile's corruptions for each seed, then mean ± sample std over seeds; the original's row
+    gives the before values. Empty when the cells carry no ``shifted`` metrics."""
+    cells = [c for c in cells if isinstance(c["metrics"].get("shifted"), dict)]
+    if not cells:
+        return []
+    out = ["## What a user lives with", "",
+           "Accuracy on the shifted images the repair never saw (every image of the photos that are not sources "
+           "of Dc; for real failures, the evaluation half of the photos), its break rate (right before, wrong "
+           "after) and fix rate (wrong before, right after), clean accuracy and break rate on the test images "
+           "that are not sources of Dc, De, and the change in accuracy on the other corruptions. Each figure is "
+           "the mean over the corruptions for one seed, then mean ± sample std over seeds.", ""]
+    for arch in dict.fromkeys(c["arch"] for c in cells):
+        per = defaultdict(lambda: defaultdict(list))  # method -> seed -> cells
+        for c in cells:
+            if c["arch"] == arch:
+                per[c["method"]][c["seed"]].append(c)
+        rows = []
+        if per:  # before = the original's, read from every cell (a real profile's evaluation half varies by seed)
+            first = [c["metrics"] for ms in per.values() for cs in ms.values() for c in cs]
+            rows.append(["original (before)", f"{np.mean([m['shifted']['before'] for m in first]) * 100:.2f}", "-", "-",
+                         "-", f"{np.mean([m.get('clean_unseen', {}).get('before', m['clean_before']) for m in first]) * 100:.2f}",
+                         "-", f"{np.mean([m.get('de_before', 0) for m in first]) * 100:.2f}", "-", "-"])
+        for m in [m for m in prof["methods"] + prof.get("ablation", []) if m in per and m != "original"]:
+            row = [m]
+            for label, get in _LIVES_WITH:
+                seeds = [[get(c["metrics"]) for c in cs] for cs in per[m].values()]
+                seeds = [np.mean(v) for v in seeds if v and all(x is not None for x in v)]
+                row.append(_fmt(_agg(seeds)) if seeds else "-")
+            row.append(str(len(per[m])))
+            rows.append(row)
+        out += [f"### {arch}", "", _table(rows, ["method"] + [label for label, _ in _LIVES_WITH] + ["seeds"]), ""]
+    return out
+
+
 def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
     """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``."""
     import matplotlib
@@ -109,7 +159,9 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     md.append("Cell wall time (repair + evaluation, summed; model loading and mining not included): "
               + ", ".join(f"{a} {sum(w) / 60:.1f} min for {len(w)} cells" for a, w in walls.items())
               + f"; total {sum(map(sum, walls.values())) / 60:.1f} min.")
-    for arch in [a for a in prof["archs"] if a in de] + [a for a in de if a not in prof["archs"]]:
+    md += [""] + lives_with(cells, prof)
+    paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
+    for arch in [a for a in prof["archs"] if a in de and paper_tables] + [a for a in de if a not in prof["archs"]]:
         methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]
         corrs = [c for c in prof["corruptions"] if any(c in de[arch][m] for m in methods)]
         # Table 1
