@@ -304,6 +304,29 @@ def _eq(argv: list[str], flag: str, value: str) -> list[str]:
     return argv + [f"{flag}={value}"]
 
 
+HUGE = [  # (command, flag, value): huge values that are out of range
+    ("train", "--label-smoothing", "1e9"), ("train", "--seed", str(2**40)), ("repair", "--seed", str(2**64)),
+    ("repair", "--max-break", "1e308"), ("repair", "--gate-keep", "1e9"), ("corrupt", "--threads", str(10**9)),
+    ("corrupt", "--seed", "99999999999999999999"), ("mine", "--seed", str(2**33)), ("style", "--alpha", "1e308"),
+    ("evaluate", "--corruption-seed", str(2**32)),
+]
+for _cmd, _flag, _v in HUGE:
+    case("numeric options", f"{_cmd}{_flag}=huge", match=_flag.lstrip("-"))(
+        lambda w, d, _c=_cmd, _f=_flag, _v=_v: _eq(base(_c, w, d), _f, _v))
+case("numeric options", "train--lr=huge", match="lr")(lambda w, d: _eq(base("train", w, d), "--lr", "1e308"))
+case("numeric options", "corrupt-grid--index=huge", match="index")(
+    lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(d / "g.png"), "--index", str(10**9), "--quiet"])
+# huge values that are valid: they are clamped to what there is, and the command finishes
+case("numeric options", "evaluate--limit=huge", expect="ok")(lambda w, d: _eq(base("evaluate", w, d), "--limit", str(10**9)))
+case("numeric options", "mine--collect=huge", expect="ok")(lambda w, d: _eq(base("mine", w, d), "--collect", str(10**9)))
+case("numeric options", "train--batch-size=huge", expect="ok")(
+    lambda w, d: _eq(base("train", w, d), "--batch-size", str(10**9)))
+case("numeric options", "repair--train-subset=huge", expect="ok")(
+    lambda w, d: _eq(base("repair", w, d), "--train-subset", str(10**9)))
+case("numeric options", "repair--clusters=more-than-failures", expect="ok")(
+    lambda w, d: _eq(_set_flag(base("repair", w, d), "--method", "deeprepair"), "--clusters", "1000"))
+
+
 case("parser", "unknown-command")(lambda w, d: ["fly", "--to", "moon"])
 case("parser", "unknown-flag")(lambda w, d: base("evaluate", w, d) + ["--frobnicate"])
 case("parser", "missing-required")(lambda w, d: ["repair", "--data", str(w["data"])])
@@ -752,6 +775,29 @@ REPORT_BAD = {
 }
 for _k, (_p, _c) in REPORT_BAD.items():
     case("report", _k)(lambda w, d, _p=_p, _c=_c: ["report", str(_bench_dir(d, _p, _c)), "--quiet"])
+
+
+# --- records in an output folder that a rerun reads: corrupt's manifest, mine's record, bench's profile
+
+def _record(d: Path, name: str, text: str) -> None:
+    (d / "out").mkdir(parents=True, exist_ok=True)
+    (d / "out" / name).write_text(text)
+
+
+for _k, _text in (("malformed", "{oops"), ("list", "[1, 2]"), ("empty", ""), ("string", '"x"')):
+    case("output records", f"corrupt-manifest-{_k}")(lambda w, d, _t=_text: (_record(d, "manifest.json", _t), base("corrupt", w, d))[1])
+    case("output records", f"mine-record-{_k}")(lambda w, d, _t=_text: (_record(d, "mining.json", _t), base("mine", w, d))[1])
+    case("output records", f"bench-profile-record-{_k}")(
+        lambda w, d, _t=_text: (_record(d, "profile.json", _t),
+                                ["bench", "--profile", "smoke", "--data", str(w["data"]), "--out", str(d / "out"), "--quiet"])[1])
+    case("output records", f"bench-profile-file-{_k}")(
+        lambda w, d, _t=_text: (_record(d, "p.json", _t),
+                                ["bench", "--profile", str(d / "out" / "p.json"), "--data", str(w["data"]), "--out",
+                                 str(d / "b"), "--quiet"])[1])
+case("output records", "bench-profile-file-wrong-types")(
+    lambda w, d: (_record(d, "p.json", json.dumps({"name": "x", "archs": [], "corruptions": "fog", "methods": 3, "seeds": 0,
+                                                   "collect": "many", "repair": [], "cross_subsample": None})),
+                  ["bench", "--profile", str(d / "out" / "p.json"), "--data", str(w["data"]), "--out", str(d / "b"), "--quiet"])[1])
 
 
 # ------------------------------------------------------------------------------ the runner

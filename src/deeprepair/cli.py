@@ -66,6 +66,7 @@ NONNEGATIVE = _number(float, 0)
 BELOW_ONE = _number(float, 0, 1, hi_open=True)  # [0, 1): a rate that must leave room
 SHARE = _number(float, 0, 1, lo_open=True)  # (0, 1]
 UNIT = _number(float, 0, 1)  # [0, 1]
+LEARNING_RATE = _number(float, 0, 100, lo_open=True)  # (0, 100]: beyond, weights overflow in one step
 
 
 def _out_dir(out: Path) -> Path:
@@ -922,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=POSITIVE_INT, default=30)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
-    p.add_argument("--lr", type=POSITIVE, default=0.1)
+    p.add_argument("--lr", type=LEARNING_RATE, default=0.1)
     p.add_argument("--weight-decay", type=NONNEGATIVE, default=5e-4)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle"])
     p.add_argument("--label-smoothing", type=BELOW_ONE, default=0.0)
@@ -1032,7 +1033,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "selection: best epoch on 10%% of the failures held out (holdout, may keep the original), "
                    "the last epoch with no failures held out (last), or last when fewer than 20 would be held "
                    "out, i.e. under 200 failures (auto, the default)")
-    p.add_argument("--lr", type=POSITIVE, default=0.01)
+    p.add_argument("--lr", type=LEARNING_RATE, default=0.01)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
@@ -1069,7 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="encoder submodule to cut at (default: last full-resolution map)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=4)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
-    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--lr", type=LEARNING_RATE, default=2e-3)
     p.add_argument("--width", type=POSITIVE_INT, default=64, help="decoder channels")
     p.add_argument("--feature-weight", type=NONNEGATIVE, default=1.0, help="weight of the feature reconstruction loss")
     p.add_argument("--seed", type=SEED, default=0)

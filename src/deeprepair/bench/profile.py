@@ -11,6 +11,8 @@ from ..errors import DeepRepairError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 REQUIRED = ("name", "archs", "corruptions", "methods", "seeds", "collect", "repair", "cross_subsample")
+REQUIRED_TYPES = {"name": str, "archs": dict, "corruptions": list, "methods": list, "seeds": list, "collect": int,
+                  "repair": dict, "cross_subsample": int}
 
 # bench method name -> RepairConfig options ("original" = the pre-trained model, no repair)
 METHOD_OPTIONS: dict[str, dict] = {
@@ -58,9 +60,14 @@ def load_profile(name_or_path: str) -> dict:
         prof = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DeepRepairError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(prof, dict):
+        raise DeepRepairError(f"profile {path} must be a JSON object, got a {type(prof).__name__}")
     missing = [k for k in REQUIRED if k not in prof]
     if missing:
         raise DeepRepairError(f"profile {path} lacks {missing}")
+    wrong = [k for k, t in REQUIRED_TYPES.items() if not isinstance(prof[k], t) or isinstance(prof[k], bool)]
+    if wrong:
+        raise DeepRepairError(f"profile {path}: {', '.join(f'{k} must be a {REQUIRED_TYPES[k].__name__}' for k in wrong)}")
     bad = [m for m in prof["methods"] + prof.get("ablation", []) if m not in METHOD_OPTIONS]
     if bad:
         raise DeepRepairError(f"profile {path}: unknown methods {bad}; known: {list(METHOD_OPTIONS)}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.cifar_c import LABELS_FILE, MANIFEST_FILE, write_labels
-from ..data.io import atomic_save_npy, atomic_write_bytes, sha256_file
+from ..data.io import atomic_save_npy, atomic_write_bytes, remove_orphans, sha256_file
 from ..errors import DeepRepairError
 from . import SEVERITIES, corrupt, get_corruption
 from .params import PARAMS
@@ -52,9 +52,32 @@ def _load_manifest(out: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DeepRepairError(f"{path} is unreadable ({e}); move it away or choose another --out") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("corruptions", {}), dict):
+        raise DeepRepairError(f"{path} is not a manifest of `deeprepair corrupt`; move it away or choose another --out")
+    return manifest
+
+
+def _entry(name: str, target: Path, severities: list[int], seed: int, key: str, seconds: float) -> dict[str, Any]:
+    """The manifest's record of one finished ``<name>.npy``."""
+    return {
+        "file": target.name, "severities": severities, "seed": seed, "config": key,
+        "params": {str(s): PARAMS[name][s - 1] for s in severities},
+        "heldout": get_corruption(name).heldout, "sha256": sha256_file(target), "seconds": round(seconds, 2),
+    }  # fmt: skip
+
+
+def _joined_from(target: Path, parts: list[Path]) -> bool:
+    """Whether ``target`` is byte for byte the join of these finished blocks (all present)."""
+    import io
+
+    if not all(p.is_file() for p in parts):
+        return False
+    buf = io.BytesIO()
+    np.save(buf, np.concatenate([np.load(p, allow_pickle=False) for p in parts]), allow_pickle=False)
+    return hashlib.sha256(buf.getvalue()).hexdigest() == sha256_file(target)
 
 
 def generate(
@@ -85,6 +108,8 @@ def generate(
     except OSError as e:
         raise DeepRepairError(f"cannot create the output folder {out} ({e.strerror}); choose another --out") from e
     parts = out / ".parts"
+    for folder in (out, parts):  # temporary files of killed writes: never trusted, never left to pile up
+        remove_orphans(folder, any_name=True)
     source_sha = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
     manifest = _load_manifest(out)
     if manifest and manifest.get("source_sha256") not in (None, source_sha):
@@ -105,7 +130,15 @@ def generate(
         target = out / f"{name}.npy"
         entry = manifest["corruptions"].get(name)
         if target.exists():
-            if entry and entry.get("config") == key and entry.get("sha256") == sha256_file(target):
+            done = entry and entry.get("config") == key and entry.get("sha256") == sha256_file(target)
+            if not done and _joined_from(target, [parts / f"{name}-s{s}-{key}.npy" for s in severities]):
+                # killed after the file was written, before the manifest recorded it: it is this run's
+                manifest["corruptions"][name] = _entry(name, target, severities, seed, key, 0.0)
+                save_manifest()
+                done = True
+            if done:
+                for s in severities:  # a kill can come while a finished file's blocks are being removed
+                    (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)
                 if progress:
                     progress(len(images) * len(severities))
                 continue
@@ -131,12 +164,7 @@ def generate(
             atomic_save_npy(part, block)
             blocks.append(block)
         atomic_save_npy(target, np.concatenate(blocks))
-        manifest["corruptions"][name] = {
-            "file": target.name, "severities": severities, "seed": seed, "config": key,
-            "params": {str(s): PARAMS[name][s - 1] for s in severities},
-            "heldout": get_corruption(name).heldout, "sha256": sha256_file(target),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }  # fmt: skip
+        manifest["corruptions"][name] = _entry(name, target, severities, seed, key, time.perf_counter() - t0)
         save_manifest()
         for s in severities:
             (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)

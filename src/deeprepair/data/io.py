@@ -9,6 +9,7 @@ is atomic on POSIX and Windows within one file system).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
@@ -57,7 +58,8 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_orphans(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from None
     tmp = Path(tmp_name)
@@ -74,6 +76,31 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours
+        return True
+    return True
+
+
+def remove_orphans(path: str | Path, any_name: bool = False) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left beside it (named
+    ``.<name>.<pid>.<random>.tmp``; a live process's file is kept), or with ``any_name`` those of
+    every file in the folder ``path``. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    pattern = path / ".*.tmp" if any_name else path.parent / f".{glob.escape(path.name)}.*.tmp"
+    for tmp in Path(pattern).parent.glob(Path(pattern).name):
+        pid = tmp.name[:-len(".tmp")].rsplit(".", 2)[-2] if tmp.name.count(".") >= 4 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def _write_error(path: Path | str, exc: OSError) -> DeepRepairError:
