@@ -79,14 +79,9 @@ def _git(*args: str) -> str | None:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from deeprepair.engine import cpu_model
+
+    return cpu_model()
 
 
 def dist_versions(names) -> dict:

@@ -47,6 +47,35 @@ def _cpu_has_fast_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the provenance of every results file."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict:
+    """What a measurement ran on: CPU, cores, platform, torch, and the precision ``auto`` picks."""
+    import os
+    import platform
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    dev = pick_device(None)
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "cores_usable": usable, "platform": platform.platform(),
+            "device": str(dev), "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+            "torch": torch.__version__, "precision_auto": resolve_precision("auto", dev)}
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast context for ``precision == "bf16"``, else a no-op."""
     if precision == "bf16":

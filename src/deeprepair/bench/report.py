@@ -152,6 +152,9 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     md, figs = [f"# Benchmark report: profile `{prof['name']}`", "", prof.get("about", ""), ""], []
     if provenance:
         md += [f"- {k}: {v}" for k, v in provenance.items()] + [""]
+    machines = sorted({f"{c['machine']['cpu']} ({c['machine']['device']}, auto = {c['machine']['precision_auto']})"
+                       for c in cells if isinstance(c.get("machine"), dict)})
+    md += [f"- machine of the cells: {'; '.join(machines) or 'not recorded (cells made before machines were recorded)'}", ""]
     md.append(f"{len(cells)} cells. Accuracy in %, mean ± sample std over seeds where there are several.")
     walls = defaultdict(list)
     for c in cells:

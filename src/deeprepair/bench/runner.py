@@ -19,11 +19,12 @@ import torch
 
 from ..data import ImageSet, load_dataset
 from ..data.io import atomic_write_bytes, sha256_file
-from ..engine import pick_device, predict
+from ..engine import machine, pick_device, predict
 from ..errors import DeepRepairError
 from .profile import METHOD_OPTIONS, arch_corruptions, cell_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+MACHINE = machine()
 
 
 def _subset(ds: ImageSet, n: int, seed: int) -> ImageSet:
@@ -240,7 +241,7 @@ def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: di
                                                     "tuned_parameters", "validation_before", "validation_after")},
               "history": [{k: h.get(k) for k in ("epoch", "loss", "val_train_acc", "val_failures_acc", "val_score")}
                           for h in report.get("history", [])],
-              "wall": time.perf_counter() - t0}
+              "wall": time.perf_counter() - t0, "machine": {k: MACHINE[k] for k in ("cpu", "device", "precision_auto")}}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(result, indent=1).encode())
     return result
@@ -336,7 +337,7 @@ def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", 
     folder's report instead of shrinking it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "profile.json", json.dumps(record or prof, indent=2).encode())
+    atomic_write_bytes(out / "profile.json", json.dumps({**(record or prof), "machine": MACHINE}, indent=2).encode())
     ctx = Context(prof, str(data_dir), out, pick_device(device))
     for arch in prof["archs"]:
         ctx.model(arch, log)
