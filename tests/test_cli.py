@@ -483,3 +483,35 @@ def test_repair_safe_saves_a_distilled_routed_model(trained, data_dir, tmp_path,
     cfg = res["metadata"]["repair_config"]
     assert (cfg["epochs"], cfg["train_subset"], cfg["dc_repeat"], cfg["distill"], cfg["gate"]) == (1, 16, 4, 1.0, True)
     assert res["metadata"]["gate"]["router"] == "mlp" and res["metadata"]["gate"]["features"] == "deep+style"
+
+
+def test_real_failures_workflow_mine_then_repair_with_field_photos(trained, data_dir, tmp_path, smooth_images, capsys):
+    """mine --real (labelled field photos, no corruption) -> repair --field --eval-shifted: the field
+    photos reach repair without labels, and no photo is both collected and evaluated."""
+    real = tmp_path / "photos.npz"
+    np.savez(real, x=smooth_images(40, seed=7), y=np.arange(40, dtype=np.int64) % 10)
+    mine = tmp_path / "mine"
+    assert main(["mine", "--model", str(trained), "--real", str(real), "--out", str(mine), "--collect", "6",
+                 "--field-fraction", "0.5", "--json", "--quiet"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["collected"] == min(6, info["failures"]) > 0
+    parts = {p: np.load(mine / f"real.{p}.npz") for p in ("dc", "unseen", "field", "eval")}
+    assert "y" not in parts["field"].files
+    dc, field, ev = (set(parts[p]["index"].tolist()) for p in ("dc", "field", "eval"))
+    assert not dc & field and not dc & ev and not field & ev and len(dc | field | ev) == 40
+    out = tmp_path / "rep"
+    assert main(["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(mine / "real.dc.npz"),
+                 "--field", str(mine / "real.field.npz"), "--eval-shifted", str(mine / "real.eval.npz"),
+                 "--method", "finetune", "--distill", "1", "--distill-focus", "right", "--tune", "first-block",
+                 "--out", str(out), "--epochs", "1", "--train-subset", "10", "--batch-size", "8", "--json", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["repair"]["field_images"] == len(field)
+    assert res["compare"]["shifted"]["images"] == len(ev)
+    assert res["repair"]["config"]["tune"] == "first-block" and res["repair"]["config"]["distill_focus"] == "right"
+    # the preset is one flag and the flags given with it win
+    from deeprepair.cli import build_parser, resolve_repair_options
+
+    a = build_parser().parse_args(["repair", "--model", "m", "--failures", "f", "--out", "o", "--preset", "safe",
+                                   "--tune", "bn"])
+    resolve_repair_options(a, 50000)
+    assert a.gate and a.tune == "bn" and a.train_subset == 40000

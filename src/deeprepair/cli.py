@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -469,7 +470,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mine_real(args: argparse.Namespace) -> int:
+    """`mine --real`: failures of the model on real labelled field photos (no corruption)."""
+    from .data import load_failure_set
+    from .data.io import atomic_write_bytes
+    from .engine import predict
+    from .mining import split_real
+
+    model, meta, device = _open_model(args)
+    classes = list(meta.get("classes") or [str(k) for k in range(meta["num_classes"])])
+    photos = load_failure_set(args.real, classes)
+    _check_images(photos, meta, "--real")
+    out = _out_dir(Path(args.out))
+    pred = predict(model, photos.x, device=device, precision=args.precision)
+    r = split_real(pred, photos.y, args.collect, len(classes), args.seed, args.field_fraction)
+    parts = {"dc": r["dc"], "unseen": r["unseen"]}
+    if args.export_heldout:
+        parts["de"] = r["de"]
+    if args.field_fraction:
+        parts.update(field=r["field"], eval=r["eval"])
+    for part, idx in parts.items():
+        buf = io.BytesIO()
+        labels = {} if part == "field" else {"y": photos.y[idx]}  # field photos go to repair unlabelled
+        np.savez(buf, x=photos.x[idx], index=idx, classes=np.array(classes), **labels)
+        atomic_write_bytes(out / f"real.{part}.npz", buf.getvalue())
+    acc = float((pred == photos.y).mean())
+    info = {"model": str(args.model), "real": str(args.real), "photos": len(photos), "accuracy": acc,
+            "failures": len(r["failures"]), "collected": len(r["dc"]), "seed": args.seed,
+            "field_fraction": args.field_fraction, **{f"{p}_photos": len(i) for p, i in parts.items()}}
+    atomic_write_bytes(out / "mining.json", json.dumps(info, indent=2).encode())
+    lines = [f"{Path(args.model).name} gets {acc:.1%} of {len(photos):,} real photos right: {len(r['failures']):,} "
+             f"failures, {len(r['dc']):,} collected -> {out}/real.dc.npz (repair --failures); the "
+             f"{len(r['unseen']):,} other photos -> real.unseen.npz (repair --eval-shifted)"]
+    if args.field_fraction:
+        lines.append(f"split seeded into {len(r['field']):,} unlabelled field photos (real.field.npz: repair --field) "
+                     f"and {len(r['eval']):,} evaluation photos (real.eval.npz: repair --eval-shifted)")
+    _emit(args, {"out": str(out), **info}, lines)
+    return 0
+
+
 def cmd_mine(args: argparse.Namespace) -> int:
+    if args.real:
+        return _mine_real(args)
     from .data import sha256_file
     from .evaluate import iter_predictions
     from .mining import FailureSplit, export_collected, find_failures, write_mining
@@ -950,6 +992,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--collect", type=POSITIVE_INT, default=1000, help="failures per corruption to collect (Dc)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the Dc/De split")
+    p.add_argument("--real", metavar="DIR_OR_NPZ", help="mine real labelled field photos instead of corruptions "
+                   "(class folders or .npz x, y): writes real.dc.npz (collected failures) and real.unseen.npz "
+                   "(every other photo, for repair --eval-shifted)")
+    p.add_argument("--field-fraction", type=BELOW_ONE, default=0.0, help="with --real: also split the other photos, "
+                   "seeded, into this share of unlabelled field photos (real.field.npz, for repair --field) and "
+                   "evaluation photos (real.eval.npz); default 0")
     p.add_argument("--split-by", default="image", choices=["image", "failure"], help="leak-free Dc/De split: "
                    "every severity of one photo on one side (image, the default), or each failure drawn "
                    "independently (failure: the paper's protocol, where De shares photos with Dc)")

@@ -143,6 +143,24 @@ def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: 
     return FailureSplit(name, index, yy[index], pred[index], index // n + 1, dc, de, n, len(preds))
 
 
+def split_real(pred: np.ndarray, y: np.ndarray, n_collect: int, num_classes: int, seed: int,
+               field_fraction: float = 0.0) -> dict[str, np.ndarray]:
+    """Real field photos (no corruption, one image per photo): the model's failures, ``n_collect``
+    of them collected (Dc, stratified by class, seeded), and every other photo ``unseen``; with
+    ``field_fraction`` the unseen photos are split (seeded) into an unlabelled ``field`` share,
+    for ``repair --field``, and an ``eval`` share that no repair sees. Indices into the photos."""
+    if not 0 <= field_fraction < 1:
+        raise DeepRepairError(f"the field fraction must be in [0, 1), got {field_fraction}")
+    wrong = np.flatnonzero(pred != y)
+    pos, rest = split_collected(y[wrong], n_collect, num_classes, seed=seed)
+    dc = wrong[pos]
+    unseen = np.setdiff1d(np.arange(len(y)), dc)
+    perm = np.random.default_rng(1000 + seed).permutation(unseen)
+    half = int(round(len(perm) * field_fraction))
+    return {"failures": wrong, "dc": dc, "de": wrong[rest], "unseen": unseen,
+            "field": np.sort(perm[:half]), "eval": np.sort(perm[half:])}
+
+
 def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str], path: Path,
                      part: str = "dc") -> Path:
     """Dc (or De with ``part="de"``) as a failure set ``repair`` reads: npz with ``x``, ``y``,
@@ -177,5 +195,5 @@ def write_mining(out: Path, splits: dict[str, FailureSplit], info: dict, n_colle
     atomic_write_bytes(out / "mining.json", json.dumps(info, indent=2).encode())
 
 
-__all__ = ["SPLITS", "FailureSplit", "export_collected", "find_failures", "split_collected", "stratified_quota",
+__all__ = ["SPLITS", "FailureSplit", "export_collected", "find_failures", "split_collected", "split_real", "stratified_quota",
            "table1", "write_mining"]

@@ -185,19 +185,14 @@ class Context:
     def real_split(self, arch: str, seed: int) -> dict:
         """Seeded: ``collect`` of the original's failures on the real photos (stratified by class)
         are Dc; the other photos are split into unlabelled field and evaluation halves."""
-        from ..mining import split_collected
+        from ..mining import split_real
 
         real = self.real_set()
         with np.load(self.mine_dir(arch) / "real.npz") as f:
             pred = f["pred"]
-        wrong = np.flatnonzero(pred != real.y)
-        pos, _ = split_collected(real.y[wrong], self.prof["collect"], real.num_classes, seed=seed)
-        dc = wrong[pos]
-        unseen = np.setdiff1d(np.arange(len(real)), dc)
-        perm = np.random.default_rng(1000 + seed).permutation(unseen)
-        half = int(round(len(perm) * self.prof["real"].get("field_fraction", 0.5)))
-        return {"real": real, "dc": dc, "unseen": unseen, "field": np.sort(perm[:half]),
-                "eval": np.sort(perm[half:]), "failures": len(wrong), "pred": pred}
+        r = split_real(pred, real.y, self.prof["collect"], real.num_classes, seed,
+                       self.prof["real"].get("field_fraction", 0.5))
+        return {**r, "real": real, "failures": len(r["failures"]), "pred": pred}
 
 
 def list_cells(prof: dict) -> list[tuple[str, str, str, int]]:
