@@ -424,6 +424,100 @@ def section_speed() -> tuple[str, str]:
     return f"{finding}\n\n{t}\n\nRegenerate:\n\n" + "\n".join(cmds) + "\n", finding
 
 
+# -- 5. the net effect of a repair (issue 22) --------------------------------------------------------
+NET_NAMES = {"dr-focal": "DeepRepair + focal distillation", "dr-fb-focal": "DeepRepair, first block + focal distillation",
+             "dr-first-block": "DeepRepair, first block", "ft-focal": "fine-tune + focal distillation",
+             "dr-focal+field": "DeepRepair + focal distillation + field photos",
+             "dr-fb-focal+field": "DeepRepair, first block + focal distillation + field photos",
+             "ft-focal+field": "fine-tune + focal distillation + field photos"}
+
+
+def net_cells(name: str) -> tuple[list[dict], dict | None]:
+    """The cells and profile record of the bench folder benchmarks/results/<name> (empty if absent)."""
+    folder = RESULTS / name
+    if not (folder / "profile.json").is_file():
+        return [], None
+    return [json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*.json"))], load(f"{name}/profile.json")
+
+
+def per_seed(cells: list[dict], get) -> dict[str, list[float]]:
+    """{method: [per-seed mean over the cell's corruptions of get(metrics)]}, seeds with every corruption."""
+    acc: dict = defaultdict(lambda: defaultdict(dict))
+    for c in cells:
+        v = get(c["metrics"])
+        if v is not None:
+            acc[c["method"]][c["seed"]][c["corruption"]] = v
+    corrs = {c["corruption"] for c in cells}
+    return {m: [mean(v.values()) for _, v in sorted(s.items()) if set(v) == corrs] for m, s in acc.items()}
+
+
+NET_COLUMNS = [("never-seen shifted images (%)", lambda m: m["shifted"]["after"]),
+               ("change there (points)", lambda m: m["shifted"]["after"] - m["shifted"]["before"]),
+               ("break there (%)", lambda m: m["shifted"]["break_rate"]),
+               ("fix there (%)", lambda m: m["shifted"]["fix_rate"]),
+               ("clean, not in Dc (%)", lambda m: m.get("clean_unseen", {}).get("after", m["clean_after"])),
+               ("clean break (%)", lambda m: m.get("clean_unseen", {}).get("break_rate", m["break_rate"])),
+               ("De (%)", lambda m: m.get("de_after")),
+               ("other corruptions (points)", lambda m: (m["elsewhere"]["after"] - m["elsewhere"]["before"])
+                if "elsewhere" in m else None)]
+
+
+def net_table(cells: list[dict], prof: dict) -> tuple[str, dict]:
+    """Per method: the NET_COLUMNS (in points: every figure is a fraction or a difference of two),
+    mean ± sample std over seeds; the original's row gives the before values."""
+    cols = {label: per_seed(cells, get) for label, get in NET_COLUMNS}
+    used = [label for label, _ in NET_COLUMNS if any(cols[label].values())]
+    before = {NET_COLUMNS[0][0]: per_seed(cells, lambda m: m["shifted"]["before"]),
+              "clean, not in Dc (%)": per_seed(cells, lambda m: m.get("clean_unseen", {}).get("before", m["clean_before"]))}
+    first = {k: next((v for v in b.values() if v), []) for k, b in before.items()}
+    rows = [["original (before)", len(first[NET_COLUMNS[0][0]])] + [ms(first[k]) if k in first else "-" for k in used]]
+    for m in prof["methods"]:
+        if m != "original" and cols[NET_COLUMNS[0][0]].get(m):
+            rows.append([NET_NAMES.get(m, NAMES.get(m, m)), len(cols[NET_COLUMNS[0][0]][m])]
+                        + [ms(cols[k][m]) if cols[k].get(m) else "-" for k in used])
+    return table(["method", "seeds"] + used, rows), cols
+
+
+def section_net() -> tuple[str, str]:
+    out, findings = [], []
+    cells, prof = net_cells("cinic")
+    if prof:
+        cells = [c for c in cells if isinstance(c["metrics"].get("shifted"), dict)]
+        t, cols = net_table(cells, prof)
+        change = cols["change there (points)"]
+        worse = [m for m, v in change.items() if m != "original" and v and mean(v) < 0]
+        best = max((m for m in change if m != "original" and change[m]), key=lambda m: mean(change[m]))
+        f = (f"On real failures (CINIC photos, {prof['collect']} collected, {max(len(v) for v in change.values())} "
+             f"seeds), {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods leave the model "
+             f"worse on the photos no method saw; the best, {NET_NAMES.get(best, NAMES.get(best, best))}, changes "
+             f"accuracy there by {ms(change[best])} points.")
+        findings.append(f)
+        note = ("Shifted images = the evaluation half of the photos that are not in Dc (the other half is the "
+                "unlabelled field half, given only to the `+ field photos` methods); clean = CIFAR-10's test set. "
+                "± = sample std over seeds.")
+        out.append(f"### Real failures (CINIC-10 ImageNet photos)\n\n{f}\n\n{t}\n\n{note}\n\n"
+                   f"Source: [`cinic/cells/*.json`](cinic/) ({len(cells)} cells; machine: {machine(prof)}). "
+                   f"Regenerate: `deeprepair bench --profile cinic --data DIR --out benchmarks/results/cinic`.\n")
+    cells, prof = net_cells("leakfree")
+    if prof:
+        cells = [c for c in cells if isinstance(c["metrics"].get("shifted"), dict)]
+        t, cols = net_table(cells, prof)
+        change = cols["change there (points)"]
+        done = {m: len(v) for m, v in change.items() if v}
+        corr = sorted({c["corruption"] for c in cells})
+        f = (f"On CIFAR-10-C with a leak-free split ({len(corr)} corruptions, {prof['collect']} failures collected), "
+             + "; ".join(f"{NET_NAMES.get(m, NAMES.get(m, m))} changes accuracy on the never-seen shifted images by "
+                         f"{ms(change[m])} points" for m in prof["methods"] if m in done and m != "original") + ".")
+        findings.append(f)
+        out.append(f"### CIFAR-10-C, leak-free split\n\n{f}\n\n{t}\n\nEach figure: the mean over {', '.join(corr)} for "
+                   "one seed (seeds with every corruption done), then mean ± sample std over seeds.\n\n"
+                   f"Source: [`leakfree/cells/*.json`](leakfree/) ({len(cells)} cells; machine: {machine(prof)}). "
+                   f"Regenerate: `deeprepair bench --profile leakfree --data DIR --out benchmarks/results/leakfree`.\n")
+    if not out:
+        return "Not measured yet: `deeprepair bench --profile cinic` and `--profile leakfree`.\n", ""
+    return "\n".join(out), " ".join(findings)
+
+
 # -- assembly -----------------------------------------------------------------------------------
 def build() -> tuple[str, dict[str, str]]:
     rep, f_rep = section_repair()
@@ -432,6 +526,7 @@ def build() -> tuple[str, dict[str, str]]:
     gate, f_gate = section_gate()
     routers, _ = section_routers()
     speed, f_speed = section_speed()
+    net, f_net = section_net()
     doc = ("# What has been measured\n\n"
            "Generated by `python benchmarks/summary.py` from the JSON files in this folder; do not edit by hand. "
            "Each table opens with its finding (computed from the table), and names its source file, the machine "
@@ -443,9 +538,11 @@ def build() -> tuple[str, dict[str, str]]:
            f"## 3. Regressions: what does repair break, and can routing prevent it?\n\n### At the comparison's budget\n\n"
            f"{ctl}\n### Thresholds and routers at that budget\n\n{routers}\n"
            f"### A longer repair behind a router\n\n{gate}\n"
-           f"## 4. Speed\n\n{speed}")
+           f"## 4. Speed\n\n{speed}\n"
+           f"## 5. Net effect: what a user lives with (leak-free; real failures)\n\n{net}")
     findings = (f"- **Repair vs baselines:** {f_rep}\n- **Few failures:** {f_few}\n"
-                f"- **Regressions:** {f_ctl} {f_gate}\n- **Speed:** {f_speed}\n")
+                f"- **Regressions:** {f_ctl} {f_gate}\n- **Speed:** {f_speed}\n"
+                + (f"- **Net effect:** {f_net}\n" if f_net else ""))
     link = "[`benchmarks/results/SUMMARY.md`](benchmarks/results/SUMMARY.md)"
     seeds = rep.split("### Repair vs baselines, three seeds\n\n", 1)[1].split("\n### ", 1)[0]
     docs = "../benchmarks/results/"  # links in docs/*.md
@@ -460,6 +557,7 @@ def build() -> tuple[str, dict[str, str]]:
         "selection": relink(section_selection(), docs),
         "mixed": relink(section_mixed(), docs),
         "testtime": relink(section_testtime(), docs),
+        "net": relink(net, docs),
     }
     return doc, blocks
 
