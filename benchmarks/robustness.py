@@ -33,9 +33,10 @@ COLUMNS = ("tried", "one_line_errors", "ran_ok", "tracebacks", "silent_wrong", "
 def run_pytest(modules: list[str], log: Path) -> tuple[int, float, str]:
     env = dict(os.environ, DEEPREPAIR_FUZZ_LOG=str(log), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *modules],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *modules],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    tail = "\n".join(proc.stdout.strip().splitlines()[-3:])
+    summary = [ln for ln in proc.stdout.splitlines() if " passed" in ln or " failed" in ln]
+    tail = summary[-1].strip("= ") if summary else "\n".join(proc.stdout.strip().splitlines()[-3:])
     return proc.returncode, time.perf_counter() - t0, tail
 
 
@@ -71,6 +72,9 @@ def markdown(fuzz: dict, kills: dict, prov: dict, runs: list[dict], failures: li
              provenance_markdown(prov), ""]
     for r in runs:
         lines.append(f"- `pytest {' '.join(r['modules'])}`: exit {r['rc']} in {r['seconds']:.0f} s ({r['tail'].splitlines()[-1] if r['tail'] else ''})")
+    if any("skipped" in r["tail"] for r in runs):
+        lines.append("- skipped: the cases that make a folder read-only with chmod, when run as root (which "
+                     "ignores folder permissions); the `writes-refused-*` cases simulate the same refusal for any user")
     lines += ["", "## The corpus", "",
               "Each case runs `deeprepair.cli.main([...])` in-process on inputs generated from small arrays. "
               "*One-line errors*: exit status 2 and one stderr line starting `error:`, as each case requires. "

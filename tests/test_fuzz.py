@@ -212,7 +212,7 @@ for _cmd in MODEL_CMDS:
     case("checkpoint bytes", f"empty-file-{_cmd}")(lambda w, d, _c=_cmd: base(_c, w, d, model=_bytes_ckpt(d, b"")))
     case("checkpoint bytes", f"header-not-json-object-{_cmd}")(
         lambda w, d, _c=_cmd: base(_c, w, d, model=_bytes_ckpt(d, (8).to_bytes(8, "little") + b"[1,2,3] ")))
-case("checkpoint bytes", "random-bytes-pth-with-factory", match="not")(
+case("checkpoint bytes", "random-bytes-pth-with-factory", match="not a torch weights file")(
     lambda w, d: base("evaluate", w, d, model=_bytes_ckpt(d, _RANDOM, "w.pth"))
     + ["--factory", "deeprepair.models.resnet:resnet_20", "--num-classes", "10"])
 case("checkpoint bytes", "random-bytes-torchscript")(
@@ -562,6 +562,11 @@ case("outputs", "writes-refused-corrupt-grid", finished=("g.png",), match="permi
     lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(d / "g.png"), "--corruptions", "fog", "--quiet"])
 
 
+case("outputs", "grid-under-a-file-corrupt")(
+    lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(_file_at(d) / "g.png"), "--corruptions", "fog",
+                  "--quiet"])
+
+
 # --- resume state and existing outputs
 
 
@@ -629,6 +634,31 @@ def _other_model(w, d):
 
 
 case("resume fingerprint", "repair-resume-other-failures", match="failure")(_other_failures)
+
+
+def _garbled_state(w, d):
+    _interrupted_repair(w, d)  # the run's record is there and matches; its state is then garbled
+    (d / "out" / "repair.state.safetensors").write_bytes(_RANDOM)
+    return _set_flag(base("repair", w, d), "--epochs", "2")
+
+
+case("resume state", "repair-state-garbled-after-a-real-run", match="not a resumable state")(_garbled_state)
+_FINISHED_STAT: dict[str, tuple] = {}
+
+
+def _train_finished(w, d):
+    _first_run(base("train", w, d))
+    ckpt = d / "out" / "m.safetensors"
+    _FINISHED_STAT[str(d)] = (ckpt.stat().st_mtime_ns, ckpt.stat().st_ino)
+    return base("train", w, d) + ["--resume"]
+
+
+def _untouched(w, d):
+    ckpt = d / "out" / "m.safetensors"
+    assert (ckpt.stat().st_mtime_ns, ckpt.stat().st_ino) == _FINISHED_STAT[str(d)], "a finished run was retrained"
+
+
+case("resume fingerprint", "train-resume-of-a-finished-run", expect="ok", extra_check=_untouched)(_train_finished)
 case("resume fingerprint", "repair-resume-other-model", match="model")(_other_model)
 
 
@@ -741,6 +771,15 @@ def _object_npz(d: Path) -> Path:
 
 case("style inputs", "content-object-array", match="object")(
     lambda w, d: _set_flag(base("style", w, d), "--content", str(_object_npz(d))))
+def _style_pngs(w, d):
+    d.mkdir(parents=True, exist_ok=True)
+    _png(d / "a.png", _images(2, 5)[0])
+    _png(d / "b.png", _images(2, 5)[1])
+    return ["style", "--content", str(d / "a.png"), "--style", str(d / "b.png"), "--out", str(d / "out" / "s.png"), "--quiet"]
+
+
+case("style inputs", "png-pair-runs-without-warnings", expect="ok",
+     extra_check=lambda w, d: None if (d / "out" / "s.png").stat().st_size > 500 else pytest.fail("no figure"))(_style_pngs)
 case("style inputs", "content-random-bytes")(
     lambda w, d: _set_flag(base("style", w, d), "--content", str(_bytes_ckpt(d, _RANDOM, "c.npz"))))
 case("style inputs", "content-16bit-png", expect="ok",
@@ -803,6 +842,15 @@ case("output records", "bench-profile-file-wrong-types")(
 # ------------------------------------------------------------------------------ the runner
 
 
+def _main(argv: list[str]):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse
+        return e.code
+    except BaseException as e:  # a traceback: record it, then fail
+        return f"traceback: {type(e).__name__}: {e}"
+
+
 def _log(row: dict) -> None:
     path = os.environ.get("DEEPREPAIR_FUZZ_LOG")
     if path:
@@ -821,12 +869,12 @@ def test_case(c: Case, world, tmp_path, capsys, monkeypatch):
     if c.patch:
         c.patch(monkeypatch)
     inputs = _tree_hashes(world["root"], d)
-    try:
-        rc = main(argv)
-    except SystemExit as e:  # argparse
-        rc = e.code
-    except BaseException as e:  # a traceback: record it, then fail
-        rc = f"traceback: {type(e).__name__}: {e}"
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = _main(argv)
+    noisy = [str(m.message)[:120] for m in caught if "writable" in str(m.message)]
     out, err = capsys.readouterr()
     for p in d.rglob("*"):  # let the read-only folders be inspected and cleaned
         if p.is_dir() and not p.is_symlink():
@@ -834,13 +882,16 @@ def test_case(c: Case, world, tmp_path, capsys, monkeypatch):
     after = _tree_hashes(world["root"], d)
     changed = sorted(k for k, v in inputs.items() if after.get(k) != v)
     leftover = [f for f in c.finished if (d / f).exists()]
+    if c.expect == "error" and c.patch is None:  # a refused command writes nothing new (empty folders aside);
+        # a full disk may stop a run after some complete, resumable files: there only c.finished counts
+        leftover += sorted(k for k in after if k not in inputs and Path(k).is_relative_to(d / "out"))
     tmp_left = [str(p) for p in d.rglob("*.tmp")]
     lines = err.strip().splitlines()
     row = {"class": c.cls, "case": c.name, "expect": c.expect, "rc": rc, "stderr": err.strip()[-300:],
            "traceback": isinstance(rc, str) or "Traceback" in err,
            "one_line_error": rc == 2 and len(lines) == 1 and lines[0].startswith("error: "),
            "silent_wrong": c.expect == "error" and rc == 0,
-           "inputs_modified": changed, "partial_output": leftover + tmp_left}
+           "inputs_modified": changed, "partial_output": leftover + tmp_left, "warnings": noisy}
     if c.expect == "ok" and rc == 0 and c.extra_check is not None:
         try:
             c.extra_check(world, d)
@@ -857,5 +908,6 @@ def test_case(c: Case, world, tmp_path, capsys, monkeypatch):
     else:
         assert rc == 0, err
         assert not row["silent_wrong"], row.get("check")
+        assert not noisy, noisy  # e.g. torch's "non-writable NumPy array" warning
     assert not changed, changed
     assert not row["partial_output"], row["partial_output"]

@@ -212,9 +212,11 @@ def read_user_weights(path: str | Path, allow_pickle: bool = False) -> dict[str,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:
-        if not allow_pickle and "weights only load failed" not in str(exc).lower():
-            raise DeepRepairError(f"{path} is not a torch weights file ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:120]}); give a .pt/.pth from torch.save or a .safetensors") from None
+        with open(path, "rb") as f:  # torch.save writes a zip archive (or, before torch 1.6, a pickle)
+            head = f.read(4)
+        if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
+            raise DeepRepairError(f"{path} is not a torch weights file (neither a zip archive nor a pickle); "
+                                  "give a .pt/.pth written by torch.save, or a .safetensors file") from None
         if not allow_pickle:
             raise DeepRepairError(
                 f"{path} cannot be loaded as plain weights (it holds pickled objects, which can run "
