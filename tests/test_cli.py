@@ -216,14 +216,14 @@ def test_demo_without_model_explains_how_to_get_one(data_dir, tmp_path, capsys, 
 
 
 def test_demo_falls_back_to_the_bundled_digits_offline(tmp_path, capsys, monkeypatch):
-    import deeprepair.cli as cli
     import deeprepair.data as data
+    import deeprepair.demo as demo_module
 
     def no_network(root):
         raise DeepRepairError("cannot download https://www.cs.toronto.edu/...: Name or service not known")
 
     monkeypatch.setattr(data, "download_cifar10", no_network)
-    monkeypatch.setattr(cli, "DIGITS_EPOCHS", 2)
+    monkeypatch.setattr(demo_module, "DIGITS_EPOCHS", 2)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--collect", "50", "--epochs", "1", "--train-subset", "200",

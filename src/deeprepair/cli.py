@@ -155,13 +155,9 @@ def _default_model() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """End to end: corrupt the test set, mine the model's failures, repair it, compare."""
-    from .evaluate import CorruptedSource, iter_predictions
-    from .mining import export_collected, find_failures
-    from .data import ImageSet, load_failure_set
-    from .repair import RepairConfig, compare, repair, repair_report_markdown
-
+    """End to end: corrupt the test set, mine the model's failures, repair it, compare (``demo.py``)."""
     from .corruptions import get_corruption
+    from .demo import run_demo
 
     get_corruption(args.corruption)  # an unknown name is a one-line error before any work starts
     out = Path(args.out)
@@ -174,67 +170,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model, meta, device = _open_model(args, test.classes)
     _check_images(test, meta, "test")
     _out_dir(out)
-    t0 = time.perf_counter()
-    source = CorruptedSource(test.x, test.y, seed=args.seed)
-    preds, stack = [], []
-    with _progress(len(test) * 5, args.quiet, f"demo: corrupt + predict ({args.corruption})") as bar:
-        for _, s, imgs, pred in iter_predictions(model, source, [args.corruption], device=device,
-                                                 precision=args.precision, progress=bar.update):
-            preds.append(pred)
-            stack.append(imgs)
-    n_fail = int(sum((p != test.y).sum() for p in preds))
-    collect = args.collect
-    if n_fail < 2 * collect:  # keep at least half of the failures held out, to measure the repair on
-        collect = n_fail // 2
-        _say(args, f"demo: only {n_fail} failures; collecting {collect} (half) so the rest stay held out")
-    split = find_failures(args.corruption, preds, test.y, collect, test.num_classes, args.seed)
-    if len(split.dc) == 0:
-        raise DeepRepairError(f"the model makes no mistakes under {args.corruption}: nothing to repair")
-    stack = np.concatenate(stack)
-    dc_path = export_collected(split, stack, test.classes, out / f"{args.corruption}.dc.npz")
-    failures = load_failure_set(dc_path, test.classes)
-    de_sel = split.index[split.de]
-    heldout = ImageSet(stack[de_sel], split.y[split.de], test.classes) if len(de_sel) else None
-    groups = {f"severity {s}": split.severity[split.de] == s for s in range(1, 6)} if heldout else None
-    unseen = split.unseen()  # what a user lives with: every image of the photos the repair never saw
-    shifted = ImageSet(stack[unseen], np.tile(test.y, 5)[unseen], test.classes)
-    results = {}
-    for method in args.methods:
-        cfg = RepairConfig(method=method, epochs=args.epochs, train_subset=args.train_subset,
-                           seed=args.seed, precision=args.precision)  # fmt: skip
-        n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures)
-        with _progress(n_ft * args.epochs, args.quiet, f"demo: repair ({method})") as bar:
-            repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update)
-        cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
-                      shifted=shifted, dc_sources=split.dc_sources(), device=device, precision=args.precision)
-        results[method] = {"compare": cmp, "repair": report}
-    pct = lambda v: f"{v * 100:.1f}"  # noqa: E731
-    first = next(iter(results.values()))["compare"]
-    lines = [f"data: {data_note}", f"demo: {Path(args.model).name} under {args.corruption} (5 severities x {len(test):,} test images): "
-             f"{len(split.index):,} failures -> {len(split.dc):,} collected (Dc) from "
-             f"{len(split.dc_sources()):,} photos; {len(split.de):,} failures of the other photos held out (De)",
-             "", f"| model | {args.corruption}, photos never seen (%) | its break rate (%) | clean, photos not in Dc (%) "
-             "| clean break rate (%) | De, unseen failures (%) | time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|",
-             f"| original | {pct(first['shifted']['before'])} | - | {pct(first['clean_unseen']['before'])} | - | "
-             f"{pct(first.get('de_before', 0))} | - |"]  # fmt: skip
-    for method, r in results.items():
-        c = r["compare"]
-        lines.append(f"| {method} | {pct(c['shifted']['after'])} | {pct(c['shifted']['break_rate'])} | "
-                     f"{pct(c['clean_unseen']['after'])} | {pct(c['clean_unseen']['break_rate'])} | "
-                     f"{pct(c.get('de_after', 0))} | {r['repair']['seconds']:.0f} |")
-    from .data.io import atomic_write_bytes
-
-    table = "\n".join(lines) + "\n"
-    atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
-        repair_report_markdown(m, r["compare"], r["repair"]) for m, r in results.items())).encode())
-    atomic_write_bytes(out / "demo.json", json.dumps({"corruption": args.corruption, "model": args.model,
-                                                      "data": data_note, "results": results}, indent=2).encode())
-    secs = time.perf_counter() - t0
-    _emit(args, {"out": str(out), "seconds": secs, "results": results},
-          [table, f"one seed, one corruption: a demonstration, not a benchmark (see benchmarks/). "
-                  f"Wrote {out}/demo.md and demo.json in {secs:.0f} s"])
+    res = run_demo(model, train, test, out, corruption=args.corruption, collect=args.collect, methods=tuple(args.methods),
+                   epochs=args.epochs, train_subset=args.train_subset, seed=args.seed, precision=args.precision,
+                   device=device, progress=lambda total, desc: _progress(total, args.quiet, desc),
+                   say=lambda line: _say(args, line), about={"model": args.model, "data": data_note})
+    _emit(args, {"out": str(out), "seconds": res["seconds"], "results": res["results"]},
+          [res["table"], f"one seed, one corruption: a demonstration, not a benchmark (see benchmarks/). "
+                         f"Wrote {out}/demo.md and demo.json in {res['seconds']:.0f} s"])
     return 0
+
 
 def _say(args: argparse.Namespace, line: str) -> None:
     """A note for people (stderr), silent with --quiet."""
@@ -242,13 +186,12 @@ def _say(args: argparse.Namespace, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-DIGITS_EPOCHS = 15  # the offline demo's tiny model: ~97% on the digits' test split
-
-
 def _demo_data(args: argparse.Namespace, out: Path):
     """The demo's (description, train, test): --data / $DEEPREPAIR_DATA; else CIFAR-10 downloaded
     to the user cache; else, offline, scikit-learn's bundled digits with a tiny model trained here."""
     from .data import download_cifar10
+    from .demo import digits_fallback
+    from .engine import pick_device
 
     if args.data or os.environ.get("DEEPREPAIR_DATA", "").strip():
         root, train = _load(args, "train")
@@ -263,40 +206,16 @@ def _demo_data(args: argparse.Namespace, out: Path):
             return f"CIFAR-10 downloaded to {root}", train, _load(args, "test")[1]
         except DeepRepairError as exc:
             reason = f"CIFAR-10 could not be downloaded ({str(exc)[:120]})"
-    from .data.digits import load_digits_dataset
-
-    train, test = load_digits_dataset()
+    _say(args, f"demo: no dataset and {reason}: using scikit-learn's bundled handwritten digits and a tiny "
+               "ResNet-20 trained on them here")
+    train, test, ckpt = digits_fallback(out, args.seed, pick_device(args.device),
+                                        lambda total, desc: _progress(total, args.quiet, desc),
+                                        train_model=args.model is None)
+    if ckpt is not None:
+        args.model = str(ckpt)
     note = (f"no dataset and {reason}: using scikit-learn's bundled handwritten digits ({len(train):,} train / "
             f"{len(test):,} test, 8x8 upsampled to 32x32) and a tiny ResNet-20 trained on them here")
-    _say(args, "demo: " + note)
-    if args.model is None:
-        args.model = str(_digits_model(args, out, train, test))
     return note, train, test
-
-
-def _digits_model(args: argparse.Namespace, out: Path, train, test) -> Path:
-    """A resnet-20 trained on the digits (kept in ``out`` and reused by later demos)."""
-    import torch
-
-    from .engine import pick_device
-    from .models import Classifier, create_model
-    from .models.checkpoint import save_checkpoint
-    from .train import TrainConfig, fit
-
-    ckpt = out / "digits-resnet-20.safetensors"
-    if ckpt.is_file():
-        return ckpt
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    model = Classifier(create_model("resnet-20", 10))
-    cfg = TrainConfig(epochs=DIGITS_EPOCHS, batch_size=64, lr=0.05, seed=args.seed)
-    with _progress(len(train) * cfg.epochs, args.quiet, "demo: train a tiny model on the digits") as bar:
-        res = fit(model, train.x, train.y, cfg, device=pick_device(args.device), eval_x=test.x, eval_y=test.y,
-                  progress=lambda n, e: bar.update(n))
-    save_checkpoint(model.cpu(), ckpt, {"arch": "resnet-20", "num_classes": 10, "classes": train.classes,
-                                        "clean_accuracy": res.history[-1]["test_acc"], "seed": args.seed,
-                                        "train_command": "deeprepair demo (offline digits fallback)"})
-    return ckpt
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
