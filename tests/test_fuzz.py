@@ -327,6 +327,41 @@ case("numeric options", "repair--clusters=more-than-failures", expect="ok")(
     lambda w, d: _eq(_set_flag(base("repair", w, d), "--method", "deeprepair"), "--clusters", "1000"))
 
 
+# every numeric option of every command, found in the parser, at 0, negative, NaN, Inf and huge: a value
+# outside the option's declared range is a one-line error naming the option (in-range values:
+# test_every_numeric_option_is_range_checked below)
+
+
+def _numeric_actions() -> list[tuple[str, str, object, int | None]]:
+    import argparse
+
+    from deeprepair.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [(name, a.option_strings[-1], a.type, a.nargs) for name, sp in sub.choices.items() for a in sp._actions
+            if a.option_strings and a.type is not None and a.type is not str and not a.choices]
+
+
+def _out_of_range(t, text: str) -> bool:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        return True
+    lo, hi = t.lo, t.hi
+    return ((lo is not None and (v <= lo if t.lo_open else v < lo))
+            or (hi is not None and (v >= hi if t.hi_open else v > hi)))
+
+
+EXTREMES = ("0", "-1", "nan", "inf", "-inf", "1e30")
+for _cmd, _flag, _t, _nargs in _numeric_actions():
+    for _v in EXTREMES:
+        _v = str(10**30) if _v == "1e30" and getattr(_t, "kind", None) is int else _v
+        if hasattr(_t, "lo") and not _out_of_range(_t, _v):
+            continue
+        case("numeric options (all)", f"{_cmd}{_flag}={_v}", match=_flag)(
+            lambda w, d, _c=_cmd, _f=_flag, _v=_v, _n=_nargs: [_c, _f, _v, *["1"] * ((_n or 1) - 1)] if isinstance(_n, int)
+            else [_c, f"{_f}={_v}"])
+
+
 case("parser", "unknown-command")(lambda w, d: ["fly", "--to", "moon"])
 case("parser", "unknown-flag")(lambda w, d: base("evaluate", w, d) + ["--frobnicate"])
 case("parser", "missing-required")(lambda w, d: ["repair", "--data", str(w["data"])])
@@ -688,13 +723,34 @@ def _train_other_data(w, d):
 case("resume fingerprint", "train-resume-other-data", match="data")(_train_other_data)
 
 
+def _style_other_data(w, d):
+    import deeprepair.train as tr
+
+    real = tr.save_run_state
+
+    def stop(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt
+
+    tr.save_run_state = stop  # train_decoder imports it when called
+    try:
+        assert main(_set_flag(base("train-style", w, d), "--epochs", "2")) == 130
+    finally:
+        tr.save_run_state = real
+    other = _npz_data(d, train={"x": _images(N_TRAIN, 13), "y": np.arange(N_TRAIN) % 10})
+    return _set_flag(base("train-style", w, d, data=other), "--epochs", "2") + ["--resume"]
+
+
+case("resume fingerprint", "train-style-resume-other-data", match="training set")(_style_other_data)
+
+
 def _mine_other_data(w, d):
     _first_run(base("mine", w, d))
     other = _npz_data(d, test={"x": _images(N_TEST, 12), "y": np.arange(N_TEST) % 10})
     return base("mine", w, d, data=other)
 
 
-case("resume fingerprint", "mine-into-folder-of-other-data", match="data")(_mine_other_data)
+case("resume fingerprint", "mine-into-folder-of-other-data", match="test set")(_mine_other_data)
 
 
 def _corrupt_other_seed(w, d):
@@ -849,6 +905,39 @@ def _main(argv: list[str]):
         return e.code
     except BaseException as e:  # a traceback: record it, then fail
         return f"traceback: {type(e).__name__}: {e}"
+
+
+def test_every_numeric_option_is_range_checked():
+    """Each numeric option parses with a range-checked type (deeprepair.cli._number), which returns
+    every in-range value unchanged and refuses NaN, Inf and what lies outside its range."""
+    import argparse
+
+    actions = _numeric_actions()
+    assert len(actions) > 40
+    for cmd, flag, t, _ in actions:
+        assert hasattr(t, "lo"), f"{cmd} {flag} has type {t!r}: use a range-checked type from deeprepair.cli"
+        for v in EXTREMES + ("1", "0.5", "100"):
+            if t.kind is int and ("." in v or "e" in v or "n" in v):
+                v = {"1e30": str(10**30), "0.5": "1"}.get(v, v)
+                if "n" in v:
+                    with pytest.raises(argparse.ArgumentTypeError):
+                        t(v)
+                    continue
+            if _out_of_range(t, v):
+                with pytest.raises(argparse.ArgumentTypeError):
+                    t(v)
+            else:
+                assert t(v) == t.kind(v), (cmd, flag, v)
+    # the ranges the issue names
+    by = {(c, f): t for c, f, t, _ in actions}
+    for cmd in ("train", "repair", "train-style"):
+        assert by[(cmd, "--lr")].lo == 0 and by[(cmd, "--lr")].lo_open
+    assert (by[("repair", "--distill")].lo, by[("repair", "--distill")].lo_open) == (0, False)
+    mb = by[("repair", "--max-break")]
+    assert (mb.lo, mb.hi, mb.lo_open, mb.hi_open) == (0, 1, False, True)
+    for (c, f), t in by.items():
+        if "seed" in f:
+            assert t.lo == 0, (c, f)
 
 
 def _log(row: dict) -> None:

@@ -54,6 +54,7 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, *, lo_
             raise argparse.ArgumentTypeError(f"must be {what}{span}, got {text}")
         return v
 
+    parse.kind, parse.lo, parse.hi, parse.lo_open, parse.hi_open = kind, lo, hi, lo_open, hi_open  # for tests
     return parse
 
 
@@ -457,8 +458,9 @@ def cmd_mine(args: argparse.Namespace) -> int:
             raise DeepRepairError(f"{old} is not a mining record; choose a new --out")
         for key in ("model_sha256", "collect", "seed", "source", "data_sha256", "split_by"):
             if prev.get(key) != info[key] and (key in prev or key != "data_sha256"):
-                raise DeepRepairError(f"{out} holds failures mined with another {key} "
-                                      f"({prev.get(key)!r}); choose a new --out")
+                what = {"model_sha256": "model", "data_sha256": "test set"}.get(key)
+                raise DeepRepairError(f"{out} holds failures mined with another {what or key}"
+                                      f"{'' if what else f' ({prev.get(key)!r})'}; choose a new --out")
     _out_dir(out)
     splits, t0 = {}, time.perf_counter()
     with _progress(len(test) * 5 * len(names), args.quiet, "mine") as bar:
@@ -587,7 +589,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from .train import data_fingerprint
 
     run_file = _resume_guard(state, {  # what this run is made from: a state of another run is refused
-        "model": sha256_file(args.model), "training data": data_fingerprint(train.x, train.y),
+        "model": sha256_file(args.model), "training set": data_fingerprint(train.x, train.y),
         "failure set": data_fingerprint(failures.x, failures.y),
         "--gate-holdout": data_fingerprint(clean_heldout.x, clean_heldout.y) if clean_heldout else None,
         "--field": data_fingerprint(field, np.zeros(len(field), np.int64)) if field is not None else None})
@@ -702,6 +704,11 @@ def cmd_train_style(args: argparse.Namespace) -> int:
     model, meta, device = _open_model(args, train.classes)
     _check_images(train, meta, "train")
     keep_heap()
+    from .data import sha256_file
+    from .train import data_fingerprint
+
+    run_file = _resume_guard(state, {"model": sha256_file(args.model), "training set": data_fingerprint(train.x, train.y),
+                                     "--layer": args.layer})
     encoder = FeatureEncoder(model.cpu(), args.layer, size=train.x.shape[1], channels=train.x.shape[3])
     bar = _progress(len(train) * args.epochs, args.quiet, f"train-style ({encoder.layer})")
     if state.exists():
@@ -723,6 +730,7 @@ def cmd_train_style(args: argparse.Namespace) -> int:
              "train_seconds": round(sum(r["seconds"] for r in history), 1), "torch_version": torch.__version__}
     save_style_checkpoint(out, encoder, decoder.cpu(), smeta)
     state.unlink(missing_ok=True)
+    run_file.unlink(missing_ok=True)
     last = history[-1]
     _emit(args, {"checkpoint": str(out), "layer": encoder.layer, "psnr": last["psnr"],
                  "train_seconds": smeta["train_seconds"]},
