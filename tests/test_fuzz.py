@@ -444,6 +444,20 @@ case("failure sets", "failures-one-image", expect="ok")(
 case("failure sets", "failures-one-image-deeprepair", expect="ok")(
     lambda w, d: _set_flag(_set_flag(base("repair", w, d), "--failures", str(_fail_npz(d, x=_images(1, 3), y=np.array([3])))),
                            "--method", "deeprepair"))
+for _k, _extra in (("severity-float", {"severity": np.full(4, 2.5)}), ("severity-short", {"severity": np.arange(2)}),
+                   ("index-2d", {"index": np.zeros((4, 2), np.int64)})):
+    case("failure sets", f"failures-{_k}")(
+        lambda w, d, _e=_extra: _set_flag(base("repair", w, d), "--failures",
+                                          str(_fail_npz(d, x=_images(4, 3), y=np.arange(4), **_e))))
+case("failure sets", "eval-failures-severity-float")(
+    lambda w, d: base("repair", w, d) + ["--eval-failures", str(_fail_npz(d, x=_images(4, 3), y=np.arange(4),
+                                                                             severity=np.full(4, 0.5)))])
+for _k, _arrs in (("empty", {"x": np.zeros((0, 32, 32, 3), np.uint8)}), ("float", {"x": _images(4, 3) / 255.0}),
+                  ("no-x", {"y": np.arange(4)}), ("16x16", {"x": _images(4, 3, size=16)})):
+    case("failure sets", f"field-{_k}")(lambda w, d, _a=_arrs: base("repair", w, d) + ["--field", str(_fail_npz(d, **_a))])
+case("failure sets", "field-random-bytes")(lambda w, d: base("repair", w, d) + ["--field", str(_bytes_ckpt(d, _RANDOM, "f.npz"))])
+case("failure sets", "field-object-array", match="object")(
+    lambda w, d: base("repair", w, d) + ["--field", str(_object_npz(d))])
 case("failure sets", "failures-missing")(lambda w, d: _set_flag(base("repair", w, d), "--failures", str(d / "nope.npz")))
 
 

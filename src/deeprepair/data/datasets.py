@@ -11,6 +11,7 @@ Accepted layouts (auto-detected by :func:`load_dataset`):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,25 +114,42 @@ def _build(x: np.ndarray, y: np.ndarray, classes: list[str], source: Path) -> Im
         raise DeepRepairError(f"{source}: {exc}") from None
 
 
+def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] = (),
+             save_hint: str = "np.savez(path, x=images, y=labels)") -> dict[str, np.ndarray]:
+    """The arrays ``required`` (and those of ``optional`` that are there) of an ``.npz``, never
+    unpickling: a missing array, an object array or a file that is not an .npz is a one-line error.
+    The one place user .npz files are opened."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise DeepRepairError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # np.savez writes a zip archive (an empty one: PK\x05\x06)
+        raise DeepRepairError(f"cannot read {path}: it is not an .npz file (not a zip archive); save it with {save_hint}")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            missing = [k for k in required if k not in d.files]
+            if missing:
+                raise DeepRepairError(f"{path} has no array {' or '.join(map(repr, missing))} "
+                                      f"(found: {', '.join(d.files) or 'nothing'}); save it with {save_hint}")
+            return {k: d[k] for k in (*required, *optional) if k in d.files}
+    except DeepRepairError:
+        raise
+    except Exception as exc:  # BadZipFile, ValueError (pickled objects), OSError, not an .npz at all
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {first}); expected an .npz "
+                              f"written by {save_hint}") from None
+
+
 def _load_npz(root: Path, split: str) -> ImageSet:
     path = root / f"{split}.npz"
     if not path.is_file():
         have = ", ".join(sorted(p.name for p in root.glob("*.npz")))
         raise DeepRepairError(f"{path} does not exist (this folder has: {have}); "
                               f"pick another split or add {split}.npz")
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            missing = [k for k in ("x", "y") if k not in d.files]
-            if missing:
-                raise DeepRepairError(f"{path} has no array {' or '.join(map(repr, missing))} "
-                                      f"(found: {', '.join(d.files) or 'nothing'}); save it with "
-                                      "np.savez(path, x=images, y=labels)")
-            x, y = d["x"], d["y"]
-    except DeepRepairError:
-        raise
-    except Exception as exc:  # BadZipFile, ValueError (pickled objects), OSError
-        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {exc}); expected an "
-                              ".npz written by np.savez with arrays x and y") from None
+    d = read_npz(path, ("x", "y"))
+    x, y = d["x"], d["y"]
     if not (y.ndim == 1 and np.issubdtype(y.dtype, np.integer)):
         raise DeepRepairError(f"{path}: y must be a 1-D integer array, got {y.dtype} {y.shape}")
     classes = _read_classes_txt(root)
@@ -273,17 +291,11 @@ def load_failure_set(path: str | Path, classes: list[str]) -> ImageSet:
                                   f"know (its classes: {', '.join(classes)})")
         remap = np.array([classes.index(c) for c in ds.classes])
         return ImageSet(ds.x, remap[ds.y], list(classes))
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            if "x" not in d.files or "y" not in d.files:
-                raise DeepRepairError(f"{path} needs arrays x and y (found: {', '.join(d.files)}); "
-                                      "save it with np.savez(path, x=images, y=labels)")
-            x, y = d["x"], d["y"]
-    except DeepRepairError:
-        raise
-    except Exception as exc:
-        raise DeepRepairError(f"cannot read failure set {path} ({type(exc).__name__}: {exc}); "
-                              "expected an .npz with arrays x and y") from None
+    d = read_npz(path, ("x", "y"), ("severity", "index"))
+    x, y = d["x"], d["y"]
+    for key in ("severity", "index"):  # written by `deeprepair mine`; read later by repair's report
+        if key in d and (d[key].shape != (len(x),) or not np.issubdtype(d[key].dtype, np.integer)):
+            raise DeepRepairError(f"{path}: {key} must be one integer per image, got {d[key].dtype} {d[key].shape}")
     if len(x) == 0:
         raise DeepRepairError(f"{path} holds no failure images: collect at least one")
     if np.asarray(y).ndim == 1 and len(y) and (np.min(y) < 0 or np.max(y) >= len(classes)):
@@ -306,16 +318,7 @@ def load_unlabelled(path: str | Path) -> np.ndarray:
         if not files:
             raise DeepRepairError(f"{path} holds no images ({'/'.join(IMAGE_EXTENSIONS)})")
         return _decode_all(files)
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            if "x" not in d.files:
-                raise DeepRepairError(f"{path} has no array x (found: {', '.join(d.files) or 'nothing'}); "
-                                      "save it with np.savez(path, x=images)")
-            x = d["x"]
-    except DeepRepairError:
-        raise
-    except Exception as exc:
-        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {exc}); expected an .npz with x") from None
+    x = read_npz(path, ("x",), save_hint="np.savez(path, x=images)")["x"]
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3) or not len(x):
         raise DeepRepairError(f"{path}: x must be a non-empty uint8 array (N, H, W, 3), got {x.dtype} {x.shape}")
     return x

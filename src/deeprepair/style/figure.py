@@ -105,18 +105,10 @@ def load_images(path: str | Path, index: Sequence[int] | None = None) -> np.ndar
     if not path.is_file():
         raise DeepRepairError(f"{path} not found: give an image file or an .npz with x")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if "x" not in f.files:
-                    raise DeepRepairError(f"{path} has no array x (found: {', '.join(f.files) or 'nothing'}); "
-                                          "save it with np.savez(path, x=images)")
-                x = f["x"]
-        except DeepRepairError:
-            raise
-        except Exception as exc:  # BadZipFile, ValueError (pickled objects), OSError
-            raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                                  "expected an .npz written by np.savez with a uint8 array x") from None
         from ..data import ImageSet
+        from ..data.datasets import read_npz
+
+        x = read_npz(path, ("x",), save_hint="np.savez(path, x=images)")["x"]
 
         if len(x) == 0:
             raise DeepRepairError(f"{path} holds no images")
