@@ -202,3 +202,55 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(name, tiny, tmp_path):
         assert got == want, f"{name}: the rerun after a kill after change {k} differs from an uninterrupted run"
         assert not rewritten, f"{name}: finished files rewritten by the rerun: {rewritten}"
         assert not leftovers, f"{name}: state or parts left after the run finished: {leftovers}"
+
+
+def test_corrupt_killed_between_its_file_and_the_manifest_resumes(tiny, tmp_path, monkeypatch, capsys):
+    """The window the issue found: ``<name>.npy`` written, the manifest not yet updated. The rerun
+    recognises the file as its own (it is the join of its finished blocks) instead of refusing it."""
+    import deeprepair.corruptions.generate as gen
+    from deeprepair.cli import main
+
+    argv = ["corrupt", "--data", str(tiny / "data"), "--corruptions", "fog", "contrast", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "ref")]) == 0
+    real = gen._entry
+
+    def killed(name, *a, **k):  # the process dies right after contrast.npy is in place
+        if name == "contrast":
+            raise KeyboardInterrupt
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(gen, "_entry", killed)
+    assert main(argv + ["--out", str(tmp_path / "k")]) == 130
+    monkeypatch.setattr(gen, "_entry", real)
+    assert (tmp_path / "k" / "contrast.npy").is_file()
+    assert "contrast" not in json.loads((tmp_path / "k" / "manifest.json").read_text())["corruptions"]
+    stamp = (tmp_path / "k" / "contrast.npy").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv + ["--out", str(tmp_path / "k")]) == 0, capsys.readouterr().err
+    for f in ("fog.npy", "contrast.npy", "labels.npy"):
+        assert (tmp_path / "k" / f).read_bytes() == (tmp_path / "ref" / f).read_bytes()
+    assert (tmp_path / "k" / "contrast.npy").stat().st_mtime_ns == stamp  # adopted, not rewritten
+    assert not (tmp_path / "k" / ".parts").exists()
+    # a file that is not the join of this run's blocks is still refused
+    (tmp_path / "k" / "contrast.npy").write_bytes((tmp_path / "ref" / "fog.npy").read_bytes())
+    assert main(argv + ["--out", str(tmp_path / "k")]) == 2
+    assert "not made by this command" in capsys.readouterr().err
+
+
+def test_temporary_files_of_killed_writers_are_removed(tiny, tmp_path, capsys):
+    """``.tmp`` files that a killed process left (its pid is dead) go on the next run; a live
+    process's are kept."""
+    from deeprepair.cli import main
+
+    out = tmp_path / "out"
+    (out / ".parts").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphans = [out / ".parts" / f".fog-s1-0123456789abcdef.npy.{dead.pid}.k2j3h4.tmp",
+               out / f".manifest.json.{dead.pid}.a1b2c3.tmp", out / f".fog.npy.{dead.pid}.zz_9.tmp"]
+    alive = out / f".fog.npy.{os.getppid()}.keep1.tmp"
+    for p in [*orphans, alive]:
+        p.write_bytes(b"half")
+    assert main(["corrupt", "--data", str(tiny / "data"), "--out", str(out), "--corruptions", "fog", "--quiet"]) == 0
+    assert not any(p.exists() for p in orphans)
+    assert alive.exists()
