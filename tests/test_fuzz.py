@@ -775,6 +775,17 @@ def _corrupt_other_seed(w, d):
 case("resume fingerprint", "corrupt-into-folder-of-other-seed")(_corrupt_other_seed)
 
 
+def _bench_other_data(w, d):
+    argv = ["bench", "--profile", "smoke", "--data", str(w["data"]), "--out", str(d / "out"), "--methods", "original",
+            "--corruptions", "fog", "--quiet"]
+    _first_run(argv)
+    other = _npz_data(d, test={"x": _images(N_TEST, 14), "y": np.arange(N_TEST) % 10})
+    return _set_flag(argv, "--data", str(other))
+
+
+case("resume fingerprint", "bench-into-folder-of-other-data", match="other data")(_bench_other_data)
+
+
 def _style_existing(w, d):
     (d / "out").mkdir(parents=True)
     (d / "out" / "s.png").write_bytes(b"precious")

@@ -287,7 +287,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = Classifier(create_model(args.arch, train.num_classes))
     n_params = count_parameters(model)
-    bar = _progress(len(train) * args.epochs, args.quiet, f"train {args.arch}")
+    from .distributed import is_main
+
+    bar = _progress(len(train) * args.epochs, args.quiet or not is_main(), f"train {args.arch}")
 
     def on_epoch(row: dict) -> None:
         bar.set_postfix(epoch=row["epoch"], loss=f"{row['train_loss']:.3f}",
@@ -299,6 +301,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with bar:
         result = fit(model, train.x, train.y, cfg, device=device, eval_x=test.x, eval_y=test.y,
                      state_path=state, progress=lambda n, epoch: bar.update(n), on_epoch=on_epoch)
+    if not is_main():  # under torchrun: rank 0 writes the checkpoint and reports
+        return 0
     import hashlib
 
     data_sha = hashlib.sha256(train.x.tobytes() + train.y.astype("<i8").tobytes()).hexdigest()
@@ -595,9 +599,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
         "--field": data_fingerprint(field, np.zeros(len(field), np.int64)) if field is not None else None})
     torch.manual_seed(args.seed)
     n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures) * args.dc_repeat
-    with _progress(n_ft * args.epochs, args.quiet, f"repair ({args.method})") as bar:
+    from .distributed import is_main
+
+    with _progress(n_ft * args.epochs, args.quiet or not is_main(), f"repair ({args.method})") as bar:
         repaired, report = repair(model, train, failures, cfg, device=device, state_path=state,
                                   progress=bar.update, clean_heldout=clean_heldout, field=field)
+    if not is_main():  # under torchrun: rank 0 evaluates and writes the checkpoint and reports
+        return 0
     groups = None
     if heldout is not None and args.eval_failures.endswith(".npz"):
         with np.load(args.eval_failures) as f:
@@ -789,6 +797,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if old.is_file() and read_json_object(old, "benchmark profile record").get("name") != prof["name"]:
         raise DeepRepairError(f"{out} holds a run of another profile; choose a new --out")
+    _bench_data_guard(out, Path(root))
     t0 = time.perf_counter()
     log = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, flush=True))
     with _progress(len(list_cells(prof)), True, "bench") as bar:
@@ -799,6 +808,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _emit(args, {"out": str(out), "cells": len(results), "report": str(md)},
           [f"{len(results)} cells in {out}/cells; report: {md} and {page}"])
     return 0
+
+
+def _bench_data_guard(out: Path, root: Path) -> None:
+    """A benchmark folder keeps its models, failures and cells: refuse to add to one made from other
+    data (recorded in ``OUT/data.json``: the sha256 of every file of --data)."""
+    import hashlib
+
+    from .data import sha256_file
+    from .data.io import atomic_write_bytes
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(root)}\0{sha256_file(p)}\n".encode())
+    record, now = out / "data.json", {"data": str(root), "sha256": h.hexdigest()}
+    if record.is_file():
+        from .bench.report import read_json_object
+
+        if read_json_object(record, "record of the benchmark's data").get("sha256") != now["sha256"]:
+            raise DeepRepairError(f"{out} holds a benchmark run on other data than {root}; choose a new --out")
+    else:
+        atomic_write_bytes(record, json.dumps(now, indent=2).encode())
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -1097,6 +1127,9 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_heap()  # every command moves big tensors; DenseNet inference runs 1.8x faster with it
     try:
+        from .distributed import setup
+
+        setup()  # under torchrun: join the other processes (train and repair split each batch)
         return int(args.func(args) or 0)
     except DeepRepairError as e:
         print(f"error: {e}", file=sys.stderr)
