@@ -592,6 +592,39 @@ def _disk_full_after(n_ok: int, error=None):
     return patch
 
 
+def _disk_full_at_flush(monkeypatch):
+    """A full disk as it really fails: writes are buffered, the flush (and the flush in close) fails."""
+    import errno
+
+    from deeprepair.data import io
+
+    class FullFile:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, b):
+            return len(b)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self._f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fileno(self):
+            return self._f.fileno()
+
+    class Os:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def fdopen(self, fd, mode="r"):
+            return FullFile(os.fdopen(fd, mode))
+
+    monkeypatch.setattr(io, "os", Os())
+
+
 FINISHED = {"evaluate": ("out/rq1.json",), "mine": ("out/mining.json",), "repair": ("out/report.json",),
             "corrupt": ("out/manifest.json",), "demo": ("out/demo.json",), "train": ("out/m.safetensors",)}
 for _cmd, _done in FINISHED.items():
@@ -600,6 +633,9 @@ for _cmd, _done in FINISHED.items():
              match="space")(lambda w, d, _c=_cmd: base(_c, w, d))
 
 
+for _cmd, _done in FINISHED.items():
+    case("outputs", f"disk-full-at-flush-{_cmd}", patch=_disk_full_at_flush, finished=_done, match="space")(
+        lambda w, d, _c=_cmd: base(_c, w, d))
 # a read-only folder as root sees it not: every write refused with EACCES (the chmod cases above run as a user)
 for _cmd, _done in FINISHED.items():
     case("outputs", f"writes-refused-{_cmd}", finished=_done, match="permission",

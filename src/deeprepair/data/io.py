@@ -72,7 +72,10 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        f.close()
+        try:
+            f.close()  # on a full disk closing flushes and fails again: the temp file must still go
+        except OSError:
+            pass
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
