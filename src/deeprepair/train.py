@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .data.io import atomic_write_bytes
 from .engine import autocast, batches, predict, resolve_precision, to_float
 from .errors import DeepRepairError
@@ -192,6 +193,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
                                   "rerun with the same --data (and --limit), or delete it to start over")
         start, history, seconds = meta["epochs_done"], meta["history"], meta["seconds"]
     forward = torch.compile(model) if cfg.compile else model  # shares the parameters with model
+    forward = distributed.wrap(forward)  # under torchrun: each rank runs its slice of every batch
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
     n = len(xt)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -214,6 +216,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(opt.param_groups[0]["params"])
             opt.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
@@ -229,7 +232,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
                                      == np.asarray(eval_y)).mean())
         seconds += row["seconds"]
         history.append(row)
-        if state_path is not None:
+        if state_path is not None and distributed.is_main():
             save_run_state(Path(state_path), model, opt, {"config": asdict(cfg), "data_sha256": data_sha,
                                                        "epochs_done": epoch + 1,
                                                        "history": history, "seconds": seconds})

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import distributed
 from ..augment import StyleAug, StyleOps
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
@@ -395,6 +396,9 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
                        meta["seconds"], best or run.best_state)
     xt = torch.from_numpy(np.ascontiguousarray(split.x))
     yt = torch.from_numpy(split.y)
+    net = distributed.wrap(model)  # under torchrun: each rank runs the model on its slice of every batch
+    if reg.teacher is not None:
+        reg.teacher = distributed.wrap(reg.teacher)
     for epoch in range(run.epochs_done, cfg.epochs):
         if epoch - run.best_epoch > cfg.patience:
             break
@@ -411,13 +415,14 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
             yb = yt[idx].to(device)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / steps))
-            loss, extra = objective.loss(model, x, yb, idx.numpy(), rng)
-            extra_loss, _ = reg.loss(model, extra, yb, split.is_failure[idx.numpy()], gen)
+            loss, extra = objective.loss(net, x, yb, idx.numpy(), rng)
+            extra_loss, _ = reg.loss(net, extra, yb, split.is_failure[idx.numpy()], gen)
             loss = loss + extra_loss
             tot["jsd"] += extra.get("jsd", 0.0) * len(idx)
             tot["aug_s"] += extra.get("aug_s", 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(tuning.params)
             opt.step()
             tot["loss"] += loss.item() * len(idx)
             if progress is not None:
@@ -433,7 +438,7 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
         if select_last or val["val_score"] is None or run.best_score is None or val["val_score"] >= run.best_score:
             run.best_score, run.best_epoch = val["val_score"], epoch + 1
             run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if state_path is not None:
+        if state_path is not None and distributed.is_main():
             save_run_state(state_path, model, opt, {
                 "config": asdict(cfg), "history": run.history, "best_score": run.best_score,
                 "best_epoch": run.best_epoch, "epochs_done": run.epochs_done, "seconds": run.seconds},
