@@ -4,6 +4,8 @@
                                                # (about 2-3 minutes on 2 cores), writes
                                                # benchmarks/results/robustness.md and .json
     python benchmarks/robustness.py --fuzz-only    # skip the kill -9 tests (about 1 minute)
+    python benchmarks/robustness.py --tmpfs    # as root where tmpfs can be mounted: also run every command
+                                               # onto a real 2 MB tmpfs filled to 8-600 KB free, and read-only
 
 Each case of the corpus logs one JSON line (``DEEPREPAIR_FUZZ_LOG``); this script reads them back and
 counts per class: cases tried, one-line errors (exit 2, one ``error:`` line), valid edge cases that
@@ -64,6 +66,80 @@ def tally(rows: list[dict]) -> tuple[dict, dict]:
     return dict(fuzz), dict(kills)
 
 
+TMPFS_COMMANDS = {  # command -> (argv with OUT, the file that marks its output finished)
+    "evaluate": (["evaluate", "--model", "model.safetensors", "--data", "data", "--corruptions", "fog", "contrast",
+                  "--out", "OUT"], "rq1.json"),
+    "mine": (["mine", "--model", "model.safetensors", "--data", "data", "--corruptions", "fog", "contrast",
+              "--collect", "4", "--out", "OUT"], "contrast.split.npz"),  # mining.json records each corruption done
+    "repair": (["repair", "--model", "model.safetensors", "--data", "data", "--failures", "fail.npz", "--out", "OUT",
+                "--method", "finetune", "--epochs", "2", "--batch-size", "16"], "report.json"),
+    "corrupt": (["corrupt", "--data", "data", "--out", "OUT", "--corruptions", "fog", "contrast"], "manifest.json"),
+    "train": (["train", "--arch", "resnet-20", "--data", "data", "--out", "OUT/m.safetensors", "--epochs", "2"],
+              "m.safetensors"),
+    "train-style": (["train-style", "--model", "model.safetensors", "--data", "data", "--out", "OUT/s.safetensors",
+                     "--epochs", "1", "--width", "8"], "s.safetensors"),
+    "style": (["style", "--content", "fail.npz", "--style", "fail.npz", "--out", "OUT/s.png"], "s.png"),
+}
+
+
+def run_tmpfs(log_rows: list[dict]) -> str | None:
+    """Each command onto a real, small tmpfs: nearly full at several levels, then read-only. Returns
+    why it could not run, or None."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import _smooth_images
+
+    from deeprepair.models import Classifier, create_model
+    from deeprepair.models.checkpoint import save_checkpoint
+
+    work = Path(tempfile.mkdtemp(prefix="deeprepair-tmpfs-"))
+    mnt = work / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        shutil.rmtree(work)
+        return "tmpfs could not be mounted here (needs root)"
+    try:
+        (work / "data").mkdir()
+        np.savez(work / "data" / "train.npz", x=_smooth_images(40, 1), y=np.arange(40) % 10)
+        np.savez(work / "data" / "test.npz", x=_smooth_images(20, 2), y=np.arange(20) % 10)
+        np.savez(work / "fail.npz", x=_smooth_images(8, 3), y=np.arange(8) % 10)
+        torch.manual_seed(0)
+        save_checkpoint(Classifier(create_model("resnet-20", 10)), work / "model.safetensors",
+                        {"arch": "resnet-20", "num_classes": 10})
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        for free_kb in (*(8, 40, 90, 160, 300, 600), "read-only"):
+            for name, (argv, done) in TMPFS_COMMANDS.items():
+                for p in mnt.iterdir():
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                if free_kb == "read-only":
+                    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+                else:
+                    (mnt / "filler").write_bytes(b"\0" * (2048 * 1024 - free_kb * 1024))
+                out = mnt / "out"
+                proc = subprocess.run([sys.executable, "-m", "deeprepair", *[a.replace("OUT", str(out)) for a in argv],
+                                       "--quiet"], cwd=work, env=env, capture_output=True, text=True)
+                if free_kb == "read-only":
+                    subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+                lines = proc.stderr.strip().splitlines()
+                finished = (out / done).is_file()
+                tmp = [str(p) for p in mnt.rglob("*.tmp")]
+                log_rows.append({
+                    "class": "real full disk or read-only (tmpfs)", "case": f"{name}-{free_kb}" + ("" if free_kb == "read-only" else "k-free"),
+                    "expect": "ok" if proc.returncode == 0 else "error", "rc": proc.returncode,
+                    "stderr": proc.stderr.strip()[-300:], "traceback": "Traceback" in proc.stderr,
+                    "one_line_error": proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "),
+                    "silent_wrong": proc.returncode == 0 and not finished, "inputs_modified": [],
+                    "partial_output": tmp + ([done] if proc.returncode != 0 and finished else [])})
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return None
+
+
 def markdown(fuzz: dict, kills: dict, prov: dict, runs: list[dict], failures: list[dict]) -> str:
     total = {k: sum(c[k] for c in fuzz.values()) for k in COLUMNS}
     lines = ["# Robustness: a fuzz corpus of hostile input, and kill -9 resume (issue 24)", "",
@@ -120,6 +196,8 @@ def bad(r: dict) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fuzz-only", action="store_true", help="skip the kill -9 tests")
+    ap.add_argument("--tmpfs", action="store_true", help="also fill a real small tmpfs and make it read-only "
+                    "under every command (root only)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
     groups = [["tests/test_fuzz.py"]] + ([] if args.fuzz_only else [["tests/test_resume_kill.py"]])
@@ -132,6 +210,11 @@ def main() -> int:
             runs.append({"modules": modules, "rc": rc, "seconds": round(secs, 1), "tail": tail})
             rows += [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
             print(f"{' '.join(modules)}: exit {rc} in {secs:.0f} s", file=sys.stderr)
+    if args.tmpfs:
+        t0 = time.perf_counter()
+        why = run_tmpfs(rows)
+        runs.append({"modules": ["(real tmpfs: every command at 8-600 KB free, and read-only)"], "rc": 0 if why is None else 1,
+                     "seconds": round(time.perf_counter() - t0, 1), "tail": why or "ran"})
     fuzz, kills = tally(rows)
     failures = [r for r in rows if bad(r)]
     prov = provenance()
