@@ -147,7 +147,8 @@ def markdown(fuzz: dict, kills: dict, prov: dict, runs: list[dict], failures: li
              "(`tests/test_fuzz.py`, `tests/test_resume_kill.py`); do not edit by hand.", "",
              provenance_markdown(prov), ""]
     for r in runs:
-        lines.append(f"- `pytest {' '.join(r['modules'])}`: exit {r['rc']} in {r['seconds']:.0f} s ({r['tail'].splitlines()[-1] if r['tail'] else ''})")
+        what = r["modules"][0].strip("()") if r["modules"][0].startswith("(") else f"`pytest {' '.join(r['modules'])}`"
+        lines.append(f"- {what}: exit {r['rc']} in {r['seconds']:.0f} s ({r['tail'].splitlines()[-1] if r['tail'] else ''})")
     if any("skipped" in r["tail"] for r in runs):
         lines.append("- skipped: the cases that make a folder read-only with chmod, when run as root (which "
                      "ignores folder permissions); the `writes-refused-*` cases simulate the same refusal for any user")
@@ -157,7 +158,14 @@ def markdown(fuzz: dict, kills: dict, prov: dict, runs: list[dict], failures: li
               "*Ran*: valid edge cases (a one-image failure set, a 16-bit PNG, a grey or 64x64 set to corrupt) that "
               "must finish with exit 0 and a checked result. *Silent wrong*: exit 0 where an error was due, or a "
               "checked result that was wrong. *Partial output*: a finished-looking output file or a `.tmp` left "
-              "behind.", "",
+              "behind.", ""]
+    if any(c.startswith("real full disk") for c in fuzz):
+        lines += ["*Real full disk or read-only (tmpfs)*, with `--tmpfs`: each command in a subprocess writing onto a "
+                  "real 2 MB tmpfs filled to leave 8, 40, 90, 160, 300 or 600 KB, then remounted read-only; a run "
+                  "that fits is counted as ran (its finished file checked), one that does not must give one `error:` "
+                  "line and leave neither a `.tmp` file nor its finished file (the corpus's `outputs` class simulates "
+                  "the same failures in-process, for any user).", ""]
+    lines += [
               "| class | tried | one-line errors | ran (valid edge cases) | tracebacks | silent wrong | inputs modified | partial output |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for cls in sorted(fuzz):

@@ -450,7 +450,7 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
     model, meta = load_checkpoint(out / "model.safetensors")
     assert isinstance(model, GatedClassifier) and meta["gate"]["n_features"] > 0
     assert main(["evaluate", "--model", str(out / "model.safetensors"), "--data", str(data_dir),
-                 "--corruptions", "contrast", "--quiet"]) == 0
+                 "--corruptions", "contrast", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
 
 
 def test_safe_preset_fills_only_the_flags_left_unset():
