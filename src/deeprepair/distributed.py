@@ -173,7 +173,10 @@ class DataParallel(nn.Module):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _GatherBatch.apply(self.module(x[shard(len(x))]), len(x))
+        out = self.module(x[shard(len(x))])
+        if out.dtype not in (torch.float32, torch.float64):  # bf16 under autocast: gather in float32 (gloo)
+            out = out.float()
+        return _GatherBatch.apply(out, len(x))
 
 
 def wrap(model: nn.Module) -> nn.Module:
