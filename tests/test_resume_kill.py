@@ -182,6 +182,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(name, tiny, tmp_path):
     rng = np.random.default_rng(24 + len(name))
     # seeded kill points: just after a random one of the changes the run makes to its folder
     ks = np.sort(rng.choice(np.arange(1, events), size=min(points, events - 1), replace=False))
+    kills = 0
     for i, k in enumerate(ks):
         delay = float(rng.uniform(0, 0.02))
         out = tmp_path / f"k{i}"
@@ -199,9 +200,11 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(name, tiny, tmp_path):
                "identical": got == want, "rewritten": rewritten, "leftovers": leftovers,
                "finished_at_kill": len(before)}
         _log(row)
+        kills += killed
         assert got == want, f"{name}: the rerun after a kill after change {k} differs from an uninterrupted run"
         assert not rewritten, f"{name}: finished files rewritten by the rerun: {rewritten}"
         assert not leftovers, f"{name}: state or parts left after the run finished: {leftovers}"
+    assert kills, f"{name}: every run finished before its kill point: nothing was resumed"
 
 
 def test_corrupt_killed_between_its_file_and_the_manifest_resumes(tiny, tmp_path, monkeypatch, capsys):
