@@ -174,6 +174,7 @@ COMMANDS = {  # name -> (argv with OUT, the outputs compared, argv added on the 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(name, tiny, tmp_path):
     argv, keep, again, points = COMMANDS[name]
+    inputs = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tiny.rglob("*")) if p.is_file()}
     ref = tmp_path / "ref"
     ref.mkdir()
     events, _ = _watch([a.replace("OUT", str(ref)) for a in argv], tiny, ref)
@@ -205,6 +206,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(name, tiny, tmp_path):
         assert not rewritten, f"{name}: finished files rewritten by the rerun: {rewritten}"
         assert not leftovers, f"{name}: state or parts left after the run finished: {leftovers}"
     assert kills, f"{name}: every run finished before its kill point: nothing was resumed"
+    assert inputs == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs}, "an input file changed"
 
 
 def test_corrupt_killed_between_its_file_and_the_manifest_resumes(tiny, tmp_path, monkeypatch, capsys):
