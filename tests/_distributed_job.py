@@ -1,6 +1,6 @@
 """A small fit + repair run for tests/test_distributed.py, in one process or under torchrun.
 
-``python tests/_distributed_job.py OUT.safetensors [fp64|fp32]``: trains a ResNet-20 (3 classes)
+``python tests/_distributed_job.py OUT.safetensors [fp64|fp32] [METHOD] [field]``: trains a ResNet-20 (3 classes)
 for one epoch on 53 seeded 32x32 noise images (batch 16: the last batch of 5 splits 2 + 3 over two
 ranks), then repairs it with DeepRepair (style ops, JSD, distillation, L2 pull) for one epoch on
 40 images + 11 failures (the last batch of 3 splits 1 + 2); rank 0 saves the trained and the repaired weights. ``fp64`` runs the
@@ -28,7 +28,7 @@ class Float64(nn.Module):
         return x.double()
 
 
-def main(out: str, dtype: str) -> None:
+def main(out: str, dtype: str, method: str = "deeprepair", field: bool = False) -> None:
     distributed.setup()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
@@ -40,10 +40,11 @@ def main(out: str, dtype: str) -> None:
     cpu = torch.device("cpu")
     fit(model, x[:53], y[:53], TrainConfig(epochs=1, batch_size=16, lr=0.02, precision="fp32"), device=cpu)
     trained = {f"train.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    cfg = RepairConfig(method="deeprepair", epochs=1, batch_size=16, train_subset=40, val_train=0,
+    cfg = RepairConfig(method=method, epochs=1, batch_size=16, train_subset=40, val_train=0,
                        clusters=2, selection="last", distill=0.5, l2_pull=0.1, precision="fp32")
     repaired, _ = repair(model, ImageSet(x[:48], y[:48], list("abc")),
-                         ImageSet(x[53:], (y[53:] + 1) % 3, list("abc")), cfg, device=cpu)
+                         ImageSet(x[53:], (y[53:] + 1) % 3, list("abc")), cfg, device=cpu,
+                         field=x[48:64] if field else None)
     if distributed.is_main():
         from safetensors.torch import save_file
 
@@ -52,4 +53,4 @@ def main(out: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "fp64")
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "fp64", *sys.argv[3:4], "field" in sys.argv[4:])

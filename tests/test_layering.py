@@ -7,7 +7,7 @@ its own layer and the layers below it, never one above:
     0  the root package (only ``__version__`` at import time), errors, heap, metrics
     1  data                          arrays, datasets, failure sets, atomic files
     2  corruptions                   CIFAR-10-C generator (writes through data)
-    3  models, engine                architectures, checkpoints; device, autocast, predict
+    3  models, engine, distributed   architectures, checkpoints; device, autocast, predict; torchrun ranks
     4  train                         standard training
     5  style, cluster, augment       style transfer, k-means/Eq. 4, AugMix/StyleAug
     6  mining, evaluate              failures, Dc/De split; accuracy on corrupted sets
@@ -36,7 +36,7 @@ LAYERS = [
     {"deeprepair", "errors", "heap", "metrics"},
     {"data"},
     {"corruptions"},
-    {"models", "engine"},
+    {"models", "engine", "distributed"},
     {"train"},
     {"style", "cluster", "augment"},
     {"mining", "evaluate"},
