@@ -429,7 +429,8 @@ NET_NAMES = {"dr-focal": "DeepRepair + focal distillation", "dr-fb-focal": "Deep
              "dr-first-block": "DeepRepair, first block", "ft-focal": "fine-tune + focal distillation",
              "dr-focal+field": "DeepRepair + focal distillation + field photos",
              "dr-fb-focal+field": "DeepRepair, first block + focal distillation + field photos",
-             "ft-focal+field": "fine-tune + focal distillation + field photos"}
+             "ft-focal+field": "fine-tune + focal distillation + field photos",
+             "dr-focal+field+interp": "DeepRepair + focal distillation + field photos, interpolated (--interpolate)"}
 
 
 def net_cells(name: str) -> tuple[list[dict], dict | None]:
