@@ -650,6 +650,61 @@ case("outputs", "grid-under-a-file-corrupt")(
                   "--quiet"])
 
 
+# --- paths and names that are not what they should be
+
+def _pth(w: dict, d: Path) -> Path:
+    import torch
+
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v for k, v in _weights(w).items()}, d / "w.pth")
+    return d / "w.pth"
+
+
+MISC = {
+    "data-is-a-file": lambda w, d: base("evaluate", w, d, data=w["fail"]),
+    "data-empty-folder": lambda w, d: (d.joinpath("e").mkdir(parents=True), base("evaluate", w, d, data=d / "e"))[1],
+    "data-missing": lambda w, d: base("evaluate", w, d, data=d / "nope"),
+    "classes-txt-duplicates": lambda w, d: (_npz_data(d), (d / "data" / "classes.txt").write_text("a\na\n" * 5),
+                                           base("evaluate", w, d, data=d / "data"))[2],
+    "classes-txt-binary": lambda w, d: (_npz_data(d), (d / "data" / "classes.txt").write_bytes(_RANDOM),
+                                       base("evaluate", w, d, data=d / "data"))[2],
+    "model-is-a-folder": lambda w, d: base("evaluate", w, d, model=w["data"]),
+    "model-missing": lambda w, d: base("evaluate", w, d, model=d / "nope.safetensors"),
+    "unknown-corruption": lambda w, d: _set_flag(base("evaluate", w, d), "--corruptions", "lava"),
+    "empty-corruption-name": lambda w, d: _set_flag(base("corrupt", w, d), "--corruptions", ","),
+    "factory-not-a-spec": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + ["--factory", "nocolon", "--num-classes", "10"],
+    "factory-missing-module": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + ["--factory", "no.such.mod:fn",
+                                                                                      "--num-classes", "10"],
+    "factory-not-a-module-returned": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + ["--factory", "os:getcwd",
+                                                                                             "--num-classes", "10"],
+    "factory-needs-other-arguments": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + ["--factory", "os:system",
+                                                                                             "--num-classes", "10"],
+    "factory-raises": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + ["--factory", "json:loads",
+                                                                              "--num-classes", "10"],
+    "factory-wrong-architecture": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + [
+        "--factory", "deeprepair.models.resnet:resnet_20", "--num-classes", "7"],
+    "factory-without-num-classes": lambda w, d: base("evaluate", w, d, model=_pth(w, d)) + [
+        "--factory", "deeprepair.models.resnet:resnet_20"],
+    "style-checkpoint-garbage": lambda w, d: _set_flag(base("repair", w, d), "--method", "deeprepair") + [
+        "--style", "adain", "--style-checkpoint", str(_bytes_ckpt(d, _RANDOM, "s.safetensors"))],
+    "style-checkpoint-is-a-model": lambda w, d: _set_flag(base("repair", w, d), "--method", "deeprepair") + [
+        "--style", "adain", "--style-checkpoint", str(w["model"])],
+    "style-adain-checkpoint-garbage": lambda w, d: _set_flag(base("style", w, d), "--backend", "adain") + [
+        "--checkpoint", str(_bytes_ckpt(d, _RANDOM, "s.safetensors"))],
+    "gate-holdout-garbage": lambda w, d: base("repair", w, d) + ["--gate", "--gate-holdout",
+                                                                  str(_bytes_ckpt(d, _RANDOM, "h.npz"))],
+    "eval-failures-garbage": lambda w, d: base("repair", w, d) + ["--eval-failures", str(_bytes_ckpt(d, _RANDOM, "e.npz"))],
+    "failures-folder-unknown-class": lambda w, d: _set_flag(base("repair", w, d), "--failures",
+                                                            str((_png(d / "f" / "zebra" / "0.png", _images(1, 3)[0]), d / "f")[1])),
+    "bench-unknown-profile": lambda w, d: ["bench", "--profile", "huge", "--data", str(w["data"]), "--out", str(d / "b")],
+    "bench-unknown-method": lambda w, d: ["bench", "--profile", "smoke", "--data", str(w["data"]), "--out", str(d / "b"),
+                                          "--methods", "magic"],
+    "report-not-a-bench-folder": lambda w, d: ["report", str(w["data"])],
+}
+for _k, _fn in MISC.items():
+    case("paths and names", _k)(_fn)
+
+
 # --- resume state and existing outputs
 
 

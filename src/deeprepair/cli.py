@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -115,6 +116,9 @@ def _names(arg: list[str] | None, heldout: bool) -> list[str]:
     if not arg:
         return list(ALL_CORRUPTIONS if heldout else CORRUPTIONS)
     names = [n for a in arg for n in a.split(",") if n]
+    if not names:
+        raise DeepRepairError("--corruptions names no corruption; give names such as fog contrast (see "
+                              "`deeprepair corruptions`), or leave it out for the 15 of the paper")
     if names == ["all"]:
         return list(ALL_CORRUPTIONS)
     for n in names:
@@ -601,7 +605,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     n_ft = min(len(train) - min(1000, len(train) // 10), args.train_subset or len(train)) + len(failures) * args.dc_repeat
     from .distributed import is_main
 
-    with _progress(n_ft * args.epochs, args.quiet or not is_main(), f"repair ({args.method})") as bar:
+    with _forget_on_failure(run_file, state), _progress(n_ft * args.epochs, args.quiet or not is_main(), f"repair ({args.method})") as bar:
         repaired, report = repair(model, train, failures, cfg, device=device, state_path=state,
                                   progress=bar.update, clean_heldout=clean_heldout, field=field)
     if not is_main():  # under torchrun: rank 0 evaluates and writes the checkpoint and reports
@@ -675,6 +679,18 @@ def _resume_guard(state: Path, run_id: dict) -> Path:
     return record
 
 
+@contextlib.contextmanager
+def _forget_on_failure(record: Path, state: Path):
+    """Remove the run ``record`` of ``_resume_guard`` when the run fails before saving any state
+    (bad input found inside it): nothing is left behind for a run that never started."""
+    try:
+        yield
+    except BaseException:
+        if not state.exists():
+            record.unlink(missing_ok=True)
+        raise
+
+
 def _style_options(backend: str, mode: str | None, checkpoint: str | None) -> dict:
     """Backend options from the flags; adain needs the decoder made by `train-style`."""
     if backend == "adain":
@@ -723,7 +739,7 @@ def cmd_train_style(args: argparse.Namespace) -> int:
         from .train import read_state
 
         bar.update(len(train) * read_state(state).get("epochs_done", 0))
-    with bar:
+    with _forget_on_failure(run_file, state), bar:
         decoder, history = train_decoder(
             encoder, train.x, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             feature_weight=args.feature_weight, width=args.width, seed=args.seed, device=device,

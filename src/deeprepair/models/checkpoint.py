@@ -199,7 +199,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:2]
-        raise DeepRepairError(f"{path} does not fit the model: {' '.join(first)}") from None
+        text = " ".join(first)
+        raise DeepRepairError(f"{path} does not fit the model: {text[:300]}{'...' if len(text) > 300 else ''}") from None
 
 
 def read_user_weights(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -244,9 +245,14 @@ def build_factory(spec: str, num_classes: int) -> nn.Module:
     except (ImportError, AttributeError) as exc:
         raise DeepRepairError(f"cannot import {spec}: {exc}") from None
     try:
-        net = fn(num_classes=num_classes)
-    except TypeError:
-        net = fn()
+        try:
+            net = fn(num_classes=num_classes)
+        except TypeError:
+            net = fn()
+    except Exception as exc:  # users' code: whatever it raises is about their factory, in one line
+        raise DeepRepairError(f"--factory {spec} failed when called with num_classes={num_classes} or with no "
+                              f"argument ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}); "
+                              "it must build and return a torch.nn.Module") from None
     if not isinstance(net, nn.Module):
         raise DeepRepairError(f"{spec} returned {type(net).__name__}, not a torch.nn.Module")
     return net
@@ -264,6 +270,9 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
     users' models); ``num_classes`` is checked against the model's output width.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DeepRepairError(f"--model {path} is a folder: give the model file (.safetensors, TorchScript, or "
+                              "weights with --factory)")
     if not path.is_file():
         raise DeepRepairError(f"model file {path} not found")
     if factory is None and path.suffix == ".safetensors":
