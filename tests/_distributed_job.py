@@ -1,9 +1,10 @@
 """A small fit + repair run for tests/test_distributed.py, in one process or under torchrun.
 
-``python tests/_distributed_job.py OUT.safetensors [fp64|fp32] [METHOD] [field]``: trains a ResNet-20 (3 classes)
-for one epoch on 53 seeded 32x32 noise images (batch 16: the last batch of 5 splits 2 + 3 over two
-ranks), then repairs it with DeepRepair (style ops, JSD, distillation, L2 pull) for one epoch on
-40 images + 11 failures (the last batch of 3 splits 1 + 2); rank 0 saves the trained and the repaired weights. ``fp64`` runs the
+``python tests/_distributed_job.py OUT.safetensors [fp64|fp32] [METHOD] [field]``: trains a
+ResNet-20 (3 classes) for one epoch on 53 seeded 32x32 noise images (batch 16: the last batch
+of 5 splits 2 + 3 over two ranks), then repairs it with DeepRepair (or METHOD; style ops, JSD, distillation, L2 pull, and 16
+unlabelled ``field`` images if asked) for one epoch on 40 images + 11 failures (the last batch
+of 3 splits 1 + 2); rank 0 saves the trained and the repaired weights. ``fp64`` runs the
 network in float64 (the inputs, augmentations and loss stay as in the product), which takes the
 floating-point noise of the ReLU gates out of the comparison.
 """
@@ -53,4 +54,5 @@ def main(out: str, dtype: str, method: str = "deeprepair", field: bool = False) 
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "fp64", *sys.argv[3:4], "field" in sys.argv[4:])
+    argv = sys.argv[1:] + [None] * 3
+    main(argv[0], argv[1] or "fp64", argv[2] or "deeprepair", argv[3] == "field")
