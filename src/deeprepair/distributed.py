@@ -194,18 +194,24 @@ def wrap(model: nn.Module) -> nn.Module:
 
 
 def average_gradients(params) -> None:
-    """All-reduce and average the gradients of ``params`` over ranks (one flat buffer); no-op in one process."""
+    """All-reduce and average the gradients of ``params`` over ranks (one flat buffer); no-op in one
+    process. A parameter no rank computed a gradient for keeps ``grad = None``, as in one process
+    (so the optimiser skips it: no weight decay, no momentum step)."""
     if world_size() <= 1:
         return
     params = [p for p in params if p.requires_grad]
-    for p in params:
-        if p.grad is None:  # a rank whose slice never reached p still takes part in the sum
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    if not params:
+        return
+    like = next((p.grad for p in params if p.grad is not None), params[0])
+    used = torch.tensor([p.grad is not None for p in params], dtype=like.dtype, device=like.device)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params] + [used])
     dist.all_reduce(flat)
     flat /= world_size()
     i = 0
-    for p in params:
+    for p, anyone in zip(params, (flat[-len(params):] > 0).tolist()):
         k = p.numel()
-        p.grad.copy_(flat[i: i + k].view_as(p.grad))
+        if anyone:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(flat[i: i + k].view_as(p.grad))
         i += k
