@@ -510,6 +510,31 @@ def _model4(w: dict, d: Path) -> Path:
     return save_checkpoint(Classifier(create_model("resnet-20", 4)), p, {"arch": "resnet-20", "num_classes": 4})
 
 
+def _renamed_test_classes(d: Path) -> Path:
+    root = _folder(d, "plain")
+    os.rename(root / "test" / "c0", root / "test" / "c9")  # test: c1 c2 c3 c9, train: c0 c1 c2 c3
+    return root
+
+
+def _model4_named(w: dict, d: Path, names: list[str]) -> Path:
+    import torch
+
+    from deeprepair.models import Classifier, create_model
+    from deeprepair.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    p = d / "m4n" / "m.safetensors"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(Classifier(create_model("resnet-20", 4)), p,
+                           {"arch": "resnet-20", "num_classes": 4, "classes": names})
+
+
+case("image folders", "test-split-other-class-names-repair", match="classes")(
+    lambda w, d: base("repair", w, d, model=_model4(w, d), data=_renamed_test_classes(d)))
+case("image folders", "model-classes-not-the-data-classes-evaluate", match="class")(
+    lambda w, d: base("evaluate", w, d, model=_model4_named(w, d, ["c0", "c1", "c3", "c2"]), data=_folder(d, "plain")))
+case("image folders", "model-classes-are-the-data-classes-evaluate", expect="ok")(
+    lambda w, d: base("evaluate", w, d, model=_model4_named(w, d, ["c0", "c1", "c2", "c3"]), data=_folder(d, "plain")))
 case("image folders", "16-bit-png-evaluate", expect="ok", extra_check=_check_16bit_loaded_right)(
     lambda w, d: base("evaluate", w, d, model=_model4(w, d), data=_folder(d, "16bit")))
 case("image folders", "symlink-loop-evaluate", match="link")(

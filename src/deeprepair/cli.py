@@ -249,6 +249,13 @@ def _open_model(args: argparse.Namespace, classes: list[str] | None = None):
     if classes is not None and meta["num_classes"] != len(classes):
         raise DeepRepairError(f"the model has {meta['num_classes']} outputs but the data has "
                               f"{len(classes)} classes: use the model trained on this data")
+    named = [str(c) for c in meta.get("classes") or []]
+    unnamed = [str(i) for i in range(len(named))]  # data without class names (no classes.txt) says nothing
+    if classes is not None and named and named != list(classes) and unnamed not in (named, list(classes)):
+        diff = next(i for i, (a, b) in enumerate(zip(named, classes)) if a != b)
+        raise DeepRepairError(f"the model's class {diff} is {named[diff]!r} but the data's is {classes[diff]!r}: its "
+                              "outputs would be read as other classes; use the data it was trained on (the same class "
+                              "folders, or a classes.txt listing its classes in order)")
     return model, meta, device
 
 
@@ -556,6 +563,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
         raise DeepRepairError(f"{ckpt} exists; choose another --out or pass --force to replace it")
     root, train = _load(args, "train")
     _, test = _load(args, "test")
+    if test.classes != train.classes:
+        raise DeepRepairError(f"the test split's classes ({', '.join(test.classes[:5])}, ...) are not the training "
+                              f"split's ({', '.join(train.classes[:5])}, ...): give both splits the same class folders")
     model, meta, device = _open_model(args, train.classes)
     _check_images(train, meta, "training")
     resolve_repair_options(args, len(train))
