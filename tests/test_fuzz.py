@@ -557,6 +557,33 @@ def _corrupted(d: Path, size: int) -> Path:
     return c
 
 
+def _corrupted_variant(d: Path, kind: str) -> Path:
+    c = _corrupted(d, 32)
+    if kind == "truncated":
+        (c / "fog.npy").write_bytes((c / "fog.npy").read_bytes()[:5000])
+    elif kind == "random":
+        (c / "fog.npy").write_bytes(_RANDOM)
+    elif kind == "labels-other":
+        np.save(c / "labels.npy", np.tile((np.arange(N_TEST) + 1) % 10, 5))
+    elif kind == "labels-short":
+        np.save(c / "labels.npy", np.arange(7))
+    elif kind == "labels-object":
+        np.save(c / "labels.npy", np.array([None] * 5, dtype=object), allow_pickle=True)
+    elif kind == "float":
+        np.save(c / "fog.npy", np.load(c / "fog.npy").astype(np.float32))
+    elif kind == "count-not-5-blocks":
+        np.save(c / "fog.npy", np.load(c / "fog.npy")[:-3])
+    elif kind == "manifest-list":
+        (c / "manifest.json").write_text("[1]")
+    elif kind == "no-npy":
+        (c / "fog.npy").unlink()
+    return c
+
+
+for _k in ("truncated", "random", "labels-other", "labels-short", "labels-object", "float", "count-not-5-blocks",
+           "manifest-list", "no-npy"):
+    case("data arrays", f"corrupted-{_k}-evaluate")(lambda w, d, _k=_k: base("evaluate", w, d) + [
+        "--corrupted", str(_corrupted_variant(d, _k))])
 for _cmd in ("evaluate", "mine"):
     case("data arrays", f"corrupted-64x64-{_cmd}")(lambda w, d, _c=_cmd: base(_c, w, d) + ["--corrupted", str(_corrupted(d, 64))])
     case("data arrays", f"corrupted-not-a-folder-{_cmd}")(lambda w, d, _c=_cmd: base(_c, w, d) + ["--corrupted", str(w["fail"])])

@@ -121,6 +121,20 @@ def _existing_dir(root: str | Path) -> Path:
     return root
 
 
+def _load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A ``.npy`` array, never unpickled: anything else (random bytes, a pickle, a truncated or
+    object array) is a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            raise ValueError("not a .npy file")
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as exc:  # truncated header, object array, ...
+        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}); "
+                              "regenerate or re-download it") from None
+
+
 def read_corruption(root: str | Path, name: str, severity: int | None = None,
                     severities: Sequence[int] | None = None) -> np.ndarray:
     """Memory-mapped images of corruption ``name``: one severity's block, or all when None.
@@ -134,11 +148,7 @@ def read_corruption(root: str | Path, name: str, severity: int | None = None,
     if not path.is_file():
         present = ", ".join(list_corruptions(root)) or "none"
         raise DeepRepairError(f"{path} does not exist (corruptions present: {present})")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # truncated header, pickled object array, ...
-        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {exc}); "
-                              "regenerate or re-download it") from None
+    arr = _load_npy(path, mmap_mode="r")
     _check_images(arr, str(path))
     held = list(severities) if severities is not None else _manifest_severities(root, name)
     held = held or list(DEFAULT_SEVERITIES)
@@ -160,10 +170,7 @@ def read_labels(root: str | Path, n: int) -> np.ndarray:
     path = root / LABELS_FILE
     if not path.is_file():
         raise DeepRepairError(f"{path} does not exist: a CIFAR-C folder needs labels.npy")
-    try:
-        y = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise DeepRepairError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+    y = _load_npy(path)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DeepRepairError(f"{path} is {y.dtype} {y.shape}, expected 1-D integer labels")
     if n <= 0 or len(y) % n:
