@@ -927,6 +927,19 @@ def _bench_other_data(w, d):
 case("resume fingerprint", "bench-into-folder-of-other-data", match="other data")(_bench_other_data)
 
 
+def _bench_garbled(w, d, what):
+    argv = ["bench", "--profile", "smoke", "--data", str(w["data"]), "--out", str(d / "out"), "--methods", "original",
+            "--corruptions", "fog", "--quiet"]
+    _first_run(argv)
+    target = sorted((d / "out" / "cells").glob("*.json"))[0] if what == "cell" else d / "out" / "models" / "resnet-20.safetensors"
+    target.write_bytes(b"[1" if what == "cell" else _RANDOM)
+    return argv
+
+
+case("resume state", "bench-rerun-with-a-garbled-cell", match="cell")(lambda w, d: _bench_garbled(w, d, "cell"))
+case("resume state", "bench-rerun-with-a-garbled-model", match="safetensors")(lambda w, d: _bench_garbled(w, d, "model"))
+
+
 def _style_existing(w, d):
     (d / "out").mkdir(parents=True)
     (d / "out" / "s.png").write_bytes(b"precious")

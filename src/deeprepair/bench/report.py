@@ -32,17 +32,19 @@ _CELL_SCHEMA = {"arch": str, "corruption": str, "method": str, "metrics": dict, 
 _METRICS_SCHEMA = ("clean_after", "break_rate")
 
 
+def read_cell(path: Path) -> dict:
+    """One finished cell, checked against what the report reads from it (one-line error if not)."""
+    c = read_json_object(path, "benchmark cell")
+    bad = [k for k, t in _CELL_SCHEMA.items() if not isinstance(c.get(k), t)]
+    bad += [f"metrics.{k}" for k in _METRICS_SCHEMA if not bad and not isinstance(c["metrics"].get(k), (int, float))]
+    if bad:
+        raise DeepRepairError(f"{path} is not a finished benchmark cell (missing or malformed: {', '.join(bad)}); "
+                              "delete it and rerun `deeprepair bench` with the same --out to remake it")
+    return c
+
+
 def load_cells(out: Path) -> list[dict]:
-    cells = []
-    for p in sorted((Path(out) / "cells").glob("*.json")):
-        c = read_json_object(p, "benchmark cell")
-        bad = [k for k, t in _CELL_SCHEMA.items() if not isinstance(c.get(k), t)]
-        bad += [f"metrics.{k}" for k in _METRICS_SCHEMA if not bad and not isinstance(c["metrics"].get(k), (int, float))]
-        if bad:
-            raise DeepRepairError(f"{p} is not a finished benchmark cell (missing or malformed: {', '.join(bad)}); "
-                                  "delete it and rerun `deeprepair bench` with the same --out to remake it")
-        cells.append(c)
-    return cells
+    return [read_cell(p) for p in sorted((Path(out) / "cells").glob("*.json"))]
 
 
 def _agg(vals: list[float]) -> tuple[float, float, int]:

@@ -354,4 +354,6 @@ def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", 
                 progress(1)
     else:
         raise DeepRepairError(f"executor must be local or ray, got {executor!r}")
-    return [json.loads(cell_file(ctx, c).read_text()) for c in cells if cell_file(ctx, c).is_file()]
+    from .report import read_cell  # checked: a garbled cell is a one-line error, not a traceback
+
+    return [read_cell(cell_file(ctx, c)) for c in cells if cell_file(ctx, c).is_file()]
