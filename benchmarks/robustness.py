@@ -32,10 +32,21 @@ from _common import DEFAULT_OUT, REPO_ROOT, provenance, provenance_markdown, wri
 COLUMNS = ("tried", "one_line_errors", "ran_ok", "tracebacks", "silent_wrong", "inputs_modified", "partial_output")
 
 
+def _as_a_user() -> list[str]:
+    """As root: run the tests without the capability to write into read-only folders (setpriv), so that
+    the corpus's chmod cases run instead of being skipped."""
+    import shutil
+
+    if getattr(os, "geteuid", lambda: 1)() != 0 or not shutil.which("setpriv"):
+        return []
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
+
+
 def run_pytest(modules: list[str], log: Path) -> tuple[int, float, str]:
     env = dict(os.environ, DEEPREPAIR_FUZZ_LOG=str(log), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *modules],
+    proc = subprocess.run([*_as_a_user(), sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *modules],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     summary = [ln for ln in proc.stdout.splitlines() if " passed" in ln or " failed" in ln]
     tail = summary[-1].strip("= ") if summary else "\n".join(proc.stdout.strip().splitlines()[-3:])
@@ -149,9 +160,12 @@ def markdown(fuzz: dict, kills: dict, prov: dict, runs: list[dict], failures: li
     for r in runs:
         what = r["modules"][0].strip("()") if r["modules"][0].startswith("(") else f"`pytest {' '.join(r['modules'])}`"
         lines.append(f"- {what}: exit {r['rc']} in {r['seconds']:.0f} s ({r['tail'].splitlines()[-1] if r['tail'] else ''})")
+    if _as_a_user():
+        lines.append("- run as root without CAP_DAC_OVERRIDE (`setpriv`), so that folders made read-only with chmod "
+                     "refuse writes as they do for a user")
     if any("skipped" in r["tail"] for r in runs):
-        lines.append("- skipped: the cases that make a folder read-only with chmod, when run as root (which "
-                     "ignores folder permissions); the `writes-refused-*` cases simulate the same refusal for any user")
+        lines.append("- skipped: the cases that make a folder read-only with chmod, where this process ignores folder "
+                     "permissions (root); the `writes-refused-*` cases simulate the same refusal for any user")
     lines += ["", "## The corpus", "",
               "Each case runs `deeprepair.cli.main([...])` in-process on inputs generated from small arrays. "
               "*One-line errors*: exit status 2 and one stderr line starting `error:`, as each case requires. "
