@@ -774,6 +774,56 @@ for _k, _fn in MISC.items():
     case("paths and names", _k)(_fn)
 
 
+# --- style checkpoints (the adain backend's decoder): its metadata, mutated
+
+STYLE_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "style-resnet-20.safetensors"
+
+
+def _style_ckpt(d: Path, mutate) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(STYLE_CKPT), framework="pt") as f:
+        meta = json.loads(f.metadata()["deeprepair"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta, tensors = mutate(meta, tensors)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "s.safetensors").write_bytes(save(tensors, metadata={"deeprepair": meta if isinstance(meta, str) else json.dumps(meta)}))
+    return d / "s.safetensors"
+
+
+def _nan_decoder(m, t):
+    k = next(k for k in t if k.startswith("decoder.") and t[k].numel() > 100)
+    t[k] = t[k].clone()
+    t[k].view(-1)[0] = float("nan")
+    return m, t
+
+
+STYLE_META_BAD = {
+    "list": lambda m, t: ([1], t),
+    "malformed-json": lambda m, t: ("{decoder", t),
+    "no-decoder": lambda m, t: ({k: v for k, v in m.items() if k != "decoder"}, t),
+    "decoder-string": lambda m, t: ({**m, "decoder": "big"}, t),
+    "decoder-width-string": lambda m, t: ({**m, "decoder": {**m["decoder"], "width": "64"}}, t),
+    "decoder-width-other": lambda m, t: ({**m, "decoder": {**m["decoder"], "width": 32}}, t),
+    "decoder-channels-zero": lambda m, t: ({**m, "decoder": {**m["decoder"], "channels": 0}}, t),
+    "encoder-list": lambda m, t: ({**m, "encoder": [1]}, t),
+    "encoder-num-classes-ten": lambda m, t: ({**m, "encoder": {**m["encoder"], "num_classes": "ten"}}, t),
+    "encoder-mean-string": lambda m, t: ({**m, "encoder": {**m["encoder"], "mean": "0.5"}}, t),
+    "layer-unknown": lambda m, t: ({**m, "layer": "net.nowhere"}, t),
+    "layer-list": lambda m, t: ({**m, "layer": [1]}, t),
+    "no-encoder-weights": lambda m, t: (m, {k: v for k, v in t.items() if not k.startswith("encoder.")}),
+    "nan-decoder-weight": _nan_decoder,
+}
+for _k, _mut in STYLE_META_BAD.items():
+    case("style checkpoint metadata", f"{_k}-repair")(
+        lambda w, d, _m=_mut: _set_flag(base("repair", w, d), "--method", "deeprepair") + [
+            "--style", "adain", "--style-checkpoint", str(_style_ckpt(d / "sc", _m))])
+    case("style checkpoint metadata", f"{_k}-style")(
+        lambda w, d, _m=_mut: _set_flag(base("style", w, d), "--backend", "adain") + [
+            "--checkpoint", str(_style_ckpt(d / "sc", _m))])
+
+
 # --- resume state and existing outputs
 
 

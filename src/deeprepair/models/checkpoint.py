@@ -72,7 +72,7 @@ def check_metadata(meta: Any, source: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Refuse weights holding NaN or Inf: such a model only looks like it works."""
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
@@ -194,7 +194,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    _check_finite(state, path)
+    check_finite(state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -288,7 +288,7 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
         except Exception:
             raise DeepRepairError(f"{path} is neither a deeprepair checkpoint nor a TorchScript file; "
                                   "for a state dict give --factory package.module:function") from None
-        _check_finite(dict(net.state_dict()), path)
+        check_finite(dict(net.state_dict()), path)
         arch = f"torchscript:{path.name}"
     else:
         if num_classes is None:

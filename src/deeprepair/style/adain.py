@@ -304,8 +304,10 @@ def load_style_checkpoint(path: str | Path, encoder_model: nn.Module | None = No
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise DeepRepairError(f"{path} is not a readable safetensors file: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise DeepRepairError(f"{path} is not a deeprepair style checkpoint (format {meta.get('format')!r})")
+    from ..models.checkpoint import check_finite
+
+    meta = _check_style_metadata(meta, path, encoder_model is None)
+    check_finite(tensors, path)
     enc = meta.get("encoder", {})
     if encoder_model is None:
         if enc.get("arch") not in list_models():
@@ -313,8 +315,42 @@ def load_style_checkpoint(path: str | Path, encoder_model: nn.Module | None = No
                                   "encoder= (its weights are not stored in the style checkpoint)")
         encoder_model = Classifier(create_model(enc["arch"], int(enc["num_classes"])),
                                    enc.get("mean", (0.5,) * 3), enc.get("std", (0.5,) * 3))
-        encoder_model.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
+        _load_part(encoder_model, tensors, "encoder.", path)
     d = meta["decoder"]
     decoder = make_decoder(d["channels"], d["upsamples"], d["width"])
-    decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
+    _load_part(decoder, tensors, "decoder.", path)
     return FeatureEncoder(encoder_model, meta["layer"]), decoder.eval(), meta
+
+
+def _check_style_metadata(meta, path: Path, with_encoder: bool) -> dict:
+    """The schema of a style checkpoint's metadata (its encoder part is a model's: check_metadata)."""
+    from ..models import list_models
+    from ..models.checkpoint import check_metadata
+
+    fix = "remake it with `deeprepair train-style`"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DeepRepairError(f"{path} is not a deeprepair style checkpoint (format {got!r})")
+    d = meta.get("decoder")
+    if not (isinstance(d, dict) and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in
+                                         ("channels", "upsamples", "width"))
+            and d["channels"] > 0 and d["width"] > 0 and 0 <= d["upsamples"] <= 8):
+        raise DeepRepairError(f"{path}: metadata field 'decoder' must give positive integers channels and width "
+                              f"and upsamples 0..8, got {d!r}; {fix}")
+    if not isinstance(meta.get("layer"), str):
+        raise DeepRepairError(f"{path}: metadata field 'layer' must name the encoder's layer, got {meta.get('layer')!r}; {fix}")
+    enc = meta.get("encoder", {})
+    if not isinstance(enc, dict):
+        raise DeepRepairError(f"{path}: metadata field 'encoder' must be a JSON object, got {type(enc).__name__}; {fix}")
+    if with_encoder and enc.get("arch") in list_models():
+        check_metadata(enc, f"{path} (its encoder)")
+    return meta
+
+
+def _load_part(module: nn.Module, tensors: dict, prefix: str, path: Path) -> None:
+    try:
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except RuntimeError as exc:
+        first = " ".join(str(exc).splitlines()[:2])
+        raise DeepRepairError(f"{path}: its {prefix[:-1]} weights do not fit the network its metadata describes "
+                              f"({first[:200]}); remake it with `deeprepair train-style`") from None
