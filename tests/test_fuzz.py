@@ -770,6 +770,23 @@ MISC = {
                                           "--methods", "magic"],
     "report-not-a-bench-folder": lambda w, d: ["report", str(w["data"])],
 }
+MISC.update({
+    "device-unknown": lambda w, d: base("evaluate", w, d) + ["--device", "gpu9"],
+    "device-cuda-absent": lambda w, d: base("evaluate", w, d) + ["--device", "cuda:7"],
+    "train-device-nonsense": lambda w, d: base("train", w, d) + ["--device", "tpu"],
+    "evaluate-name-with-slashes": lambda w, d: base("evaluate", w, d) + ["--name", "../../escape"],
+    "oracle-corruption-unknown": lambda w, d: _set_flag(base("repair", w, d), "--method", "oracle") + [
+        "--oracle-corruption", "lava"],
+    "eval-shifted-garbage": lambda w, d: base("repair", w, d) + ["--eval-shifted", str(_bytes_ckpt(d, _RANDOM, "s.npz"))],
+    "mine-real-garbage": lambda w, d: base("mine", w, d) + ["--real", str(_bytes_ckpt(d, _RANDOM, "r.npz"))],
+    "train-arch-unknown": lambda w, d: _set_flag(base("train", w, d), "--arch", "resnet-9000"),
+    "train-style-layer-unknown": lambda w, d: base("train-style", w, d) + ["--layer", "net.nowhere"],
+    "bench-arch-unknown": lambda w, d: ["bench", "--profile", "smoke", "--data", str(w["data"]), "--out", str(d / "b"),
+                                        "--archs", "resnet-9000"],
+    "bench-address-without-ray": lambda w, d: ["bench", "--profile", "smoke", "--data", str(w["data"]), "--out",
+                                               str(d / "b"), "--address", "10.0.0.1:6379", "--methods", "nothing"],
+    "demo-corruption-unknown": lambda w, d: _set_flag(base("demo", w, d), "--out", str(d / "out")) + ["--corruption", "lava"],
+})
 for _k, _fn in MISC.items():
     case("paths and names", _k)(_fn)
 

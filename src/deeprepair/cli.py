@@ -382,6 +382,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     root, test, model, meta, device, source, names = _model_on_test(args)
     label = args.name or Path(args.model).stem
+    if args.name is not None and (not args.name.strip() or any(c in args.name for c in "/\\") or args.name.startswith(".")):
+        raise DeepRepairError(f"--name {args.name!r} is a label, not a path: use letters, digits, '-' or '_' "
+                              "(give the folder with --out)")
     out = Path(args.out or Path("runs") / "evaluate" / label)
     if (out / "rq1.json").exists() and not args.force:
         raise DeepRepairError(f"{out} holds a report (rq1.json); choose another --out or pass --force to replace it")
@@ -741,9 +744,9 @@ def cmd_train_style(args: argparse.Namespace) -> int:
     from .data import sha256_file
     from .train import data_fingerprint
 
+    encoder = FeatureEncoder(model.cpu(), args.layer, size=train.x.shape[1], channels=train.x.shape[3])
     run_file = _resume_guard(state, {"model": sha256_file(args.model), "training set": data_fingerprint(train.x, train.y),
                                      "--layer": args.layer})
-    encoder = FeatureEncoder(model.cpu(), args.layer, size=train.x.shape[1], channels=train.x.shape[3])
     bar = _progress(len(train) * args.epochs, args.quiet, f"train-style ({encoder.layer})")
     if state.exists():
         from .train import read_state
