@@ -597,6 +597,9 @@ def _file_at(d: Path) -> Path:
     return d / "out"
 
 
+for _cmd in ("evaluate", "mine", "repair", "corrupt", "demo"):
+    case("outputs", f"out-is-the-data-folder-{_cmd}", match="data folder")(
+        lambda w, d, _c=_cmd: base(_c, w, d, data=_npz_data(d), out=d / "data"))
 for _cmd in ("evaluate", "mine", "repair", "corrupt", "demo", "train", "train-style"):
     case("outputs", f"out-is-a-file-{_cmd}")(lambda w, d, _c=_cmd: base(_c, w, d, out=_file_at(d)))
 
