@@ -430,6 +430,7 @@ NET_NAMES = {"dr-focal": "DeepRepair + focal distillation", "dr-fb-focal": "Deep
              "dr-focal+field": "DeepRepair + focal distillation + field photos",
              "dr-fb-focal+field": "DeepRepair, first block + focal distillation + field photos",
              "ft-focal+field": "fine-tune + focal distillation + field photos",
+             "dr-focal+interp": "DeepRepair + focal distillation, interpolated (--interpolate)",
              "dr-focal+field+interp": "DeepRepair + focal distillation + field photos, interpolated (--interpolate)"}
 
 
@@ -472,10 +473,11 @@ def net_table(cells: list[dict], prof: dict) -> tuple[str, dict]:
               "clean, not in Dc (%)": per_seed(cells, lambda m: m.get("clean_unseen", {}).get("before", m["clean_before"]))}
     first = {k: next((v for v in b.values() if v), []) for k, b in before.items()}
     rows = [["original (before)", len(first[NET_COLUMNS[0][0]])] + [ms(first[k]) if k in first else "-" for k in used]]
-    for m in prof["methods"]:
+    probes = [m for m in cols[NET_COLUMNS[0][0]] if m not in prof["methods"]]  # cells of methods since dropped
+    for m in prof["methods"] + probes:
         if m != "original" and cols[NET_COLUMNS[0][0]].get(m):
-            rows.append([NET_NAMES.get(m, NAMES.get(m, m)), len(cols[NET_COLUMNS[0][0]][m])]
-                        + [ms(cols[k][m]) if cols[k].get(m) else "-" for k in used])
+            rows.append([NET_NAMES.get(m, NAMES.get(m, m)) + (" (probe, not in the profile)" if m in probes else ""),
+                         len(cols[NET_COLUMNS[0][0]][m])] + [ms(cols[k][m]) if cols[k].get(m) else "-" for k in used])
     return table(["method", "seeds"] + used, rows), cols
 
 

@@ -40,6 +40,7 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-focal+field": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True},
     "dr-fb-focal+field": {"method": "deeprepair", "tune": "first-block", "distill": 1.0, "distill_focus": "right",
                           "field": True},
+    "dr-focal+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "interpolate": True},
     "dr-focal+field+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                               "interpolate": True},
     "bn-adapt": {"method": "bn-adapt"},

@@ -234,6 +234,7 @@ def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: di
               "hash": path.stem.rsplit("__", 1)[-1], "metrics": cmp, **extra,
               "repair": {k: report.get(k) for k in ("seconds", "best_epoch", "img_per_s", "aug_share", "clusters",
                                                     "tuned_parameters", "validation_before", "validation_after")},
+              "interpolation_alpha": (report.get("interpolation") or {}).get("alpha"),
               "history": [{k: h.get(k) for k in ("epoch", "loss", "val_train_acc", "val_failures_acc", "val_score")}
                           for h in report.get("history", [])],
               "wall": time.perf_counter() - t0, "machine": {k: MACHINE[k] for k in ("cpu", "device", "precision_auto")}}
