@@ -37,6 +37,11 @@ SELECTIONS = ("holdout", "last", "auto")
 # is a share of the training set, resolved by ``resolve_budget``.
 PRESETS: dict[str, dict] = {
     "paper": {},
+    # one network that keeps what was right: focal distillation (Yan et al. 2021) during fine-tuning,
+    # then the WiSE-FT mix of original and repaired weights with the largest repair whose validation
+    # break rate (held-back Dt images) stays <= max_break; add field images (repair(field=...)) when
+    # there are any. Measured on real failures (benchmarks/results/SUMMARY.md, section 5).
+    "protect": {"distill": 1.0, "distill_focus": "right", "interpolate": True},
     "safe": {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0, "gate": True,
              "gate_router": "mlp", "gate_features": "deep+style"},
 }
