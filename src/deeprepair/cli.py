@@ -18,10 +18,9 @@ from . import __version__
 from .errors import DeepRepairError
 
 
-# kept here (not imported from deeprepair.repair) so that `--help` does not import torch;
-# tests/test_cli.py checks it equals deeprepair.repair.METHODS
-REPAIR_METHODS = ["deeprepair", "augmix", "finetune", "fewshot", "cutout", "mixup", "cutmix", "sensei", "oracle",
-                  "bn-adapt", "tent"]
+from .repair_config import METHODS, PRESETS, RepairConfig  # plain data: `--help` does not import torch
+
+REPAIR_METHODS = list(METHODS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +69,8 @@ BELOW_ONE = _number(float, 0, 1, hi_open=True)  # [0, 1): a rate that must leave
 SHARE = _number(float, 0, 1, lo_open=True)  # (0, 1]
 UNIT = _number(float, 0, 1)  # [0, 1]
 LEARNING_RATE = _number(float, 0, 100, lo_open=True)  # (0, 100]: beyond, weights overflow in one step
+RANGE_TYPES = {"count": COUNT, "positive_int": POSITIVE_INT, "seed": SEED, "nonnegative": NONNEGATIVE,
+               "below_one": BELOW_ONE, "share": SHARE, "learning_rate": LEARNING_RATE}  # repair_config.RANGES
 
 
 def _out_dir(out: Path) -> Path:
@@ -525,8 +526,6 @@ def resolve_repair_options(args: argparse.Namespace, n_train: int) -> None:
     """
     from dataclasses import fields
 
-    from .repair import RepairConfig
-
     if args.safe:
         if args.preset not in (None, "safe"):
             raise DeepRepairError(f"--safe is --preset safe: drop one of --safe and --preset {args.preset}")
@@ -546,8 +545,6 @@ def resolve_repair_options(args: argparse.Namespace, n_train: int) -> None:
 def repair_config(args: argparse.Namespace, style_options: dict):
     """The RepairConfig of the parsed (and resolved) repair flags."""
     from dataclasses import fields
-
-    from .repair import RepairConfig
 
     return RepairConfig(**{f.name: getattr(args, f.name) for f in fields(RepairConfig) if hasattr(args, f.name)},
                         style_options=style_options)
@@ -900,6 +897,25 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    """A flag for each field of RepairConfig that declares one (``repair_config.flag``): its help,
+    choices and range from there, its default left None so that ``resolve_repair_options`` fills it
+    from the preset or RepairConfig."""
+    from dataclasses import fields
+
+    for f in fields(RepairConfig):
+        if "help" not in f.metadata:
+            continue
+        meta, shown = f.metadata, f.default is not None and not isinstance(f.default, bool)
+        kw = {"help": (meta["help"] + (f" (default: {f.default})" if shown else "")).replace("%", "%%")}
+        if isinstance(f.default, bool):
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=RANGE_TYPES[meta["range"]] if meta["range"] else None, metavar=meta["metavar"],
+                      choices=list(meta["choices"]) if meta["choices"] else None)
+        p.add_argument("--" + f.name.replace("_", "-"), default=None, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="deeprepair", description=__doc__.split(":")[0] + ".")
     parser.add_argument("--version", action="version", version=f"deeprepair {__version__}")
@@ -1006,70 +1022,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failures", required=True, help="collected failures: .npz (x, y) or class folders")
     p.add_argument("--eval-failures", help="held-out failures (.npz) to measure the repair on")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, report.json/.md)")
-    p.add_argument("--method", default="deeprepair", choices=REPAIR_METHODS)
-    p.add_argument("--style", default="wavelet", choices=["wavelet", "fourier", "adain"])
     p.add_argument("--style-mode", choices=["hist", "meanstd", "wct", "adain"],
                    help="matching mode: wavelet hist/meanstd/wct (default energy); adain adain/wct")
     p.add_argument("--style-checkpoint", help="adain backend: decoder from `deeprepair train-style`")
-    p.add_argument("--sampling", default="eq4", choices=["eq4", "uniform", "per-class"])
-    p.add_argument("--clusters", type=POSITIVE_INT, default=5)
-    p.add_argument("--preset", choices=["paper", "safe"], help="a named recipe (repair/core.py: PRESETS; flags "
-                   "given with it override its values): paper = the paper's method at the CPU budget; safe = --safe")
+    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe (repair_config.py: PRESETS; flags "
+                   "given with it override its values): paper = the paper's method at the CPU budget; protect = "
+                   "--distill 1 --distill-focus right --interpolate (one network); safe = --safe")
     p.add_argument("--safe", action="store_true", help="= --preset safe: the no-regressions recipe measured in "
                    "benchmarks/results/regressions.md section 11: --epochs 1, --train-subset 80%% of the "
                    "training images, --dc-repeat 4, --distill 1, --gate --gate-router mlp --gate-features "
                    "deep+style (flags given with it override its values)")
-    p.add_argument("--tune", choices=["all", "first-block", "bn", "head"], help="which parameters are fine-tuned: "
-                   "all (default), first-block (stem + first stage, surgical fine-tuning; rule in repair/tuning.py), "
-                   "bn (normalisation layers), head (last linear layer); the rest stay bit-identical")
-    p.add_argument("--distill-focus", choices=["all", "right"], help="with --distill: distil on all training inputs "
-                   "(all, default) or only on those the original classifies right (right: focal distillation)")
-    p.add_argument("--l2-pull", type=NONNEGATIVE, help="weight of an L2 pull of the tuned weights to the "
-                   "original's (default 0)")
     p.add_argument("--field", metavar="DIR_OR_NPZ", help="unlabelled images from deployment (a folder of images or "
                    ".npz with x; never the images you evaluate on): the repair keeps the original's answers on "
                    "them (distillation, --field-weight) and BatchNorm sees them")
-    p.add_argument("--field-weight", type=NONNEGATIVE, help="with --field: weight of the distillation on the field "
-                   "images (default 1)")
     p.add_argument("--eval-shifted", metavar="DIR_OR_NPZ", help="labelled images of the shifted distribution "
                    "the repair never saw (.npz x, y or class folders; all of them, right or wrong before): the "
                    "report gives accuracy, break and fix rate there")
-    p.add_argument("--epochs", type=POSITIVE_INT, help="budget: passes over the fine-tuning set (default 3)")
-    p.add_argument("--train-subset", type=COUNT, help="training images used (default 10000; 0 = all)")
-    p.add_argument("--dc-repeat", type=POSITIVE_INT, help="copies of the failures in the fine-tuning set (default 1)")
-    p.add_argument("--oracle-corruption", help="oracle method: the failures' true corruption name")
-    p.add_argument("--fewshot-replay", type=COUNT, default=0, help="fewshot method: training images replayed")
-    p.add_argument("--distill", type=NONNEGATIVE, help="regression control: weight of distillation "
-                   "from the original model on training inputs (e.g. 1.0; default 0)")
-    p.add_argument("--interpolate", action="store_true", default=None, help="regression control: mix original and "
-                   "repaired weights, choosing the mix on the validation split")
-    p.add_argument("--gate", action="store_true", default=None, help="regression control: route inputs that look like "
-                   "the failures to the repaired model and the rest to the original (saves both)")
-    p.add_argument("--gate-features", choices=["deep", "style", "deep+style"], help="what the "
-                   "--gate router looks at: the original model's features and logits (deep, the default), "
-                   "wavelet statistics (style) or both")
-    p.add_argument("--gate-router", choices=["linear", "mlp"], help="the --gate router: "
-                   "logistic regression (linear, the default) or one hidden layer of 128 units (mlp)")
-    p.add_argument("--gate-calibration", type=COUNT, default=5000, help="with --gate: also check the threshold's "
-                   "break rate on up to this many training images left out of fine-tuning (default 5000; 0: only "
-                   "the 1,000 validation images)")
-    p.add_argument("--gate-bound", default="wilson", choices=["point", "wilson"], help="with --gate: hold the "
-                   "validation break rate (point) or its Wilson 95%% upper bound (wilson, the default) to --max-break")
     p.add_argument("--gate-holdout", metavar="PATH", help="with --gate: labelled clean images the original model "
                    "was not trained on (its validation split; never your test set), .npz (x, y) or class folders; "
                    "the threshold then also keeps clean accuracy on them >= the original's")
-    p.add_argument("--gate-keep", type=SHARE, metavar="FRACTION", help="with --gate: route only as much as keeps "
-                   "this share of the repair of the validation failures (e.g. 0.9) instead of routing up to "
-                   "--max-break; fewer clean images change")
-    p.add_argument("--max-break", type=BELOW_ONE, default=0.01, help="with --interpolate or --gate: largest "
-                   "validation break rate allowed (default 0.01)")
-    p.add_argument("--selection", default="auto", choices=["holdout", "last", "auto"], help="model "
-                   "selection: best epoch on 10%% of the failures held out (holdout, may keep the original), "
-                   "the last epoch with no failures held out (last), or last when fewer than 20 would be held "
-                   "out, i.e. under 200 failures (auto, the default)")
-    p.add_argument("--lr", type=LEARNING_RATE, default=0.01)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
-    p.add_argument("--seed", type=SEED, default=0)
+    _config_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
     p.set_defaults(func=cmd_repair)
 

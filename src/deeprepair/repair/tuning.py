@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import DeepRepairError
+from ..repair_config import TUNES
 
-TUNES = ("all", "first-block", "bn", "head")
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
