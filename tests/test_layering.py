@@ -13,7 +13,7 @@ its own layer and the layers below it, never one above:
     5  style, cluster, augment       style transfer, k-means/Eq. 4, AugMix/StyleAug
     6  mining, evaluate              failures, Dc/De split; accuracy on corrupted sets
     7  repair                        the repair loop, baselines, regression control, reports
-    8  bench, demo                   the benchmark grid and its report; the demo pipeline
+    8  bench, demo, workflows        the benchmark grid and its report; the demo pipeline; what each command does
     9  cli, __main__                 the command line
 
 Imports under ``if TYPE_CHECKING:`` are for annotations only and do not count. Imports inside
@@ -42,7 +42,7 @@ LAYERS = [
     {"style", "cluster", "augment"},
     {"mining", "evaluate"},
     {"repair"},
-    {"bench", "demo"},
+    {"bench", "demo", "workflows"},
     {"cli", "__main__"},
 ]
 

@@ -1,0 +1,73 @@
+"""``deeprepair bench`` and ``report``: run a benchmark profile into a folder (resumable cells)
+and rebuild its report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import DeepRepairError
+from .inputs import Outcome, Progress, no_progress
+
+
+def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, corruptions=None, methods=None,
+              executor: str = "local", address: str | None = None, device: str | None = None,
+              log: Callable[[str], None] = lambda msg: None, progress: Progress = no_progress,
+              command: str = "") -> Outcome:
+    """Every (arch, corruption, method, seed) cell of ``profile`` (restricted to the given names) on
+    ``data``; finished cells in out/cells are kept. Writes the report."""
+    from ..bench import list_cells, load_profile, restrict, run, write_report
+    from ..bench.report import read_json_object
+    from ..data import resolve_data_dir
+
+    full = load_profile(profile)
+    prof = restrict(full, archs, corruptions, methods)
+    root = resolve_data_dir(data)
+    out = Path(out)
+    if out.resolve() == Path(root).resolve():
+        raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
+    old = out / "profile.json"
+    if old.is_file() and read_json_object(old, "benchmark profile record").get("name") != prof["name"]:
+        raise DeepRepairError(f"{out} holds a run of another profile; choose a new --out")
+    bench_data_guard(out, Path(root))
+    t0 = time.perf_counter()
+    with progress(len(list_cells(prof)), "bench") as bar:
+        results = run(prof, str(root), out, executor=executor, address=address, device=device,
+                      log=log, progress=bar.update, record=full)
+    md, page = write_report(out, provenance={"command": command, "data": str(root),
+                                             "seconds": round(time.perf_counter() - t0, 1)})
+    return Outcome({"out": str(out), "cells": len(results), "report": str(md)},
+                   [f"{len(results)} cells in {out}/cells; report: {md} and {page}"])
+
+
+def bench_data_guard(out: Path, root: Path) -> None:
+    """A benchmark folder keeps its models, failures and cells: refuse to add to one made from other
+    data (recorded in ``OUT/data.json``: the sha256 of every file of --data)."""
+    import hashlib
+
+    from ..bench.report import read_json_object
+    from ..data import sha256_file
+    from ..data.io import atomic_write_bytes
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(root)}\0{sha256_file(p)}\n".encode())
+    record, now = out / "data.json", {"data": str(root), "sha256": h.hexdigest()}
+    if record.is_file():
+        if read_json_object(record, "record of the benchmark's data").get("sha256") != now["sha256"]:
+            raise DeepRepairError(f"{out} holds a benchmark run on other data than {root}; choose a new --out")
+    else:
+        atomic_write_bytes(record, json.dumps(now, indent=2).encode())
+
+
+def rebuild_report(folder: str | Path) -> Outcome:
+    """Rebuild the Markdown and HTML report of a benchmark folder from its cells."""
+    from ..bench import write_report
+
+    out = Path(folder)
+    if not (out / "cells").is_dir() or not (out / "profile.json").is_file():
+        raise DeepRepairError(f"{out} is not a benchmark folder (no cells/ or profile.json): run `deeprepair bench` first")
+    md, page = write_report(out)
+    return Outcome({"markdown": str(md), "html": str(page)}, [f"wrote {md} and {page}"])

@@ -1,0 +1,192 @@
+"""``deeprepair evaluate`` and ``mine``: a model on clean and corrupted test images (RQ1), its
+failures per corruption split into collected (Dc) and held-out (De), or its failures on real
+labelled field photos (``mine --real``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeepRepairError
+from .inputs import ModelSpec, Outcome, Progress, check_images, corruption_names, load_split, no_progress, open_model, out_dir
+
+
+def model_on_test(spec: ModelSpec, data: str | None, *, corrupted: str | None = None, corruption_seed: int = 0,
+                  corruptions: list[str] | None = None, heldout: bool = False, limit: int = 0, out=None):
+    """(root, test split, model, metadata, device, corrupted source, corruption names)."""
+    from ..corruptions import ALL_CORRUPTIONS, CORRUPTIONS
+    from ..evaluate import CorruptedSource
+
+    root, test = load_split(data, "test", limit, out)
+    model, meta, device = open_model(spec, test.classes)
+    check_images(test, meta, "test")
+    folder = Path(corrupted) if corrupted else None
+    if folder is not None and not folder.is_dir():
+        raise DeepRepairError(f"--corrupted {folder} is not a folder: give the output of "
+                              "`deeprepair corrupt` (or CIFAR-10-C), or leave it out to render on the fly")
+    source = CorruptedSource(test.x, test.y, folder, seed=corruption_seed)
+    if corruptions:
+        names = corruption_names(corruptions, heldout=False)
+    else:
+        names = source.names() if folder is not None else list(ALL_CORRUPTIONS if heldout else CORRUPTIONS)
+    return root, test, model, meta, device, source, names
+
+
+def evaluate_to_folder(spec: ModelSpec, data: str | None, out: str | None = None, *, name: str | None = None,
+                       force: bool = False, command: str = "", progress: Progress = no_progress, **source) -> Outcome:
+    """Accuracy of ``spec``'s model on clean data and every corruption x severity; the report goes
+    to ``out`` (default runs/evaluate/<name>). ``source``: model_on_test's corrupted-image options."""
+    from ..evaluate import evaluate_model, severity_table, write_report
+
+    root, test, model, meta, device, src, names = model_on_test(spec, data, out=out, **source)
+    label = name or Path(spec.path).stem
+    if name is not None and (not name.strip() or any(c in name for c in "/\\") or name.startswith(".")):
+        raise DeepRepairError(f"--name {name!r} is a label, not a path: use letters, digits, '-' or '_' "
+                              "(give the folder with --out)")
+    folder = Path(out or Path("runs") / "evaluate" / label)
+    if (folder / "rq1.json").exists() and not force:
+        raise DeepRepairError(f"{folder} holds a report (rq1.json); choose another --out or pass --force to replace it")
+    out_dir(folder)
+    t0 = time.perf_counter()
+    with progress(len(test) * (1 + 5 * len(names)), f"evaluate {label}") as bar:
+        res = evaluate_model(model, src, names, device=device, precision=spec.precision, progress=bar.update)
+    secs = time.perf_counter() - t0
+    res["img_per_s"] = len(test) * (1 + 5 * len(names)) / secs
+    res["seconds"] = secs
+    res["model"] = {"path": str(spec.path), "arch": meta["arch"]}
+    res["precision"] = spec.precision
+    paths = write_report({label: res}, folder, extra={"data": str(root), "command": command})
+    mean = (f", mean over {res['main_corruptions']} corruptions {res['mean_corrupted']:.2%}"
+            if res["mean_corrupted"] is not None else "")
+    return Outcome(res, [f"{label}: clean {res['clean']:.2%}" + mean, severity_table(res),
+                         f"{res['img_per_s']:,.0f} img/s including rendering ({secs:.0f} s); wrote "
+                         + ", ".join(str(p) for p in paths)])  # fmt: skip
+
+
+def _check_mining_record(out: Path, info: dict) -> None:
+    """Refuse to add to a mining folder made with another model, test set or split."""
+    old = out / "mining.json"
+    if not old.is_file():
+        return
+    try:
+        prev = json.loads(old.read_text())
+    except (OSError, ValueError) as exc:
+        raise DeepRepairError(f"{old} is unreadable ({exc}); choose a new --out") from None
+    if not isinstance(prev, dict):
+        raise DeepRepairError(f"{old} is not a mining record; choose a new --out")
+    for key in ("model_sha256", "collect", "seed", "source", "data_sha256", "split_by"):
+        if prev.get(key) != info[key] and (key in prev or key != "data_sha256"):
+            what = {"model_sha256": "model", "data_sha256": "test set"}.get(key)
+            raise DeepRepairError(f"{out} holds failures mined with another {what or key}"
+                                  f"{'' if what else f' ({prev.get(key)!r})'}; choose a new --out")
+
+
+def mine_corruptions(spec: ModelSpec, data: str | None, out: str | Path, *, collect: int = 1000, seed: int = 0,
+                     split_by: str = "image", export_heldout: bool = False, progress: Progress = no_progress,
+                     **source) -> Outcome:
+    """The model's failures on each corruption of the test split, split into Dc (``collect`` of
+    them) and De; writes ``out``/<corruption>.dc.npz, .split.npz (and .de.npz) and table1.md.
+    Rerun, it keeps the corruptions already mined."""
+    import hashlib
+
+    from ..data import sha256_file
+    from ..mining import write_mining
+
+    root, test, model, meta, device, src, names = model_on_test(spec, data, out=out, **source)
+    out = Path(out)
+    if out.resolve() == Path(root).resolve() or (src.folder and out.resolve() == src.folder.resolve()):
+        raise DeepRepairError(f"--out {out} is an input folder: choose a separate output folder")
+    data_sha = hashlib.sha256(np.ascontiguousarray(test.x).tobytes() + test.y.astype("<i8").tobytes()).hexdigest()
+    info = {"model": str(spec.path), "model_sha256": sha256_file(spec.path), "collect": collect,
+            "split_by": split_by, "seed": seed, "precision": spec.precision, "source": src.describe(),
+            "data": str(root), "data_sha256": data_sha, "classes": test.classes, "corruptions": names}  # fmt: skip
+    _check_mining_record(out, info)
+    out_dir(out)
+    splits, t0 = {}, time.perf_counter()
+    with progress(len(test) * 5 * len(names), "mine") as bar:
+        for name in names:
+            splits[name], fresh = _mine_one(model, src, name, test, out, collect, seed, split_by, export_heldout,
+                                            device, spec.precision, bar)
+            if fresh:
+                write_mining(out, splits, info, collect)
+    write_mining(out, splits, info, collect)
+    short = [n for n, s in splits.items() if len(s.dc) < collect]
+    res = {n: {"failures": len(s.index), "collected": len(s.dc), "held_out": len(s.de),
+              "dropped": len(s.index) - len(s.dc) - len(s.de)}
+           for n, s in splits.items()}
+    lines = [(out / "table1.md").read_text(),
+             f"wrote {out}/<corruption>.dc.npz (collected failures: x, y, severity) and "
+             f"<corruption>.split.npz (Dc/De indices) in {time.perf_counter() - t0:.0f} s"]
+    if short:
+        lines.append(f"fewer than {collect} failures to collect for: {', '.join(short)} "
+                     "(all of them are in Dc; De is what is left)")
+    return Outcome({"out": str(out), "table1": res, "short": short}, lines)
+
+
+def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, split_by: str, export_heldout: bool,
+              device, precision: str, bar):
+    """(the FailureSplit of one corruption, whether it is new): read back when mined before, else
+    mined and written."""
+    from ..evaluate import iter_predictions
+    from ..mining import FailureSplit, export_collected, find_failures
+
+    if (out / f"{name}.split.npz").is_file() and (out / f"{name}.dc.npz").is_file():
+        bar.update(len(test) * 5)
+        return FailureSplit.load(out, name), False
+    preds, stack = [], []
+    for _, s, imgs, pred in iter_predictions(model, src, [name], device=device, precision=precision,
+                                             progress=bar.update):
+        preds.append(pred)
+        stack.append(imgs)
+    split = find_failures(name, preds, src.labels(), collect, test.num_classes, seed, split_by)
+    stack = np.concatenate(stack)
+    if export_heldout:
+        export_collected(split, stack, test.classes, out / f"{name}.de.npz", part="de")
+    export_collected(split, stack, test.classes, out / f"{name}.dc.npz")
+    split.save(out)
+    return split, True
+
+
+def mine_real(spec: ModelSpec, real: str, out: str | Path, *, collect: int = 1000, seed: int = 0,
+              field_fraction: float = 0.0, export_heldout: bool = False) -> Outcome:
+    """The model's failures on real labelled field photos (no corruption): ``collect`` of them to
+    real.dc.npz, the other photos to real.unseen.npz and, with ``field_fraction``, split into
+    unlabelled field photos (real.field.npz) and evaluation photos (real.eval.npz)."""
+    from ..data import load_failure_set
+    from ..data.io import atomic_write_bytes
+    from ..engine import predict
+    from ..mining import split_real
+
+    model, meta, device = open_model(spec)
+    classes = list(meta.get("classes") or [str(k) for k in range(meta["num_classes"])])
+    photos = load_failure_set(real, classes)
+    check_images(photos, meta, "--real")
+    out = out_dir(Path(out))
+    pred = predict(model, photos.x, device=device, precision=spec.precision)
+    r = split_real(pred, photos.y, collect, len(classes), seed, field_fraction)
+    parts = {"dc": r["dc"], "unseen": r["unseen"]}
+    if export_heldout:
+        parts["de"] = r["de"]
+    if field_fraction:
+        parts.update(field=r["field"], eval=r["eval"])
+    for part, idx in parts.items():
+        buf = io.BytesIO()
+        labels = {} if part == "field" else {"y": photos.y[idx]}  # field photos go to repair unlabelled
+        np.savez(buf, x=photos.x[idx], index=idx, classes=np.array(classes), **labels)
+        atomic_write_bytes(out / f"real.{part}.npz", buf.getvalue())
+    acc = float((pred == photos.y).mean())
+    info = {"model": str(spec.path), "real": str(real), "photos": len(photos), "accuracy": acc,
+            "failures": len(r["failures"]), "collected": len(r["dc"]), "seed": seed,
+            "field_fraction": field_fraction, **{f"{p}_photos": len(i) for p, i in parts.items()}}
+    atomic_write_bytes(out / "mining.json", json.dumps(info, indent=2).encode())
+    lines = [f"{Path(spec.path).name} gets {acc:.1%} of {len(photos):,} real photos right: {len(r['failures']):,} "
+             f"failures, {len(r['dc']):,} collected -> {out}/real.dc.npz (repair --failures); the "
+             f"{len(r['unseen']):,} other photos -> real.unseen.npz (repair --eval-shifted)"]
+    if field_fraction:
+        lines.append(f"split seeded into {len(r['field']):,} unlabelled field photos (real.field.npz: repair --field) "
+                     f"and {len(r['eval']):,} evaluation photos (real.eval.npz: repair --eval-shifted)")
+    return Outcome({"out": str(out), **info}, lines)

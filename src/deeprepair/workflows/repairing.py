@@ -1,0 +1,155 @@
+"""``deeprepair repair``: load the inputs of a repair, check them against the model, repair
+(resumably), compare before and after, and save the repaired checkpoint and its reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeepRepairError
+from .inputs import (ModelSpec, Outcome, Progress, check_images, forget_on_failure, load_split, no_progress,
+                     open_model, out_dir, resume_guard)
+
+
+def _load_inputs(spec: ModelSpec, data, failures: str, *, eval_failures, field, eval_shifted, gate_holdout, gate: bool,
+                 gate_keep, preset: str | None, limit: int, out) -> dict:
+    """Every input of a repair, each checked against the model: a one-line error before any work."""
+    from ..data import load_failure_set, load_unlabelled
+
+    _, train = load_split(data, "train", limit, out)
+    _, test = load_split(data, "test", limit, out)
+    if test.classes != train.classes:
+        raise DeepRepairError(f"the test split's classes ({', '.join(test.classes[:5])}, ...) are not the training "
+                              f"split's ({', '.join(train.classes[:5])}, ...): give both splits the same class folders")
+    model, meta, device = open_model(spec, train.classes)
+    check_images(train, meta, "training")
+    got = {"train": train, "test": test, "model": model, "meta": meta, "device": device}
+    got["failures"] = load_failure_set(failures, train.classes)
+    check_images(got["failures"], meta, "failure")
+    got["heldout"] = load_failure_set(eval_failures, train.classes) if eval_failures else None
+    if got["heldout"] is not None:
+        check_images(got["heldout"], meta, "held-out failure")
+    for flag, value in (("--gate-holdout", gate_holdout), ("--gate-keep", gate_keep is not None)):
+        if value and not gate:
+            raise DeepRepairError(f"{flag} sets the --gate threshold: add --gate, or drop {flag}")
+    got["clean_heldout"] = None
+    if gate_holdout:
+        try:  # the same format as the failures: .npz (x, y) or class folders
+            got["clean_heldout"] = load_failure_set(gate_holdout, train.classes)
+        except DeepRepairError as e:
+            raise DeepRepairError(f"--gate-holdout: {e}".replace("failure images", "images")) from None
+        check_images(got["clean_heldout"], meta, "--gate-holdout")
+    if gate and _own_module(meta):
+        raise DeepRepairError(f"--gate{' (on with --safe)' if preset == 'safe' else ''} saves the original and the "
+                              "repaired network together, which only a deeprepair checkpoint can hold; use "
+                              "--interpolate for your own module")
+    got["field"] = load_unlabelled(field) if field else None
+    if got["field"] is not None and got["field"].shape[1:] != train.x.shape[1:]:
+        raise DeepRepairError(f"--field images are {got['field'].shape[1:]} but the training images are "
+                              f"{train.x.shape[1:]} (H, W, C): resize them to the model's input size")
+    got["shifted"] = load_failure_set(eval_shifted, train.classes) if eval_shifted else None
+    if got["shifted"] is not None:
+        check_images(got["shifted"], meta, "--eval-shifted")
+    return got
+
+
+def _own_module(meta: dict) -> bool:
+    """A user's module (--factory or TorchScript), not a deeprepair checkpoint."""
+    return str(meta.get("arch", "")).startswith(("factory:", "torchscript:"))
+
+
+def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path, cfg, *,
+               eval_failures: str | None = None, field: str | None = None, eval_shifted: str | None = None,
+               gate_holdout: str | None = None, force: bool = False, preset: str | None = None, limit: int = 0,
+               command: str = "", progress: Progress = no_progress) -> Outcome | None:
+    """Repair ``spec``'s model with ``cfg`` (a RepairConfig; a fractional train_subset is a share of
+    the training split) from the collected ``failures``; resumes an interrupted run in ``out``.
+    Writes out/model.safetensors, report.json and report.md. Under torchrun only rank 0 evaluates,
+    writes and returns an Outcome (the others return None)."""
+    import torch
+
+    from ..data import sha256_file
+    from ..distributed import is_main
+    from ..repair import repair
+    from ..repair.core import resolve_config
+    from ..train import data_fingerprint
+
+    out = Path(out)
+    if (out / "model.safetensors").exists() and not force:
+        raise DeepRepairError(f"{out / 'model.safetensors'} exists; choose another --out or pass --force to replace it")
+    got = _load_inputs(spec, data, failures, eval_failures=eval_failures, field=field, eval_shifted=eval_shifted,
+                       gate_holdout=gate_holdout, gate=cfg.gate, gate_keep=cfg.gate_keep, preset=preset, limit=limit, out=out)
+    train, fails, clean, fld = got["train"], got["failures"], got["clean_heldout"], got["field"]
+    cfg = resolve_config(cfg, {}, len(train))
+    out_dir(out)
+    state = out / "repair.state.safetensors"
+    run_file = resume_guard(state, {  # what this run is made from: a state of another run is refused
+        "model": sha256_file(spec.path), "training set": data_fingerprint(train.x, train.y),
+        "failure set": data_fingerprint(fails.x, fails.y),
+        "--gate-holdout": data_fingerprint(clean.x, clean.y) if clean else None,
+        "--field": data_fingerprint(fld, np.zeros(len(fld), np.int64)) if fld is not None else None})
+    torch.manual_seed(cfg.seed)
+    n_ft = min(len(train) - min(1000, len(train) // 10), cfg.train_subset or len(train)) + len(fails) * cfg.dc_repeat
+    with forget_on_failure(run_file, state), progress(n_ft * cfg.epochs, f"repair ({cfg.method})") as bar:
+        repaired, report = repair(got["model"], train, fails, cfg, device=got["device"], state_path=state,
+                                  progress=bar.update, clean_heldout=clean, field=fld)
+    if not is_main():  # under torchrun: rank 0 evaluates and writes the checkpoint and reports
+        return None
+    full, md = _compare_and_save(spec, got, repaired, report, out, failures, eval_failures, gate_holdout, command)
+    state.unlink(missing_ok=True)
+    run_file.unlink(missing_ok=True)
+    return Outcome(full, [md, f"wrote {out}/model.safetensors, report.json and report.md"])
+
+
+def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: Path, failures: str,
+                      eval_failures: str | None, gate_holdout: str | None, command: str) -> tuple[dict, str]:
+    """Compare the original and the repaired model, save the repaired one and report.json/.md."""
+    import torch
+
+    from ..data import sha256_file
+    from ..data.io import atomic_write_bytes
+    from ..models.checkpoint import save_checkpoint
+    from ..repair import compare, repair_report_markdown
+
+    groups = None
+    if got["heldout"] is not None and eval_failures.endswith(".npz"):
+        with np.load(eval_failures) as f:
+            if "severity" in f.files:
+                sev = f["severity"]
+                groups = {f"severity {s}": sev == s for s in sorted(set(sev.tolist()))}
+    meta, test = got["meta"], got["test"]
+    cmp = compare(got["model"], repaired, test, failures=got["failures"], heldout=got["heldout"], heldout_groups=groups,
+                  shifted=got["shifted"], dc_sources=dc_sources(failures, len(test)), device=got["device"],
+                  precision=spec.precision)
+    rmeta = {**{k: v for k, v in meta.items() if k in ("arch", "num_classes", "classes", "mean", "std",
+                                                      "input_size")},
+             "parent": str(spec.path), "parent_sha256": sha256_file(spec.path),
+             "failures": str(failures), "failures_sha256": sha256_file(failures)
+             if Path(failures).is_file() else None, "repair_config": report["config"],
+             "clean_accuracy": cmp["clean_after"], "repair_command": command,
+             "gate": report.get("gate"), "gate_holdout": str(gate_holdout) if gate_holdout else None}  # fmt: skip
+    if _own_module(meta):
+        torch.save(repaired.state_dict(), out / "model_state.pt")  # users' own module: plain state dict
+    else:
+        save_checkpoint(repaired.cpu(), out / "model.safetensors", rmeta)
+    full = {"compare": cmp, "repair": report, "metadata": rmeta}
+    atomic_write_bytes(out / "report.json", json.dumps(full, indent=2).encode())
+    md = repair_report_markdown(Path(failures).name, cmp, report)
+    atomic_write_bytes(out / "report.md", md.encode())
+    return full, md
+
+
+def dc_sources(failures: str, n_test: int) -> np.ndarray | None:
+    """The test images a failure set written by `deeprepair mine` was rendered from (its ``index``
+    into the 5-severity stack), so that clean accuracy is also read on the test images it never saw."""
+    if not str(failures).endswith(".npz"):
+        return None
+    with np.load(failures, allow_pickle=False) as f:
+        if "index" not in f.files or f["index"].ndim != 1 or not len(f["index"]):
+            return None
+        index = f["index"].astype(np.int64)
+    if index.min() < 0 or index.max() >= 5 * n_test:
+        return None
+    return np.unique(index % n_test)
