@@ -196,14 +196,14 @@ class Context:
 
 
 def list_cells(prof: dict) -> list[tuple[str, str, str, int]]:
-    """Every cell, seed by seed (a run stopped early has whole seeds of every method)."""
+    """Every cell, seed by seed and, within a seed, method by method in the profile's order (a run
+    stopped early has whole seeds, and the first methods on every corruption)."""
     cells = []
     for seed in prof["seeds"]:
         for arch in prof["archs"]:
-            for c in arch_corruptions(prof, arch):
-                for m in prof["methods"] + prof["ablation"]:
-                    if m != "original" or seed == prof["seeds"][0]:
-                        cells.append((arch, c, m, 0 if m == "original" else seed))
+            for m in prof["methods"] + prof["ablation"]:
+                if m != "original" or seed == prof["seeds"][0]:
+                    cells += [(arch, c, m, 0 if m == "original" else seed) for c in arch_corruptions(prof, arch)]
     return cells
 
 
