@@ -136,22 +136,18 @@ def lives_with(cells: list[dict], prof: dict) -> list[str]:
     return out
 
 
-def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
-    """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = load_cells(out)
-    prof = prof or read_json_object(Path(out) / "profile.json", "benchmark profile record")
-    if not isinstance(prof.get("name"), str):
-        raise DeepRepairError(f"{Path(out) / 'profile.json'} names no profile; rerun `deeprepair bench` to remake it")
-    de = grid(cells, lambda c: c["metrics"].get("de_after"))
-    clean = grid(cells, lambda c: c["metrics"]["clean_after"])
-    brk = grid(cells, lambda c: c["metrics"]["break_rate"] if c["method"] != "original" else None)
-    secs = grid(cells, lambda c: c["repair"].get("seconds"))
-    md, figs = [f"# Benchmark report: profile `{prof['name']}`", "", prof.get("about", ""), ""], []
+    return plt
+
+
+def _header(cells: list[dict], prof: dict, provenance: dict | None) -> list[str]:
+    """The report's title, provenance, machines and cell wall times."""
+    md = [f"# Benchmark report: profile `{prof['name']}`", "", prof.get("about", ""), ""]
     if provenance:
         md += [f"- {k}: {v}" for k, v in provenance.items()] + [""]
     machines = sorted({f"{c['machine']['cpu']} ({c['machine']['device']}, auto = {c['machine']['precision_auto']})"
@@ -164,148 +160,207 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     md.append("Cell wall time (repair + evaluation, summed; model loading and mining not included): "
               + ", ".join(f"{a} {sum(w) / 60:.1f} min for {len(w)} cells" for a, w in walls.items())
               + f"; total {sum(map(sum, walls.values())) / 60:.1f} min.")
+    return md
+
+
+def _table1(cells: list[dict], prof: dict, arch: str) -> list[str]:
+    """Table 1: failures (Dc+De), collected (Dc), held out (De) per corruption."""
+    t1 = {}
+    for c in cells:
+        if c["arch"] == arch and c["method"] == "original":
+            n_de = c["metrics"].get("de_images", 0)
+            t1[c["corruption"]] = [f"{c['failures']:,}", f"{c['failures'] - n_de:,}", f"{n_de:,}"]
+    return ["", f"## {arch}", "", "### Table 1: failures (Dc+De), collected (Dc), held out (De)", "",
+            _table([[k, *t1[k]] for k in prof["corruptions"] if k in t1], ["corruption", "Dc+De", "Dc", "De"])]
+
+
+def _table2(de: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
+    """Table 2: accuracy on the held-out failures De, the best non-oracle method per row in bold."""
+    rows = []
+    for c in corrs:
+        vals = {m: de[arch][m].get(c) for m in methods}
+        cand = [m for m in methods if m not in ("oracle", "original") and vals[m]]
+        best = max(cand, key=lambda m: vals[m][0]) if cand else None
+        rows.append([c] + [("**" + _fmt(vals[m]) + "**" if m == best else _fmt(vals[m])) if vals[m] else "-"
+                           for m in methods])
+    means = []
+    for m in methods:
+        v = [de[arch][m][c][0] for c in corrs if c in de[arch][m]]
+        means.append(f"{np.mean(v) * 100:.2f}" if v else "-")
+    rows.append(["**mean**"] + means)
+    return ["", "### Table 2: accuracy on the held-out failures De (repair rate; the original gets 0)", "",
+            "Best non-oracle method per row in bold; `oracle` knows the true corruption (an upper bound).", "",
+            _table(rows, ["corruption"] + methods)]
+
+
+def _clean_break_time(clean: dict, brk: dict, secs: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
+    rows = []
+    for m in methods:
+        cl = [clean[arch][m][c][0] for c in corrs if c in clean[arch][m]]
+        br = [brk[arch][m][c][0] for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
+        tt = [secs[arch][m][c][0] for c in corrs if c in secs[arch][m] and secs[arch][m][c][0] is not None]
+        rows.append([m, f"{np.mean(cl) * 100:.2f}" if cl else "-", f"{np.mean(br) * 100:.2f}" if br else "-",
+                     f"{np.mean(tt):.0f}" if tt else "-"])
+    return ["", "### Clean accuracy, break rate and repair time (means over corruptions)", "",
+            _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
+
+
+def _head_to_head(de: dict, arch: str, methods: list[str]) -> list[str]:
+    """On how many corruptions DeepRepair's De accuracy is above each method's."""
+    if "deeprepair" not in de[arch]:
+        return []
+    rows = []
+    for m in methods:
+        if m in ("deeprepair", "original"):
+            continue
+        diff = _dr_minus(de, [arch], m)
+        if diff:
+            rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}",
+                         f"{min(diff):+.2f} .. {max(diff):+.2f}"])
+    return ["", "### DeepRepair against each method (De accuracy, per corruption)", "",
+            _table(rows, ["method", "DeepRepair higher", "mean difference (points)", "range"])]
+
+
+def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
+    """Cross-failure generalisation: accuracy on the other corruptions' held-out failures."""
+    cross = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        if c["arch"] == arch and c["corruption"] in corrs:
+            own = [v for j, v in c["cross"].items() if j == c["corruption"]]
+            other = [v for j, v in c["cross"].items() if j != c["corruption"] and j in corrs]
+            cross[c["method"]]["own"] += own
+            cross[c["method"]]["other"] += [float(np.mean(other))] if other else []
+    rows = [[m, f"{np.mean(cross[m]['own']) * 100:.2f}" if cross[m]["own"] else "-",
+             f"{np.mean(cross[m]['other']) * 100:.2f}" if cross[m]["other"] else "-"] for m in methods if m in cross]
+    return ["", "### Cross-failure accuracy (Fig. 4 in numbers)", "",
+            f"Accuracy of each repaired model on a fixed random subsample of up to {prof.get('cross_subsample', '?'):,} "
+            "held-out failures of every corruption this architecture has: on its own corruption and, averaged, "
+            "on the others (means over the repaired models).", "",
+            _table(rows, ["method", "own corruption (%)", "other corruptions (%)"])]
+
+
+def _table3(de: dict, arch: str, corrs: list[str]) -> list[str]:
+    """Table 3: the ablation, no-cluster (uniform sampling) vs clustering + Eq. 4."""
+    if not ("deeprepair" in de[arch] and "dr-uniform" in de[arch]):
+        return []
+    rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
+            if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
+    return ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
+            _table(rows, ["corruption", "no-cluster", "DeepRepair (Eq. 4)"])]
+
+
+def _fig2(cells: list[dict], arch: str) -> list:
+    """Fig. 2: the original model per severity."""
+    orig = {c["corruption"]: c["original_acc_by_severity"] for c in cells if c["arch"] == arch and c["method"] == "original"}
+    if not orig:
+        return []
+    fig, ax = _pyplot().subplots(figsize=(max(6, 0.6 * len(orig)), 3))
+    for s in range(5):
+        ax.bar(np.arange(len(orig)) + (s - 2) * 0.16, [orig[c][s] * 100 for c in orig], 0.16, label=f"s{s + 1}")
+    ax.set_xticks(range(len(orig)), list(orig), rotation=45, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Fig. 2: {arch} before repair, per severity")
+    ax.legend(ncol=5, fontsize=7)
+    return [(f"fig2-{arch}", _png(fig))]
+
+
+def _fig3(de: dict, clean: dict, arch: str, methods: list[str], corrs: list[str]) -> list:
+    """Fig. 3: clean vs De accuracy after repair, per method."""
+    fig, ax = _pyplot().subplots(figsize=(5, 3.5))
+    for m in methods:
+        cl = [clean[arch][m][c][0] * 100 for c in corrs if c in clean[arch][m]]
+        d = [de[arch][m][c][0] * 100 for c in corrs if c in de[arch][m]]
+        if cl and d:
+            ax.scatter(np.mean(cl), np.mean(d), label=m)
+            ax.annotate(m, (np.mean(cl), np.mean(d)), fontsize=7)
+    ax.set_xlabel("clean test accuracy (%)")
+    ax.set_ylabel("held-out failure accuracy (%)")
+    ax.set_title(f"Fig. 3: {arch}, means over corruptions")
+    return [(f"fig3-{arch}", _png(fig))]
+
+
+def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) -> list:
+    """Fig. 4: cross-failure heat maps, one per repair method."""
+    heat_methods = [m for m in methods if m != "original"]
+    if not (heat_methods and len(corrs) > 1):
+        return []
+    fig, axes = _pyplot().subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
+    for ax, m in zip(axes[0], heat_methods):
+        mat = np.full((len(corrs), len(corrs)), np.nan)
+        for c in cells:
+            if c["arch"] == arch and c["method"] == m and c["corruption"] in corrs:
+                for j, v in c["cross"].items():
+                    if j in corrs:
+                        i_, j_ = corrs.index(c["corruption"]), corrs.index(j)
+                        mat[i_, j_] = v * 100 if np.isnan(mat[i_, j_]) else (mat[i_, j_] + v * 100) / 2
+        ax.imshow(mat, vmin=0, vmax=100, cmap="viridis")
+        ax.set_title(m, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("repaired for (rows)")
+    fig.suptitle(f"Fig. 4: {arch}, accuracy on each corruption's held-out failures (columns)", fontsize=9)
+    return [(f"fig4-{arch}", _png(fig))]
+
+
+def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
+    """Fig. 5: the ablation's variants on the other corruptions."""
+    pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
+    if not (len(pair) == 2 and len(corrs) > 1):
+        return []
+    fig, ax = _pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
+    for k, (m, label) in enumerate(zip(pair, ("no-cluster", "cluster (Eq. 4)"))):
+        vals = []
+        for cn in corrs:
+            v = [np.mean([x for j, x in c["cross"].items() if j != cn and j in corrs]) * 100 for c in cells
+                 if c["arch"] == arch and c["method"] == m and c["corruption"] == cn]
+            vals.append(np.mean(v) if v else np.nan)
+        ax.bar(np.arange(len(corrs)) + (k - 0.5) * 0.4, vals, 0.4, label=label)
+    ax.set_xticks(range(len(corrs)), corrs, rotation=45, ha="right")
+    ax.set_ylabel("accuracy on the other\ncorruptions' De (%)")
+    ax.set_title(f"Fig. 5: {arch}, ablation, repaired for one corruption (x) and tested on the others")
+    ax.legend(fontsize=7)
+    return [(f"fig5-{arch}", _png(fig))]
+
+
+def _all_archs_head_to_head(de: dict, prof: dict) -> list[str]:
+    """DeepRepair against each method over every (architecture, corruption) cell of the run."""
+    if not (len(de) > 1 and all("deeprepair" in de[a] for a in de)):
+        return []
+    rows = []
+    for m in dict.fromkeys([*prof["methods"], *prof["ablation"], *(m for a in de for m in de[a])]):
+        if m in ("deeprepair", "original"):
+            continue
+        diff = _dr_minus(de, list(de), m)
+        if diff:
+            rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}"])
+    return ["", "## All architectures: DeepRepair against each method", "",
+            "Over every (architecture, corruption) pair both were run on; De accuracy, seed means.", "",
+            _table(rows, ["method", "DeepRepair higher", "mean difference (points)"])]
+
+
+def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
+    """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``: per architecture the
+    paper's Tables 1-3 and Figs. 2-5, then DeepRepair against each method over the whole run."""
+    cells = load_cells(out)
+    prof = prof or read_json_object(Path(out) / "profile.json", "benchmark profile record")
+    if not isinstance(prof.get("name"), str):
+        raise DeepRepairError(f"{Path(out) / 'profile.json'} names no profile; rerun `deeprepair bench` to remake it")
+    de = grid(cells, lambda c: c["metrics"].get("de_after"))
+    clean = grid(cells, lambda c: c["metrics"]["clean_after"])
+    brk = grid(cells, lambda c: c["metrics"]["break_rate"] if c["method"] != "original" else None)
+    secs = grid(cells, lambda c: c["repair"].get("seconds"))
+    md, figs = _header(cells, prof, provenance), []
     md += [""] + lives_with(cells, prof)
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
     for arch in [a for a in prof["archs"] if a in de and paper_tables] + [a for a in de if a not in prof["archs"]]:
         methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]
         corrs = [c for c in prof["corruptions"] if any(c in de[arch][m] for m in methods)]
-        # Table 1
-        t1 = {}
-        for c in cells:
-            if c["arch"] == arch and c["method"] == "original":
-                n_de = c["metrics"].get("de_images", 0)
-                t1[c["corruption"]] = [f"{c['failures']:,}", f"{c['failures'] - n_de:,}", f"{n_de:,}"]
-        md += ["", f"## {arch}", "", "### Table 1: failures (Dc+De), collected (Dc), held out (De)", "",
-               _table([[k, *t1[k]] for k in prof["corruptions"] if k in t1], ["corruption", "Dc+De", "Dc", "De"])]
-        # Table 2
-        rows = []
-        for c in corrs:
-            vals = {m: de[arch][m].get(c) for m in methods}
-            cand = [m for m in methods if m not in ("oracle", "original") and vals[m]]
-            best = max(cand, key=lambda m: vals[m][0]) if cand else None
-            rows.append([c] + [("**" + _fmt(vals[m]) + "**" if m == best else _fmt(vals[m])) if vals[m] else "-"
-                               for m in methods])
-        means = []
-        for m in methods:
-            v = [de[arch][m][c][0] for c in corrs if c in de[arch][m]]
-            means.append(f"{np.mean(v) * 100:.2f}" if v else "-")
-        rows.append(["**mean**"] + means)
-        md += ["", "### Table 2: accuracy on the held-out failures De (repair rate; the original gets 0)", "",
-               "Best non-oracle method per row in bold; `oracle` knows the true corruption (an upper bound).", "",
-               _table(rows, ["corruption"] + methods)]
-        # clean / break / time
-        rows = []
-        for m in methods:
-            cl = [clean[arch][m][c][0] for c in corrs if c in clean[arch][m]]
-            br = [brk[arch][m][c][0] for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
-            tt = [secs[arch][m][c][0] for c in corrs if c in secs[arch][m] and secs[arch][m][c][0] is not None]
-            rows.append([m, f"{np.mean(cl) * 100:.2f}" if cl else "-", f"{np.mean(br) * 100:.2f}" if br else "-",
-                         f"{np.mean(tt):.0f}" if tt else "-"])
-        md += ["", "### Clean accuracy, break rate and repair time (means over corruptions)", "",
-               _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
-        # head to head: on how many corruptions DeepRepair's De accuracy is above each method's
-        if "deeprepair" in de[arch]:
-            rows = []
-            for m in methods:
-                if m in ("deeprepair", "original"):
-                    continue
-                diff = _dr_minus(de, [arch], m)
-                if diff:
-                    rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}",
-                                 f"{min(diff):+.2f} .. {max(diff):+.2f}"])
-            md += ["", "### DeepRepair against each method (De accuracy, per corruption)", "",
-                   _table(rows, ["method", "DeepRepair higher", "mean difference (points)", "range"])]
-        # cross-failure generalisation: accuracy on the other corruptions' held-out failures
-        cross = defaultdict(lambda: defaultdict(list))
-        for c in cells:
-            if c["arch"] == arch and c["corruption"] in corrs:
-                own = [v for j, v in c["cross"].items() if j == c["corruption"]]
-                other = [v for j, v in c["cross"].items() if j != c["corruption"] and j in corrs]
-                cross[c["method"]]["own"] += own
-                cross[c["method"]]["other"] += [float(np.mean(other))] if other else []
-        rows = [[m, f"{np.mean(cross[m]['own']) * 100:.2f}" if cross[m]["own"] else "-",
-                 f"{np.mean(cross[m]['other']) * 100:.2f}" if cross[m]["other"] else "-"] for m in methods if m in cross]
-        md += ["", "### Cross-failure accuracy (Fig. 4 in numbers)", "",
-               f"Accuracy of each repaired model on a fixed random subsample of up to {prof.get('cross_subsample', '?'):,} "
-               "held-out failures of every corruption this architecture has: on its own corruption and, averaged, "
-               "on the others (means over the repaired models).", "",
-               _table(rows, ["method", "own corruption (%)", "other corruptions (%)"])]
-        # Table 3 ablation
-        if "deeprepair" in de[arch] and "dr-uniform" in de[arch]:
-            rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
-                    if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
-            md += ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
-                   _table(rows, ["corruption", "no-cluster", "DeepRepair (Eq. 4)"])]
-        # Fig. 2: the original model per severity
-        orig = {c["corruption"]: c["original_acc_by_severity"] for c in cells if c["arch"] == arch and c["method"] == "original"}
-        if orig:
-            fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(orig)), 3))
-            for s in range(5):
-                ax.bar(np.arange(len(orig)) + (s - 2) * 0.16, [orig[c][s] * 100 for c in orig], 0.16, label=f"s{s + 1}")
-            ax.set_xticks(range(len(orig)), list(orig), rotation=45, ha="right")
-            ax.set_ylabel("accuracy (%)")
-            ax.set_title(f"Fig. 2: {arch} before repair, per severity")
-            ax.legend(ncol=5, fontsize=7)
-            figs.append((f"fig2-{arch}", _png(fig)))
-        # Fig. 3: clean vs De after repair per method
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for m in methods:
-            cl = [clean[arch][m][c][0] * 100 for c in corrs if c in clean[arch][m]]
-            d = [de[arch][m][c][0] * 100 for c in corrs if c in de[arch][m]]
-            if cl and d:
-                ax.scatter(np.mean(cl), np.mean(d), label=m)
-                ax.annotate(m, (np.mean(cl), np.mean(d)), fontsize=7)
-        ax.set_xlabel("clean test accuracy (%)")
-        ax.set_ylabel("held-out failure accuracy (%)")
-        ax.set_title(f"Fig. 3: {arch}, means over corruptions")
-        figs.append((f"fig3-{arch}", _png(fig)))
-        # Fig. 4: cross-failure heat maps
-        heat_methods = [m for m in methods if m != "original"]
-        if heat_methods and len(corrs) > 1:
-            fig, axes = plt.subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
-            for ax, m in zip(axes[0], heat_methods):
-                mat = np.full((len(corrs), len(corrs)), np.nan)
-                for c in cells:
-                    if c["arch"] == arch and c["method"] == m and c["corruption"] in corrs:
-                        for j, v in c["cross"].items():
-                            if j in corrs:
-                                i_, j_ = corrs.index(c["corruption"]), corrs.index(j)
-                                mat[i_, j_] = v * 100 if np.isnan(mat[i_, j_]) else (mat[i_, j_] + v * 100) / 2
-                ax.imshow(mat, vmin=0, vmax=100, cmap="viridis")
-                ax.set_title(m, fontsize=8)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            axes[0, 0].set_ylabel("repaired for (rows)")
-            fig.suptitle(f"Fig. 4: {arch}, accuracy on each corruption's held-out failures (columns)", fontsize=9)
-            figs.append((f"fig4-{arch}", _png(fig)))
-        # Fig. 5: the ablation's variants on the other corruptions
-        pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
-        if len(pair) == 2 and len(corrs) > 1:
-            fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
-            for k, (m, label) in enumerate(zip(pair, ("no-cluster", "cluster (Eq. 4)"))):
-                vals = []
-                for cn in corrs:
-                    v = [np.mean([x for j, x in c["cross"].items() if j != cn and j in corrs]) * 100 for c in cells
-                         if c["arch"] == arch and c["method"] == m and c["corruption"] == cn]
-                    vals.append(np.mean(v) if v else np.nan)
-                ax.bar(np.arange(len(corrs)) + (k - 0.5) * 0.4, vals, 0.4, label=label)
-            ax.set_xticks(range(len(corrs)), corrs, rotation=45, ha="right")
-            ax.set_ylabel("accuracy on the other\ncorruptions' De (%)")
-            ax.set_title(f"Fig. 5: {arch}, ablation, repaired for one corruption (x) and tested on the others")
-            ax.legend(fontsize=7)
-            figs.append((f"fig5-{arch}", _png(fig)))
-    # head to head over every (architecture, corruption) cell of the run
-    if len(de) > 1 and all("deeprepair" in de[a] for a in de):
-        rows = []
-        for m in dict.fromkeys([*prof["methods"], *prof["ablation"], *(m for a in de for m in de[a])]):
-            if m in ("deeprepair", "original"):
-                continue
-            diff = _dr_minus(de, list(de), m)
-            if diff:
-                rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}"])
-        md += ["", "## All architectures: DeepRepair against each method", "",
-               "Over every (architecture, corruption) pair both were run on; De accuracy, seed means.", "",
-               _table(rows, ["method", "DeepRepair higher", "mean difference (points)"])]
+        md += (_table1(cells, prof, arch) + _table2(de, arch, methods, corrs)
+               + _clean_break_time(clean, brk, secs, arch, methods, corrs) + _head_to_head(de, arch, methods)
+               + _cross_failure(cells, prof, arch, methods, corrs) + _table3(de, arch, corrs))
+        figs += (_fig2(cells, arch) + _fig3(de, clean, arch, methods, corrs) + _fig4(cells, arch, methods, corrs)
+                 + _fig5(cells, de, arch, corrs))
+    md += _all_archs_head_to_head(de, prof)
     md += ["", "## Figures", "", "Also in report.html (self-contained)."]
     md += [f"\n![{n}](figures/{n}.png)" for n, _ in figs]
     text = "\n".join(md) + "\n"
