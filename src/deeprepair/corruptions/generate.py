@@ -80,6 +80,89 @@ def _joined_from(target: Path, parts: list[Path]) -> bool:
     return hashlib.sha256(buf.getvalue()).hexdigest() == sha256_file(target)
 
 
+def _check_request(images: np.ndarray, corruptions: Sequence[str], severities: Sequence[int]) -> list[int]:
+    """The sorted severities, after checking that there are images and every name and severity exists."""
+    if len(images) == 0:
+        raise DeepRepairError("no images to corrupt: the dataset split is empty")
+    for name in corruptions:
+        get_corruption(name)
+    severities = sorted(set(int(s) for s in severities))
+    if not severities or any(s not in SEVERITIES for s in severities):
+        raise DeepRepairError(f"severities must be within 1..5; got {severities}")
+    return severities
+
+
+def _open_out(out: Path) -> Path:
+    """Create ``out``; clear temporary files of killed writes from it and its ``.parts``; return ``.parts``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeepRepairError(f"cannot create the output folder {out} ({e.strerror}); choose another --out") from e
+    parts = out / ".parts"
+    for folder in (out, parts):  # temporary files of killed writes: never trusted, never left to pile up
+        remove_orphans(folder, any_name=True)
+    return parts
+
+
+def _start_manifest(out: Path, images: np.ndarray, source: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """(manifest, sha256 of the images): the folder's manifest, refused if made from other images."""
+    source_sha = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+    manifest = _load_manifest(out)
+    if manifest and manifest.get("source_sha256") not in (None, source_sha):
+        raise DeepRepairError(f"{out} holds corruptions of other images; choose another --out")
+    manifest.update({
+        "format": "cifar-10-c", "recipe": "CIFAR-10-C (Hendrycks & Dietterich 2019), CIFAR parameters",
+        "n_images": len(images), "image_shape": list(images.shape[1:]), "source_sha256": source_sha,
+        "source": source or manifest.get("source", {}), "versions": _versions(),
+    })  # fmt: skip
+    manifest.setdefault("corruptions", {})
+    return manifest, source_sha
+
+
+def _already_made(name: str, target: Path, parts: Path, key: str, severities: list[int], seed: int,
+                  manifest: dict[str, Any], save_manifest: Callable[[], None]) -> bool:
+    """Whether the existing ``target`` is this run's (recorded, or joined from its blocks before a
+    kill); a file made otherwise is refused."""
+    entry = manifest["corruptions"].get(name)
+    done = entry and entry.get("config") == key and entry.get("sha256") == sha256_file(target)
+    if not done and _joined_from(target, [parts / f"{name}-s{s}-{key}.npy" for s in severities]):
+        # killed after the file was written, before the manifest recorded it: it is this run's
+        manifest["corruptions"][name] = _entry(name, target, severities, seed, key, 0.0)
+        save_manifest()
+        done = True
+    if not done:
+        raise DeepRepairError(
+            f"{target} exists but was not made by this command (other seed, severities or images); "
+            "choose another --out or move it away"
+        )
+    for s in severities:  # a kill can come while a finished file's blocks are being removed
+        (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)
+    return True
+
+
+def _render_blocks(images: np.ndarray, name: str, severities: list[int], seed: int, parts: Path, key: str,
+                   threads: int | None, progress: Callable[[int], None] | None) -> list[np.ndarray]:
+    """One block of ``len(images)`` per severity: a finished block is read back from ``parts``, a
+    missing one is rendered and saved there first."""
+    blocks = []
+    for s in severities:
+        part = parts / f"{name}-s{s}-{key}.npy"
+        if part.exists():
+            blocks.append(np.load(part, mmap_mode="r"))
+            if progress:
+                progress(len(images))
+            continue
+        block = np.empty_like(images)
+        for a in range(0, len(images), BATCH):
+            b = min(a + BATCH, len(images))
+            block[a:b] = corrupt(images[a:b], name, s, seed=seed, start=a, threads=threads)
+            if progress:
+                progress(b - a)
+        atomic_save_npy(part, block)
+        blocks.append(block)
+    return blocks
+
+
 def generate(
     images: np.ndarray,
     labels: np.ndarray,
@@ -95,31 +178,10 @@ def generate(
 
     Returns the manifest. ``progress(k)`` is called after every ``k`` images rendered.
     """
-    if len(images) == 0:
-        raise DeepRepairError("no images to corrupt: the dataset split is empty")
-    for name in corruptions:
-        get_corruption(name)
-    severities = sorted(set(int(s) for s in severities))
-    if not severities or any(s not in SEVERITIES for s in severities):
-        raise DeepRepairError(f"severities must be within 1..5; got {severities}")
+    severities = _check_request(images, corruptions, severities)
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DeepRepairError(f"cannot create the output folder {out} ({e.strerror}); choose another --out") from e
-    parts = out / ".parts"
-    for folder in (out, parts):  # temporary files of killed writes: never trusted, never left to pile up
-        remove_orphans(folder, any_name=True)
-    source_sha = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-    manifest = _load_manifest(out)
-    if manifest and manifest.get("source_sha256") not in (None, source_sha):
-        raise DeepRepairError(f"{out} holds corruptions of other images; choose another --out")
-    manifest.update({
-        "format": "cifar-10-c", "recipe": "CIFAR-10-C (Hendrycks & Dietterich 2019), CIFAR parameters",
-        "n_images": len(images), "image_shape": list(images.shape[1:]), "source_sha256": source_sha,
-        "source": source or manifest.get("source", {}), "versions": _versions(),
-    })  # fmt: skip
-    manifest.setdefault("corruptions", {})
+    parts = _open_out(out)
+    manifest, source_sha = _start_manifest(out, images, source)
     write_labels(out, labels, num_severities=len(severities))
 
     def save_manifest() -> None:
@@ -128,41 +190,12 @@ def generate(
     for name in corruptions:
         key = _config_key(name, severities, seed, source_sha)
         target = out / f"{name}.npy"
-        entry = manifest["corruptions"].get(name)
-        if target.exists():
-            done = entry and entry.get("config") == key and entry.get("sha256") == sha256_file(target)
-            if not done and _joined_from(target, [parts / f"{name}-s{s}-{key}.npy" for s in severities]):
-                # killed after the file was written, before the manifest recorded it: it is this run's
-                manifest["corruptions"][name] = _entry(name, target, severities, seed, key, 0.0)
-                save_manifest()
-                done = True
-            if done:
-                for s in severities:  # a kill can come while a finished file's blocks are being removed
-                    (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)
-                if progress:
-                    progress(len(images) * len(severities))
-                continue
-            raise DeepRepairError(
-                f"{target} exists but was not made by this command (other seed, severities or images); "
-                "choose another --out or move it away"
-            )
-        blocks = []
+        if target.exists() and _already_made(name, target, parts, key, severities, seed, manifest, save_manifest):
+            if progress:
+                progress(len(images) * len(severities))
+            continue
         t0 = time.perf_counter()
-        for s in severities:
-            part = parts / f"{name}-s{s}-{key}.npy"
-            if part.exists():
-                blocks.append(np.load(part, mmap_mode="r"))
-                if progress:
-                    progress(len(images))
-                continue
-            block = np.empty_like(images)
-            for a in range(0, len(images), BATCH):
-                b = min(a + BATCH, len(images))
-                block[a:b] = corrupt(images[a:b], name, s, seed=seed, start=a, threads=threads)
-                if progress:
-                    progress(b - a)
-            atomic_save_npy(part, block)
-            blocks.append(block)
+        blocks = _render_blocks(images, name, severities, seed, parts, key, threads, progress)
         atomic_save_npy(target, np.concatenate(blocks))
         manifest["corruptions"][name] = _entry(name, target, severities, seed, key, time.perf_counter() - t0)
         save_manifest()
