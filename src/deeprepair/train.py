@@ -159,6 +159,52 @@ class TrainResult:
     precision: str = "fp32"
 
 
+def _resume(state_path: Path | None, model: nn.Module, opt, cfg: TrainConfig, data_sha: str) -> tuple[int, list, float]:
+    """(epochs done, history, seconds) of the run saved at ``state_path`` (its model and optimiser
+    state loaded), refused if it had other settings or data; (0, [], 0.0) when there is none."""
+    if state_path is None or not Path(state_path).exists():
+        return 0, [], 0.0
+    meta, _ = load_run_state(Path(state_path), model, opt)
+    if not same_config(meta.get("config"), cfg):
+        raise DeepRepairError(f"{state_path} was written by a run with other settings; "
+                              "delete it to start over, or rerun with the same settings")
+    if meta.get("data_sha256", data_sha) != data_sha:
+        raise DeepRepairError(f"{state_path} was written by a run on other training data; "
+                              "rerun with the same --data (and --limit), or delete it to start over")
+    return meta["epochs_done"], meta["history"], meta["seconds"]
+
+
+def _train_epoch(model: nn.Module, forward, opt, xt: torch.Tensor, yt: torch.Tensor, cfg: TrainConfig, epoch: int,
+                 device: torch.device, precision: str, progress: Callable[[int, int], None] | None) -> tuple[float, int]:
+    """One epoch of SGD (shuffles and crops from a generator seeded by (seed, epoch)); (summed loss, correct)."""
+    n = len(xt)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout
+    order = torch.randperm(n, generator=gen)
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for i, s in enumerate(batches(n, cfg.batch_size)):
+        idx = order[s]
+        xb = to_float(crop_flip(xt[idx], gen).to(device, non_blocking=True))
+        yb = yt[idx].to(device, non_blocking=True)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, total)
+        with autocast(device, precision):
+            logits = forward(xb)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(opt.param_groups[0]["params"])
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+        if progress is not None:
+            progress(len(idx), epoch)
+    return loss_sum, correct
+
+
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
         device: torch.device, eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None,
         state_path: Path | None = None, progress: Callable[[int, int], None] | None = None,
@@ -181,47 +227,15 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
     # weight decay on every parameter, as in AugMix's reference code
     opt = torch.optim.SGD(decay + no_decay, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    start, history, seconds = 0, [], 0.0
     data_sha = data_fingerprint(x, y)
-    if state_path is not None and Path(state_path).exists():
-        meta, _ = load_run_state(Path(state_path), model, opt)
-        if not same_config(meta.get("config"), cfg):
-            raise DeepRepairError(f"{state_path} was written by a run with other settings; "
-                                  "delete it to start over, or rerun with the same settings")
-        if meta.get("data_sha256", data_sha) != data_sha:
-            raise DeepRepairError(f"{state_path} was written by a run on other training data; "
-                                  "rerun with the same --data (and --limit), or delete it to start over")
-        start, history, seconds = meta["epochs_done"], meta["history"], meta["seconds"]
+    start, history, seconds = _resume(state_path, model, opt, cfg, data_sha)
     forward = torch.compile(model) if cfg.compile else model  # shares the parameters with model
     forward = distributed.wrap(forward)  # under torchrun: each rank runs its slice of every batch
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
     n = len(xt)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout
-        order = torch.randperm(n, generator=gen)
-        model.train()
-        loss_sum, correct = 0.0, 0
-        for i, s in enumerate(batches(n, cfg.batch_size)):
-            idx = order[s]
-            xb = to_float(crop_flip(xt[idx], gen).to(device, non_blocking=True))
-            yb = yt[idx].to(device, non_blocking=True)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, total)
-            with autocast(device, precision):
-                logits = forward(xb)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(opt.param_groups[0]["params"])
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            if progress is not None:
-                progress(len(idx), epoch)
+        loss_sum, correct = _train_epoch(model, forward, opt, xt, yt, cfg, epoch, device, precision, progress)
         if not math.isfinite(loss_sum):
             raise DeepRepairError(f"training diverged at epoch {epoch + 1} (loss is not finite); "
                                   "lower --lr")
