@@ -199,6 +199,20 @@ def _evaluate_and_mine_parsers(sub) -> None:
     evaluate_p.add_argument("--force", action="store_true", help="replace a report already in --out")
 
 
+def _preset_flags(name: str) -> str:
+    """A preset as the flags it sets (a float train_subset is a share of the training images)."""
+    flags = []
+    for key, value in PRESETS[name].items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"no {flag}")
+        elif key == "train_subset" and isinstance(value, float):
+            flags.append(f"{flag} {round(value * 100)}%% of the training images")
+        else:
+            flags.append(f"{flag} {value}")
+    return ", ".join(flags) or "the defaults (the paper's method at the CPU budget)"
+
+
 def _repair_parser(sub) -> None:
     p = sub.add_parser("repair", help="repair a model from collected failures (DeepRepair, AugMix, fine-tune)",
                        description="Fine-tune a copy of --model on a subset of DATA's train split plus the "
@@ -213,13 +227,11 @@ def _repair_parser(sub) -> None:
     p.add_argument("--style-mode", choices=["hist", "meanstd", "wct", "adain"],
                    help="matching mode: wavelet hist/meanstd/wct (default energy); adain adain/wct")
     p.add_argument("--style-checkpoint", help="adain backend: decoder from `deeprepair train-style`")
-    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe (repair_config.py: PRESETS; flags "
-                   "given with it override its values): paper = the paper's method at the CPU budget; protect = "
-                   "--distill 1 --distill-focus right --interpolate (one network); safe = --safe")
+    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe (repair_config.py: PRESETS; flags given "
+                   "with it override its values): " + "; ".join(f"{name} = {_preset_flags(name)}" for name in PRESETS))
     p.add_argument("--safe", action="store_true", help="= --preset safe: the no-regressions recipe measured in "
-                   "benchmarks/results/regressions.md section 11: --epochs 1, --train-subset 80%% of the "
-                   "training images, --dc-repeat 4, --distill 1, --gate --gate-router mlp --gate-features "
-                   "deep+style (flags given with it override its values)")
+                   f"benchmarks/results/regressions.md section 11: {_preset_flags('safe')} (flags given with it "
+                   "override its values)")
     p.add_argument("--field", metavar="DIR_OR_NPZ", help="unlabelled images from deployment (a folder of images or "
                    ".npz with x; never the images you evaluate on): the repair keeps the original's answers on "
                    "them (distillation, --field-weight) and BatchNorm sees them")

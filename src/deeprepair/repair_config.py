@@ -38,7 +38,7 @@ def flag(default, help: str, *, choices: tuple | None = None, range: str | None 
 # Named recipes (``RepairConfig.preset(name)``; ``repair --preset NAME``). ``paper``: the method as
 # the paper states it, at this project's CPU budget. ``safe``: the no-regressions recipe of
 # benchmarks/results/regressions.md section 11 (two networks behind a router); its train_subset
-# is a share of the training set, resolved by ``resolve_budget``.
+# is a share of the training set, resolved by ``repair.core.resolve_config``.
 PRESETS: dict[str, dict] = {
     "paper": {},
     # one network that keeps what was right: focal distillation (Yan et al. 2021) during fine-tuning,
