@@ -561,8 +561,10 @@ def section_net() -> tuple[str, str]:
         change = cols["change there (points)"]
         worse = [m for m, v in change.items() if m != "original" and v and mean(v) < 0]
         best = max((m for m in change if m != "original" and change[m]), key=lambda m: mean(change[m]))
+        probes = sum(1 for m in change if m not in prof["methods"] and change[m])
         f = (f"On real failures (CINIC photos, {prof['collect']} collected, {max(len(v) for v in change.values())} "
-             f"seeds), {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods leave the model "
+             f"seeds), {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods"
+             + (f" ({probes} of them one-seed probes)" if probes else "") + " leave the model "
              f"worse on the photos no method saw; the best, {NET_NAMES.get(best, NAMES.get(best, best))}, changes "
              f"accuracy there by {ms(change[best])} points.")
         findings.append(f)
@@ -580,7 +582,8 @@ def section_net() -> tuple[str, str]:
         change = cols["change there (points)"]
         done = {m: len(v) for m, v in change.items() if v}
         corr = sorted({c["corruption"] for c in cells})
-        f = (f"On CIFAR-10-C with a leak-free split ({len(corr)} corruptions, {prof['collect']} failures collected), "
+        f = (f"On CIFAR-10-C with a leak-free split ({len(corr)} corruptions, {prof['collect']} failures collected, "
+             f"{max(done.values())} seed{'s' if max(done.values()) > 1 else ''} so far), "
              + "; ".join(f"{NET_NAMES.get(m, NAMES.get(m, m))} changes accuracy on the never-seen shifted images by "
                          f"{ms(change[m])} points" for m in prof["methods"] if m in done and m != "original") + ".")
         findings.append(f)
