@@ -14,7 +14,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import distributed
 from ..augment import StyleAug, StyleOps
