@@ -165,6 +165,11 @@ def images_digest(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
 
 
+def image_settings(data_path: str, x: np.ndarray) -> dict:
+    """The images a benchmark ran on, for its ``settings``: file, count and digest."""
+    return {"data": data_path, "n_images": len(x), "images_sha256_16": images_digest(x)}
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (the package's temp file + fsync + os.replace)."""
     from deeprepair.data.io import atomic_write_bytes
@@ -189,6 +194,17 @@ def _finite_or_none(o):
     if isinstance(o, (list, tuple)):
         return [_finite_or_none(v) for v in o]
     return o
+
+
+def report(out_dir: str | os.PathLike, stem: str, res: dict, to_markdown, quiet: bool) -> dict:
+    """Write ``res`` (and its Markdown, ``to_markdown(res)``) as ``<stem>.md/.json`` in ``out_dir``;
+    print the table and the paths unless ``quiet``. Returns ``res["summary"]``."""
+    md = to_markdown(res)
+    md_path, js_path = write_results(out_dir, stem, md, res)
+    if not quiet:
+        print(md)
+        print(f"wrote {md_path} and {js_path}")
+    return res["summary"]
 
 
 def write_results(out_dir: str | os.PathLike, stem: str, markdown: str, data: dict) -> tuple[Path, Path]:

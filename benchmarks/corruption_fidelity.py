@@ -120,9 +120,7 @@ def run(args) -> dict:
     return {
         "provenance": prov,
         "settings": {
-            "data": data_path,
-            "n_images": len(x),
-            "images_sha256_16": _common.images_digest(x),
+            **_common.image_settings(data_path, x),
             "seed": args.seed,
             "severities": list(SEVERITIES),
             "psnr": f"per image, peak 255, mean over images; identical images counted at {PSNR_CAP:g} dB",
@@ -211,13 +209,8 @@ def main(argv=None) -> int:
     if args.n < 1:
         raise SystemExit("--n must be >= 1")
     res = run(args)
-    md = to_markdown(res)
-    md_path, js_path = _common.write_results(args.out, "corruption_fidelity", md, res)
-    sm = res["summary"]
-    if not args.quiet:
-        print(md)
-        print(f"wrote {md_path} and {js_path}")
-    else:
+    sm = _common.report(args.out, "corruption_fidelity", res, to_markdown, args.quiet)
+    if args.quiet:
         for e in res["monotonic_exceptions"]:
             print(
                 f"non-monotonic: {e['corruption']} {e['metric']} s{e['from_severity']}->s{e['to_severity']} "

@@ -131,9 +131,7 @@ def run(args) -> dict:
     return {
         "provenance": prov,
         "settings": {
-            "data": data_path,
-            "n_images": len(x),
-            "images_sha256_16": _common.images_digest(x),
+            **_common.image_settings(data_path, x),
             "severity": args.severity,
             "seed": args.seed,
             "repeats": args.repeats,
@@ -340,12 +338,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     res = run(args)
-    md = to_markdown(res)
-    md_path, js_path = _common.write_results(args.out, "corruption_speed", md, res)
-    sm = res["summary"]
-    if not args.quiet:
-        print(md)
-        print(f"wrote {md_path} and {js_path}")
+    sm = _common.report(args.out, "corruption_speed", res, to_markdown, args.quiet)
     print(
         f"corruption_speed: {'PASS' if sm['pass'] else 'FAIL'} harmonic mean "
         f"{_fmt(sm['harmonic_mean_speedup'], '.1f')}x, min {_fmt(sm['min_speedup'], '.2f')}x "

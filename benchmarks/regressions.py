@@ -1,15 +1,14 @@
 #!/usr/bin/env python
 """Repair that breaks nothing, from few and mixed failures (issue: regression control).
 
-Parts (``--part``), each resumable through per-run files in --cache:
-  control  methods x regression control (none, distill, interpolate, both) on 5 corruptions
+Parts (``--part``), each resumable through per-run files in --cache (the parts ``control`` and
+``testtime`` are retired: last commit 1e66f62, results in benchmarks/results/retired/):
   fewdc    De accuracy against |Dc| in {25, 50, 100, 250, 1000} (stratified subsets of Dc)
   mixed    Dc drawn from the failures of all 15 corruptions together, types not told; one repair,
            evaluated per type; k-means cluster/type agreement (ARI) for pixel and style features
-  testtime BN re-estimation and TENT on the failure images (label-free)
 Failures come from `benchmarks/rq1_table1.py` (runs/mine/<model>/).
 
-    python benchmarks/regressions.py --part control [--seeds 0,1,2]
+    python benchmarks/regressions.py --part mixed [--seeds 0,1,2]
     python benchmarks/regressions.py --part fewdc --corruptions gaussian_noise,motion_blur,fog,contrast,jpeg_compression \
         --selections holdout,last --selection-corruptions gaussian_noise,fog
 """
@@ -29,7 +28,7 @@ FIVE = ["gaussian_noise", "motion_blur", "fog", "contrast", "jpeg_compression"]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", required=True, choices=["control", "fewdc", "mixed", "testtime"])
+    ap.add_argument("--part", required=True, choices=["fewdc", "mixed"])
     ap.add_argument("--model", default=str(REPO_ROOT / "checkpoints" / "resnet-20.safetensors"))
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--methods", default="finetune,augmix,deeprepair")
@@ -104,54 +103,7 @@ def main() -> None:
     # compares the calibrated variants that became the defaults)
     budget = dict(epochs=args.epochs, train_subset=args.train_subset, max_break=args.max_break,
                   gate_calibration=0, gate_bound="point")
-    if args.part == "control":
-        # One repair without and one with distillation; interpolation and routing (gate) are chosen
-        # afterwards on the same validation split that `repair --interpolate/--gate` use (make_split
-        # is seeded), so each training run is evaluated under several controls.
-        from deeprepair.repair.core import choose_interpolation, make_split
-        from deeprepair.repair.gate import fit_gate
-
-        caches: dict = {}
-        derive = {
-            "": lambda rm, split, cfg, prec: (rm, {}),
-            "interpolate": lambda rm, split, cfg, prec: choose_interpolation(model, rm, split, cfg.max_break, device, prec),
-            "gate": lambda rm, split, cfg, prec: fit_gate(model, rm, split, cfg.max_break, device, prec,
-                                                          bound=cfg.gate_bound),
-            "gate-style": lambda rm, split, cfg, prec: fit_gate(model, rm, split, cfg.max_break, device, prec,
-                                                                features="style", bound=cfg.gate_bound),
-        }
-
-        def run_controls(c, dc, de, cfg, keys, kinds):
-            paths = [cache / f"{k}.json" for k in keys]
-            if all(p.is_file() for p in paths):
-                return [json.loads(p.read_text()) for p in paths]
-            bc = caches.setdefault(c, {})
-            t0 = time.perf_counter()
-            rep_model, rep = repair(model, train, dc, cfg, device=device)
-            split = make_split(train, dc, cfg)
-            out = []
-            for key, path, kind in zip(keys, paths, kinds):
-                m_, info = derive[kind](rep_model, split, cfg, rep["precision"])
-                cmp = compare(model, m_.eval(), test, failures=dc, heldout=de, device=device, cache=bc)
-                r = {**result(cmp, rep, info), "wall": time.perf_counter() - t0}
-                atomic_write_text(path, json.dumps(r))
-                print(key, {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}, flush=True)
-                out.append(r)
-            return out
-
-        plans = ((0.0, ("none", "interpolate", "gate", "gate-style"), ("", "interpolate", "gate", "gate-style")),
-                 (1.0, ("distill", "distill+interpolate", "distill+gate"), ("", "interpolate", "gate")))
-        for s in seeds:  # seed-outer, so that a partial run is a complete table for the first seeds
-            for c in corrs:
-                dc, de = load(c)
-                for m in methods:
-                    for distill, names, kinds in plans:
-                        cfg = RepairConfig(method=m, seed=s, distill=distill, **budget)
-                        res = run_controls(c, dc, de, cfg, [f"{c}__{m}__{n}__s{s}" for n in names], kinds)
-                        for ctl, r in zip(names, res):
-                            rows.append({"corruption": c, "method": m, "control": ctl, "seed": s, **r})
-        keys = ("method", "control")
-    elif args.part == "fewdc":
+    if args.part == "fewdc":
         sizes = [int(v) for v in args.sizes.split(",")]
         selections = args.selections.split(",")
         sel_sizes = {int(v) for v in args.selection_sizes.split(",")}
@@ -183,14 +135,6 @@ def main() -> None:
                                      lambda: run(dc, de, RepairConfig(method=m, seed=s, selection=sel, **budget)))
                             rows.append({"corruption": c, "method": f"{m} ({sel})", "size": n, "seed": s, **r})
         keys = ("method", "size")
-    elif args.part == "testtime":
-        for c in corrs:
-            dc, de = load(c)
-            before_cache.clear()
-            for m in ("bn-adapt", "tent"):
-                r = cell(f"{c}__{m}", lambda: run(dc, de, RepairConfig(method=m, **budget)))
-                rows.append({"corruption": c, "method": m, "seed": 0, **r})
-        keys = ("method",)
     else:  # mixed
         from deeprepair.corruptions import CORRUPTIONS
 
@@ -268,7 +212,6 @@ def main() -> None:
              f"corruptions: {'all 15, Dc = 1,000 failures drawn across them (stratified by class x type)' if args.part == 'mixed' else ', '.join(corrs)}; "
              f"seeds {sorted({r['seed'] for r in rows})}; ± = sample std over seeds"
              + ("; De columns: accuracy on up to 2,000 held-out failures of each type" if args.part == "mixed" else "")
-             + ("; label-free, deterministic (one run)" if args.part == "testtime" else "")
              + (f"; rows with another model selection in brackets ran on {', '.join(c for c in corrs if c in sel_corrs)} "
                 f"at sizes {sorted(sel_sizes)} only, so their means are over those corruptions"
                 if args.part == "fewdc" and len(selections) > 1 and set(corrs) - sel_corrs else "") + "\n",
@@ -285,8 +228,6 @@ def main() -> None:
             sd = f" ± {np.std(per_seed, ddof=1) * scale:.2f}" if len(per_seed) > 1 else ""
             cells.append(f"{np.mean(per_seed) * scale:.2f}{sd}")
         lines.append("| " + " | ".join(map(str, g)) + " | " + " | ".join(cells) + " |")
-    if args.part == "control":
-        lines += target_table(rows)
     if args.part == "mixed":
         lines += per_type_table(rows, cache.parent / "control", methods, Path(args.bench_cells))
     if args.part == "fewdc":
@@ -400,33 +341,6 @@ def fewdc_plot(rows: list[dict], path: Path) -> list[str]:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return lines + ["", f"![De against |Dc|]({path.name})"]
-
-
-def target_table(rows: list[dict]) -> list[str]:
-    """The issue's target per (method, control): break <= 1%, clean >= the original's, and >= 90%
-    of the uncontrolled repair's De gain kept; per corruption and seed, then counted."""
-    import numpy as np
-
-    base = {(r["corruption"], r["method"], r["seed"]): r for r in rows if r["control"] == "none"}
-    out: dict = {}
-    for r in rows:
-        b = base.get((r["corruption"], r["method"], r["seed"]))
-        if b is None or b["de"] is None or b["de"] <= b["de_before"]:
-            continue
-        kept = (r["de"] - r["de_before"]) / (b["de"] - b["de_before"])
-        ok = r["break"] <= 0.01 and r["clean"] >= r["clean_before"] and kept >= 0.9
-        out.setdefault((r["method"], r["control"]), []).append((kept, r["clean"] - r["clean_before"], ok,
-                                                                r["break"] <= 0.01, kept >= 0.9,
-                                                                r["clean"] >= r["clean_before"]))
-    lines = ["", "## Against the target: break <= 1%, clean >= original, >= 90% of the De gain kept", "",
-             "Per corruption and seed; `gain kept` = (De - De before) / (De of the same repair without control - De before).", "",
-             "| method | control | gain kept (%) | clean - original (points) | break <= 1% | clean >= original | gain kept >= 90% | all three |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for (m, c), v in out.items():
-        n = len(v)
-        lines.append(f"| {m} | {c} | {np.mean([x[0] for x in v]) * 100:.1f} | {np.mean([x[1] for x in v]) * 100:+.2f} | "
-                     f"{sum(x[3] for x in v)}/{n} | {sum(x[5] for x in v)}/{n} | {sum(x[4] for x in v)}/{n} | {sum(x[2] for x in v)}/{n} |")
-    return lines
 
 
 if __name__ == "__main__":

@@ -63,12 +63,26 @@ def command(prov: dict) -> str:
     return cmd
 
 
-def source(name: str, prov: dict | None, cmd: str | None = None, note: str = "") -> str:
+# The last commit with the retired study scripts (benchmarks/gate_*.py, regressions.py, repair.py,
+# rq1_table1.py); their results moved to retired/ (retired/README.md says what replaced each).
+RETIRED_AT = "1e66f62"
+
+
+def source(name: str, prov: dict | None, cmd: str | None = None, note: str = "", now: str | None = None) -> str:
+    """The source line of a table. A file under retired/ was made by a script that is no longer in the
+    tree: it is regenerated at ``RETIRED_AT`` (a worktree of that commit), or, for a study that goes on
+    as a bench profile, by ``now`` (the profile's command)."""
     prov = prov or {}
     when = ", ".join(x for x in (prov.get("commit") and f"commit {prov['commit']}",
                                  prov.get("date", "")[:10]) if x)
+    regen = f"`{cmd or command(prov)}`"
+    if name.startswith("retired/"):
+        regen = (f"{regen} in a worktree of commit {RETIRED_AT} (`git worktree add ../deeprepair-{RETIRED_AT} "
+                 f"{RETIRED_AT}`; the script is retired)")
+        if now:
+            regen = f"`{now}` (the study's bench profile; not run yet), or as made: {regen}"
     return (f"Source: [`{name}`]({name}) ({when + '; ' if when else ''}machine: {machine(prov)}). "
-            f"Regenerate: `{cmd or command(prov)}`{note}.")
+            f"Regenerate: {regen}{note}.")
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -175,7 +189,7 @@ def section_mixed() -> str:
 
 
 def section_testtime() -> str:
-    d = load("regressions_testtime.json")
+    d = load("retired/regressions_testtime.json")
     rows = d["rows"]
     out, parts = [], []
     for m in dict.fromkeys(r["method"] for r in rows):
@@ -191,7 +205,7 @@ def section_testtime() -> str:
                   else "."))
     t = table(["method", "runs", "De (%)", "clean (%)", "break (%)"], out)
     return f"{finding}\n\n{t}\n\nMean over {len({r['corruption'] for r in rows})} corruptions, deterministic.\n\n" \
-           f"{source('regressions_testtime.json', d['provenance'])}\n"
+           f"{source('retired/regressions_testtime.json', d['provenance'])}\n"
 
 
 # -- 2. few failures ----------------------------------------------------------------------------
@@ -262,7 +276,7 @@ def meets(de_gain_kept: float, brk: float, clean: float, clean_before: float) ->
 
 
 def section_control() -> tuple[str, str]:
-    d = load("regressions_control.json")
+    d = load("retired/regressions_control.json")
     rows = d["rows"]
     base = {(r["method"], r["corruption"], r["seed"]): r for r in rows if r["control"] == "none"}
     for r in rows:
@@ -286,13 +300,13 @@ def section_control() -> tuple[str, str]:
                f"regression control meets the target ({TARGET}) in more than {best[0]} of 15 (corruption, seed) "
                f"cells (best: {best[1]}).")
     t = table(["method", "control", "De (%)", "clean (%)", "break (%)", "De gain kept", "cells meeting the target"], out)
-    return (f"{finding}\n\n{t}\n\n{source('regressions_control.json', d['provenance'])}\n"), finding
+    return (f"{finding}\n\n{t}\n\n{source('retired/regressions_control.json', d['provenance'])}\n"), finding
 
 
 def section_routers() -> tuple[str, str]:
     """Thresholds (gate_calibration*.json) and routers (gate_routers.json) at the short budget."""
     out, srcs = [], []
-    for name in ("gate_calibration.json", "gate_calibration_finetune.json"):
+    for name in ("retired/gate_calibration.json", "retired/gate_calibration_finetune.json"):
         d = load(name)
         m = "finetune" if "--method finetune" in d["provenance"]["command"] else "deeprepair"
         srcs.append(source(name, d["provenance"]))
@@ -305,8 +319,8 @@ def section_routers() -> tuple[str, str]:
                         ms(seeds["break"]), f"{100 * mean(r['kept'] for r in g):.1f}%",
                         f"{sum(r['break'] <= 0.01 for r in g)}/{len(g)}",
                         f"{sum(meets(r['kept'], r['break'], r['clean'], r['clean_before']) for r in g)}/{len(g)}"])
-    d = load("gate_routers.json")
-    srcs.append(source("gate_routers.json", d["provenance"], f"python benchmarks/gate_rules.py && {command(d['provenance'])}"))
+    d = load("retired/gate_routers.json")
+    srcs.append(source("retired/gate_routers.json", d["provenance"], f"python benchmarks/gate_rules.py && {command(d['provenance'])}"))
     rs = [r for r in d["rows"] if "full_de" in r]
     for m in dict.fromkeys(r["method"] for r in rs):
         for router in ("linear", "mlp+style"):
@@ -339,7 +353,7 @@ def section_routers() -> tuple[str, str]:
 
 
 def gate_files() -> list[str]:
-    return sorted(p.name for p in RESULTS.glob("gate_routers_dt*.json"))
+    return sorted(f"retired/{p.name}" for p in (RESULTS / "retired").glob("gate_routers_dt*.json"))
 
 
 def section_gate() -> tuple[str, str]:
