@@ -28,6 +28,9 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-uniform": {"method": "deeprepair", "sampling": "uniform"},
     "dr-per-class": {"method": "deeprepair", "sampling": "per-class"},
     "dr-fourier": {"method": "deeprepair", "style": "fourier"},
+    # the adain decoder of the committed model (`deeprepair train-style`; path from the repository root)
+    "dr-adain": {"method": "deeprepair", "style": "adain",
+                 "style_options": {"checkpoint": "checkpoints/style-resnet-20.safetensors"}},
     "dr-style-clusters": {"method": "deeprepair", "cluster_features": "style"},
     "oracle": {"method": "oracle"},
     # issue 22's candidates: touch less (tune) and protect what was right (focal distillation,
@@ -77,6 +80,9 @@ def load_profile(name_or_path: str) -> dict:
     bad = [c for c in prof["corruptions"] if c not in CORRUPTIONS]
     if bad and not prof.get("real"):
         raise DeepRepairError(f"profile {path}: unknown corruptions {bad}")
+    sizes = prof.get("dc_sizes", [])
+    if not isinstance(sizes, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise DeepRepairError(f"profile {path}: dc_sizes must be a list of positive whole numbers")
     prof.setdefault("ablation", [])
     prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
     return prof
@@ -105,6 +111,16 @@ def restrict(prof: dict, archs: list[str] | None, corruptions: list[str] | None,
     return prof
 
 
+def expand(prof: dict) -> list[tuple[str, dict]]:
+    """The runs a profile stands for: itself (``("", prof)``), or, for a profile with ``dc_sizes``
+    (the De-vs-|Dc| curve), one run per size, ``("dc<N>", prof with dc_size N)``, each in its own
+    subfolder: the same mined failures, Dc cut to a stratified N of them per seed."""
+    if not prof.get("dc_sizes"):
+        return [("", prof)]
+    base = {k: v for k, v in prof.items() if k != "dc_sizes"}
+    return [(f"dc{n}", {**base, "dc_size": n}) for n in prof["dc_sizes"]]
+
+
 def arch_corruptions(prof: dict, arch: str) -> list[str]:
     sel = prof["archs"][arch].get("corruptions", "all")
     return list(prof["corruptions"]) if sel == "all" else [c for c in prof["corruptions"] if c in sel]
@@ -114,7 +130,7 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
     """Hash of everything a cell's result depends on: same hash, same cell."""
     key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
            "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
-           **{k: prof[k] for k in ("shifted", "real", "elsewhere") if k in prof},
+           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size") if k in prof},
            # the paper's per-failure split keeps the hashes of the runs made before the split existed
            **({} if prof.get("split_by", "image") == "failure" else {"split_by": prof.get("split_by", "image")}),
            "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,

@@ -298,6 +298,10 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     f = ctx.failures(arch, c)
     classes = ctx.train.classes
     dc = ImageSet(f["dc_x"], f["dc_y"], classes)
+    if ctx.prof.get("dc_size", 0) and ctx.prof["dc_size"] < len(dc):  # the |Dc| curve: a stratified part, per seed
+        from ..mining import split_collected
+
+        dc = dc.subset(split_collected(dc.y, ctx.prof["dc_size"], dc.num_classes, seed=100 + seed)[0])
     de = ImageSet(f["de_x"], f["de_y"], classes) if len(f["de_y"]) else None
     t0 = time.perf_counter()
     repaired, report = _repair_cell(ctx, model, m, c, seed, dc)
@@ -314,7 +318,7 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
             x, y = g["de_x"][g["sub"]], g["de_y"][g["sub"]]
             cross[j] = float((predict(repaired, x, device=ctx.device) == y).mean())
     return _finish(ctx, path, cell, model_id, cmp, report, t0, cross=cross, failures=int(f["failures"]),
-                   original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by())
+                   collected=len(dc), original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by())
 
 
 def run_cell_task(cell, prof: dict, data_dir: str, out: str) -> tuple[str, str, str, int]:

@@ -17,8 +17,11 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
               log: Callable[[str], None] = lambda msg: None, progress: Progress = no_progress,
               command: str = "") -> Outcome:
     """Every (arch, corruption, method, seed) cell of ``profile`` (restricted to the given names) on
-    ``data``; finished cells in out/cells are kept. Writes the report."""
+    ``data``; finished cells in out/cells are kept. Writes the report. A profile with ``dc_sizes``
+    runs once per size into ``out/dc<N>`` (each a bench folder with its report; they share
+    ``out/mine`` and ``out/models``)."""
     from ..bench import list_cells, load_profile, restrict, run, write_report
+    from ..bench.profile import expand
     from ..bench.report import read_json_object
     from ..data import resolve_data_dir
 
@@ -28,18 +31,37 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
     out = Path(out)
     if out.resolve() == Path(root).resolve():
         raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
-    old = out / "profile.json"
-    if old.is_file() and read_json_object(old, "benchmark profile record").get("name") != prof["name"]:
-        raise DeepRepairError(f"{out} holds a run of another profile; choose a new --out")
+    runs = list(zip(expand(prof), expand(full)))
+    for (sub, _), _ in runs:
+        old = out / sub / "profile.json"
+        if old.is_file() and read_json_object(old, "benchmark profile record").get("name") != prof["name"]:
+            raise DeepRepairError(f"{out / sub} holds a run of another profile; choose a new --out")
     bench_data_guard(out, Path(root))
     t0 = time.perf_counter()
-    with progress(len(list_cells(prof)), "bench") as bar:
-        results = run(prof, str(root), out, executor=executor, address=address, device=device,
-                      log=log, progress=bar.update, record=full)
-    md, page = write_report(out, provenance={"command": command, "data": str(root),
-                                             "seconds": round(time.perf_counter() - t0, 1)})
-    return Outcome({"out": str(out), "cells": len(results), "report": str(md)},
-                   [f"{len(results)} cells in {out}/cells; report: {md} and {page}"])
+    results, reports = [], []
+    with progress(sum(len(list_cells(p)) for (_, p), _ in runs), "bench") as bar:
+        for (sub, p), (_, record) in runs:
+            if sub:
+                _share(out, out / sub, ("mine", "models"))
+            results += run(p, str(root), out / sub, executor=executor, address=address, device=device,
+                           log=log, progress=bar.update, record=record)
+            reports.append(write_report(out / sub, provenance={"command": command, "data": str(root),
+                                                                "seconds": round(time.perf_counter() - t0, 1)})[0])
+    where = f"{out}/cells" if len(runs) == 1 else f"{out}/{{{','.join(sub for (sub, _), _ in runs)}}}/cells"
+    return Outcome({"out": str(out), "cells": len(results), "report": str(reports[0]) if len(reports) == 1
+                    else [str(r) for r in reports]},
+                   [f"{len(results)} cells in {where}; report: " + ", ".join(
+                       f"{r} and {r.with_suffix('.html')}" for r in reports)])
+
+
+def _share(out: Path, sub: Path, names: tuple[str, ...]) -> None:
+    """``sub/<name>`` as a link to ``out/<name>``: the runs of one sweep mine and train once."""
+    sub.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (out / name).mkdir(parents=True, exist_ok=True)
+        link = sub / name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(Path("..") / name, target_is_directory=True)
 
 
 def bench_data_guard(out: Path, root: Path) -> None:

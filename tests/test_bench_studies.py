@@ -1,0 +1,68 @@
+"""The studies that used to be scripts are bench profiles: repair (the comparison at equal
+budget), rq1 (RQ1 and Table 1) and fewdc (De against |Dc|, one run per size)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deeprepair.bench import METHOD_OPTIONS, list_cells, load_profile
+from deeprepair.bench.profile import cell_hash, expand
+from deeprepair.cli import main
+from deeprepair.errors import DeepRepairError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# cells: the original once per corruption, every other method once per (corruption, seed)
+@pytest.mark.parametrize("name, runs, cells", [("repair", 1, 5 + 6 * 5 * 3), ("rq1", 1, 4 * 15),
+                                               ("fewdc", 5, 5 + 3 * 5 * 3)])
+def test_study_profiles_load_and_list_their_cells(name, runs, cells):
+    prof = load_profile(name)
+    assert all(m in METHOD_OPTIONS for m in prof["methods"] + prof["ablation"])
+    parts = expand(prof)
+    assert len(parts) == runs and all(len(list_cells(p)) == cells for _, p in parts)
+
+
+def test_dc_size_is_in_the_hash_only_when_set():
+    """Existing profiles' cells keep their hashes (the committed cpu cells are still found)."""
+    prof = load_profile("cpu")
+    cell = json.loads(next((REPO / "benchmarks" / "results" / "cpu" / "cells").glob("resnet-20__fog__augmix__*.json"))
+                      .read_text())
+    assert cell_hash(prof, "resnet-20", "fog", "augmix", cell["seed"], cell["model"]) == cell["hash"]
+    sizes = {cell_hash(p, "resnet-20", "fog", "augmix", 0, "m") for _, p in expand(load_profile("fewdc"))}
+    assert len(sizes) == 5
+
+
+def test_dc_sizes_must_be_positive_whole_numbers(tmp_path):
+    bad = {**load_profile("smoke"), "dc_sizes": [10, 0]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(DeepRepairError, match="dc_sizes"):
+        load_profile(str(tmp_path / "bad.json"))
+
+
+def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, smooth_images):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
+        np.savez(data / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    prof = {**load_profile("smoke"), "name": "sweep", "corruptions": ["fog"], "methods": ["original", "finetune"],
+            "ablation": [], "dc_sizes": [10, 40], "collect": 40,
+            "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
+    (tmp_path / "sweep.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / "sweep.json"), "--data", str(data), "--out", str(out),
+                 "--quiet"]) == 0
+    mined = sorted((out / "mine" / "resnet-20").glob("*.npz"))
+    assert mined and (out / "dc10" / "mine").resolve() == (out / "mine").resolve()
+    for n in (10, 40):
+        cells = [json.loads(p.read_text()) for p in sorted((out / f"dc{n}" / "cells").glob("*.json"))]
+        assert sorted(c["method"] for c in cells) == ["finetune", "original"]
+        assert json.loads((out / f"dc{n}" / "profile.json").read_text())["dc_size"] == n
+        assert (out / f"dc{n}" / "report.md").is_file()
+    small = [json.loads(p.read_text()) for p in (out / "dc10" / "cells").glob("*finetune*.json")][0]
+    full = [json.loads(p.read_text()) for p in (out / "dc40" / "cells").glob("*finetune*.json")][0]
+    assert small["hash"] != full["hash"] and small["collected"] == 10 < full["collected"]
