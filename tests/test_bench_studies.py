@@ -1,5 +1,6 @@
 """The studies that used to be scripts are bench profiles: repair (the comparison at equal
-budget), rq1 (RQ1 and Table 1) and fewdc (De against |Dc|, one run per size)."""
+budget), rq1 (RQ1 and Table 1), fewdc (De against |Dc|, one run per size) and mixed (failures of
+unknown type)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # cells: the original once per corruption, every other method once per (corruption, seed)
 @pytest.mark.parametrize("name, runs, cells", [("repair", 1, 5 + 6 * 5 * 3), ("rq1", 1, 4 * 15),
-                                               ("fewdc", 5, 5 + 3 * 5 * 3)])
+                                               ("fewdc", 5, 5 + 3 * 5 * 3), ("mixed", 1, 16 + 3 * 16 * 3)])
 def test_study_profiles_load_and_list_their_cells(name, runs, cells):
     prof = load_profile(name)
     assert all(m in METHOD_OPTIONS for m in prof["methods"] + prof["ablation"])
@@ -44,11 +45,16 @@ def test_dc_sizes_must_be_positive_whole_numbers(tmp_path):
         load_profile(str(tmp_path / "bad.json"))
 
 
-def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, smooth_images):
-    data = tmp_path / "data"
-    data.mkdir()
+@pytest.fixture
+def data(tmp_path, smooth_images) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
     for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
-        np.savez(data / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+        np.savez(d / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    return d
+
+
+def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, data):
     prof = {**load_profile("smoke"), "name": "sweep", "corruptions": ["fog"], "methods": ["original", "finetune"],
             "ablation": [], "dc_sizes": [10, 40], "collect": 40,
             "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
@@ -66,3 +72,22 @@ def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, smooth_images):
     small = [json.loads(p.read_text()) for p in (out / "dc10" / "cells").glob("*finetune*.json")][0]
     full = [json.loads(p.read_text()) for p in (out / "dc40" / "cells").glob("*finetune*.json")][0]
     assert small["hash"] != full["hash"] and small["collected"] == 10 < full["collected"]
+
+
+def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, data):
+    prof = {**load_profile("smoke"), "name": "mixedt", "corruptions": ["gaussian_noise", "fog", "mixed"],
+            "methods": ["original", "finetune"], "ablation": [], "collect": 20,
+            "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
+    (tmp_path / "mixed.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / "mixed.json"), "--data", str(data), "--out", str(out),
+                 "--quiet"]) == 0
+    with np.load(out / "mine" / "resnet-20" / "mixed.by-image.npz") as f:
+        assert set(f["dc_type"].tolist()) == {0, 1} and list(f["types"]) == ["gaussian_noise", "fog"]
+        collected = len(f["dc_y"])
+    assert 0 < collected <= 20
+    cell = json.loads(next((out / "cells").glob("resnet-20__mixed__finetune__*.json")).read_text())
+    assert set(cell["cross"]) == {"gaussian_noise", "fog", "mixed"} and cell["collected"] == collected
+    with pytest.raises(DeepRepairError, match="mixed"):
+        (tmp_path / "bad.json").write_text(json.dumps({**prof, "corruptions": ["mixed"]}))
+        load_profile(str(tmp_path / "bad.json"))

@@ -10,6 +10,7 @@ from ..corruptions import CORRUPTIONS
 from ..errors import DeepRepairError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+MIXED = "mixed"  # a profile's pseudo-corruption: failures drawn across its other corruptions, types not told
 REQUIRED = ("name", "archs", "corruptions", "methods", "seeds", "collect", "repair", "cross_subsample")
 REQUIRED_TYPES = {"name": str, "archs": dict, "corruptions": list, "methods": list, "seeds": list, "collect": int,
                   "repair": dict, "cross_subsample": int}
@@ -77,9 +78,12 @@ def load_profile(name_or_path: str) -> dict:
     bad = [m for m in prof["methods"] + prof.get("ablation", []) if m not in METHOD_OPTIONS]
     if bad:
         raise DeepRepairError(f"profile {path}: unknown methods {bad}; known: {list(METHOD_OPTIONS)}")
-    bad = [c for c in prof["corruptions"] if c not in CORRUPTIONS]
+    bad = [c for c in prof["corruptions"] if c not in CORRUPTIONS and c != MIXED]
     if bad and not prof.get("real"):
         raise DeepRepairError(f"profile {path}: unknown corruptions {bad}")
+    if MIXED in prof["corruptions"] and (prof.get("real") or prof.get("shifted") or len(prof["corruptions"]) < 2):
+        raise DeepRepairError(f"profile {path}: {MIXED!r} needs other corruptions to draw from, and no real or "
+                              "shifted sets")
     sizes = prof.get("dc_sizes", [])
     if not isinstance(sizes, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
         raise DeepRepairError(f"profile {path}: dc_sizes must be a list of positive whole numbers")

@@ -21,7 +21,7 @@ from ..data import ImageSet, load_dataset
 from ..data.io import atomic_write_bytes, sha256_file
 from ..engine import machine, pick_device, predict
 from ..errors import DeepRepairError
-from .profile import METHOD_OPTIONS, arch_corruptions, cell_hash
+from .profile import METHOD_OPTIONS, MIXED, arch_corruptions, cell_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MACHINE = machine()
@@ -105,7 +105,8 @@ class Context:
         """Failures of ``arch`` per corruption (5 severities), Dc/De split (by source photo unless
         the profile says ``split_by: failure``), De subsample for the cross-failure matrix, and
         the original's predictions on the whole stack; files under OUT/mine/<arch>/, skipped when
-        present. A ``real`` profile predicts its real photos once instead (split per seed)."""
+        present. A ``real`` profile predicts its real photos once instead (split per seed); the
+        ``mixed`` pseudo-corruption is drawn from the others (``_mine_mixed``)."""
         from ..evaluate import CorruptedSource, iter_predictions
         from ..mining import find_failures
 
@@ -119,7 +120,7 @@ class Context:
             return
         source = CorruptedSource(self.test.x, self.test.y, seed=0)
         for c in arch_corruptions(self.prof, arch):
-            if (folder / self._mine_name(c)).is_file():
+            if c == MIXED or (folder / self._mine_name(c)).is_file():
                 continue
             if progress:
                 progress(f"mining {arch} / {c}")
@@ -141,6 +142,31 @@ class Context:
                       failures=np.int64(len(split.index)), acc=np.array([(p == self.test.y).mean() for p in preds]),
                       pred=np.concatenate(preds).astype(np.int16), dc_sources=split.dc_sources(),
                       unseen=split.unseen())
+        if MIXED in arch_corruptions(self.prof, arch):
+            self._mine_mixed(arch)
+
+    def _mine_mixed(self, arch: str) -> None:
+        """``mixed``: ``collect`` of the other corruptions' collected failures, stratified by class x
+        type (the repair is not told the types); its De is every type's cross-failure subsample, so
+        the cross-failure matrix scores the one repair on each type's held-out failures, beside the
+        per-type repairs. ``acc`` is the mean over the types, per severity."""
+        from ..mining import split_collected
+
+        path = self.mine_dir(arch) / self._mine_name(MIXED)
+        if path.is_file():
+            return
+        types = [c for c in arch_corruptions(self.prof, arch) if c != MIXED]
+        parts = [self.failures(arch, c) for c in types]
+        kind = np.concatenate([np.full(len(f["dc_y"]), i) for i, f in enumerate(parts)])
+        y = np.concatenate([f["dc_y"] for f in parts])
+        pick, _ = split_collected(y * len(types) + kind, self.prof["collect"], self.test.num_classes * len(types),
+                                  seed=0)
+        de = {k: np.concatenate([f[k][f["sub"]] for f in parts]) for k in ("de_x", "de_y", "de_severity")}
+        n = len(de["de_y"])
+        sub = np.sort(np.random.default_rng(3).choice(n, min(self.prof["cross_subsample"], n), replace=False))
+        _save_npz(path, dc_x=np.concatenate([f["dc_x"] for f in parts])[pick], dc_y=y[pick], dc_type=kind[pick],
+                  **de, sub=sub, failures=np.int64(sum(int(f["failures"]) for f in parts)),
+                  acc=np.mean([f["acc"] for f in parts], axis=0), types=np.array(types))
 
     def _mine_name(self, c: str) -> str:
         return f"{c}.npz" if self.split_by() == "failure" else f"{c}.by-image.npz"
