@@ -27,6 +27,7 @@ TARGET = "break <= 1%, clean >= the original's, >= 90% of the De gain kept"
 NAMES = {"finetune": "fine-tune (CE on Dt + Dc)", "augmix": "AugMix", "deeprepair": "DeepRepair",
          "dr-uniform": "DeepRepair, no clustering", "dr-eq4": "DeepRepair (Eq. 4), wavelet",
          "dr-eq4-fourier": "DeepRepair (Eq. 4), fourier", "dr-eq4-adain": "DeepRepair (Eq. 4), adain",
+         "dr-fourier": "DeepRepair, fourier", "dr-adain": "DeepRepair, adain",
          "original": "original", "cutout": "Cutout", "mixup": "Mixup", "cutmix": "CutMix",
          "fewshot": "few-shot (CE on Dc only)", "sensei": "SENSEI", "oracle": "oracle (AugMix + the true corruption)"}
 
@@ -66,6 +67,9 @@ def command(prov: dict) -> str:
 # The last commit with the retired study scripts (benchmarks/gate_*.py, regressions.py, repair.py,
 # rq1_table1.py); their results moved to retired/ (retired/README.md says what replaced each).
 RETIRED_AT = "1e66f62"
+# the bench profiles that carry a retired script's study on (src/deeprepair/bench/profiles/)
+NOW = {name: f"deeprepair bench --profile {name} --data DIR --out benchmarks/results/{name}"
+       for name in ("repair", "fewdc", "mixed", "rq1")}
 
 
 def source(name: str, prov: dict | None, cmd: str | None = None, note: str = "", now: str | None = None) -> str:
@@ -143,7 +147,7 @@ def section_repair() -> tuple[str, str]:
     where = machine(recorded) if recorded else "**not recorded** in `cpu/profile.json` or the cell files"
     src1 = f"Source: [`cpu/cells/*.json`](cpu/) ({len(cells)} cells; machine: {where}). Regenerate: `{bench_cmd}`."
 
-    rep = load("repair.json")
+    rep = load("retired/repair.json")
     runs = list(rep["runs"].values())
     for r in runs:
         r.update(de=r["compare"]["de_after"], clean=r["compare"]["clean_after"], brk=r["compare"]["break_rate"])
@@ -166,14 +170,14 @@ def section_repair() -> tuple[str, str]:
              f"cell ({', '.join(f'{a}: {len(cs)}' for a, cs in per_arch.items())}). Other corruptions' De: the "
              "repaired model on the held-out failures of the model's other corruptions (Fig. 4).")
     body = (f"### Repair vs baselines, one seed, the whole grid\n\n{finding}\n\n{t1}\n\n{note1}\n\n{src1}\n\n"
-            f"### Repair vs baselines, three seeds\n\n{finding2}\n\n{t2}\n\n{source('repair.json', rep['provenance'])}\n\n"
+            f"### Repair vs baselines, three seeds\n\n{finding2}\n\n{t2}\n\n{source('retired/repair.json', rep['provenance'], now=NOW['repair'])}\n\n"
             f"### Failures of 15 mixed types, three seeds\n\n{mixed}\n"
             f"### Label-free test-time baselines\n\n{section_testtime()}")
     return body, finding
 
 
 def section_mixed() -> str:
-    d = load("regressions_mixed.json")
+    d = load("retired/regressions_mixed.json")
     rows = [r for r in d["rows"] if r["method"] in ("finetune", "augmix", "deeprepair")]
     seeds = {k: by_seed(rows, k, "method") for k in ("de_mean", "clean", "break")}
     out = [[NAMES[m], len(seeds["de_mean"][(m,)]), ms(seeds["de_mean"][(m,)]), ms(seeds["clean"][(m,)]),
@@ -185,7 +189,7 @@ def section_mixed() -> str:
                f"{sum(x > 0 for x in d_aug)} of {len(d_aug)} seeds), minus fine-tuning {ms(d_ft)} (higher in "
                f"{sum(x > 0 for x in d_ft)} of {len(d_ft)}).")
     t = table(["method", "seeds", "De, mean over 15 types (%)", "clean (%)", "break (%)"], out)
-    return f"{finding}\n\n{t}\n\n{source('regressions_mixed.json', d['provenance'])}\n"
+    return f"{finding}\n\n{t}\n\n{source('retired/regressions_mixed.json', d['provenance'], now=NOW['mixed'])}\n"
 
 
 def section_testtime() -> str:
@@ -210,7 +214,7 @@ def section_testtime() -> str:
 
 # -- 2. few failures ----------------------------------------------------------------------------
 def section_fewdc() -> tuple[str, str]:
-    d = load("regressions_fewdc.json")
+    d = load("retired/regressions_fewdc.json")
     rows = [r for r in d["rows"] if "(" not in r["method"]]  # `holdout` selection; "(last)" rows are partial
     sizes = sorted({r["size"] for r in rows})
     methods = [m for m in ("finetune", "augmix", "deeprepair") if any(r["method"] == m for r in rows)]
@@ -238,14 +242,14 @@ def section_fewdc() -> tuple[str, str]:
     corr = sorted({r["corruption"] for r in rows})
     note = (f"Mean over {len(corr)} corruptions x {len({r['seed'] for r in rows})} seeds, resnet-20, model selection "
             "`holdout` (the `--selection last` rows of the source are left out).")
-    body = (f"{finding}\n\n{t}\n\n{note}\n\n{source('regressions_fewdc.json', d['provenance'])} "
-            "Figure: [`regressions_fewdc.png`](regressions_fewdc.png).\n")
+    body = (f"{finding}\n\n{t}\n\n{note}\n\n{source('retired/regressions_fewdc.json', d['provenance'], now=NOW['fewdc'])} "
+            "Figure: [`retired/regressions_fewdc.png`](retired/regressions_fewdc.png).\n")
     return body, finding
 
 
 def section_selection() -> str:
     """``holdout`` vs ``last`` model selection at few failures (the "(last)" rows of fewdc)."""
-    d = load("regressions_fewdc.json")
+    d = load("retired/regressions_fewdc.json")
     last = [r for r in d["rows"] if r["method"].endswith(" (last)")]
     corr = sorted({r["corruption"] for r in last})
     sizes = sorted({r["size"] for r in last})
@@ -267,7 +271,7 @@ def section_selection() -> str:
                f"{100 * min(x for n, x in diffs if n != min(sizes)):+.1f} to {100 * max(x for n, x in diffs if n != min(sizes)):+.1f}.")
     t = table(["method", "\\|Dc\\|", "De, holdout (%)", "De, last (%)", "break, holdout (%)", "break, last (%)"], out)
     return (f"{finding}\n\n{t}\n\nOn {', '.join(corr)}, 3 seeds (± = std over seeds of the mean over the "
-            f"corruptions). {source('regressions_fewdc.json', d['provenance'])}\n")
+            f"corruptions). {source('retired/regressions_fewdc.json', d['provenance'])}\n")
 
 
 # -- 3. regressions and routed repair -----------------------------------------------------------

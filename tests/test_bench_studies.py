@@ -69,8 +69,8 @@ def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, data):
         assert sorted(c["method"] for c in cells) == ["finetune", "original"]
         assert json.loads((out / f"dc{n}" / "profile.json").read_text())["dc_size"] == n
         assert (out / f"dc{n}" / "report.md").is_file()
-    small = [json.loads(p.read_text()) for p in (out / "dc10" / "cells").glob("*finetune*.json")][0]
-    full = [json.loads(p.read_text()) for p in (out / "dc40" / "cells").glob("*finetune*.json")][0]
+    small = json.loads(next((out / "dc10" / "cells").glob("*finetune*.json")).read_text())
+    full = json.loads(next((out / "dc40" / "cells").glob("*finetune*.json")).read_text())
     assert small["hash"] != full["hash"] and small["collected"] == 10 < full["collected"]
 
 
