@@ -309,3 +309,116 @@ def test_zoom_blur_separable_path_equals_the_pixel_operator():
         ref = apply_pixel_operator(x.astype(np.float32) / 255, zoom_blur_operator(40, 36, max_zoom, step))
         ref = np.uint8(np.clip(ref, 0, 1) * 255 + 1e-3)
         assert np.abs(corrupt(x, "zoom_blur", s).astype(int) - ref).max() <= 1
+
+
+# ------------------------------------------------------------------------------ the whole path, through the CLI
+# corrupt -> train -> mine -> repair -> evaluate on image folders of each size (tests/test_torchvision.py
+# runs the same path with torchvision's ResNets).
+
+FOLDERS = [(64, 3), (224, 3), (28, 1)]
+FOLDER_IDS = ["64px-rgb", "224px-rgb", "28px-grey-png"]
+
+
+def image_folder(root, size: int, channels: int, n_train: int = 16, n_test: int = 8, classes: int = 2):
+    """``root/{train,test}/c<k>/<i>.png``: the synthetic images, grey PNGs when ``channels`` is 1
+    (the image-folder reader decodes them as RGB: three equal channels)."""
+    from PIL import Image
+
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        x = images(size, channels, n, seed)
+        for i in range(n):
+            d = root / split / f"c{i % classes}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i][..., 0] if channels == 1 else x[i]).save(d / f"{i}.png")
+    return root
+
+
+def grey_npz(root, size: int = 28, n_train: int = 16, n_test: int = 8, classes: int = 2):
+    """``root/{train,test}.npz`` with 1-channel images, x uint8 (N, size, size, 1): true grey data."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        np.savez(root / f"{split}.npz", x=images(size, 1, n, seed), y=np.arange(n, dtype=np.int64) % classes)
+    return root
+
+
+def cli(*args: str) -> None:
+    from deeprepair.cli import main
+
+    rc = main([*map(str, args), "--quiet"])
+    assert rc == 0, f"deeprepair {args[0]} returned {rc}"
+
+
+def cli_error(capsys, *args: str) -> str:
+    """Run a command that must refuse: exit status 2 and one `error:` line; that line."""
+    from deeprepair.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main([*map(str, args), "--quiet"])
+    except SystemExit as e:  # argparse refusals exit
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (rc, err)
+    return err
+
+
+def whole_path(data, work, train: list[str], use: list[str], repaired: str) -> dict:
+    """corrupt (fog) -> train (1 epoch) -> mine -> repair (1 epoch) -> evaluate the repaired model;
+    ``train``: the model flags of `train`, ``use``: those of the later commands; the evaluation."""
+    import json
+
+    model = work / "model.safetensors"
+    cli("corrupt", "--data", data, "--out", work / "c", "--corruptions", "fog")
+    cli("train", *train, "--data", data, "--out", model, "--epochs", 1, "--batch-size", 8, "--lr", 0.01)
+    cli("mine", "--model", model, *use, "--data", data, "--corrupted", work / "c", "--corruptions", "fog",
+        "--out", work / "mine", "--collect", 10)
+    assert (work / "mine" / "fog.dc.npz").is_file()
+    cli("repair", "--model", model, *use, "--data", data, "--failures", work / "mine" / "fog.dc.npz",
+        "--out", work / "rep", "--epochs", 1, "--batch-size", 8)
+    assert (work / "rep" / repaired).is_file() and (work / "rep" / "report.json").is_file()
+    report = json.loads((work / "rep" / "report.json").read_text())
+    assert 0 <= report["compare"]["clean_after"] <= 1 and report["compare"]["dc_after"] is not None
+    cli("evaluate", "--model", work / "rep" / repaired, *use, "--data", data, "--corrupted", work / "c",
+        "--corruptions", "fog", "--out", work / "eval")
+    (rq1,) = json.loads((work / "eval" / "rq1.json").read_text())["results"].values()
+    assert len(rq1["corruptions"]["fog"]["severity"]) == 5 and rq1["images"] > 0
+    # the repaired model on the clean test split is what repair measured
+    assert rq1["clean"] == pytest.approx(report["compare"]["clean_after"])
+    return rq1
+
+
+@pytest.mark.parametrize("size, channels", FOLDERS, ids=FOLDER_IDS)
+def test_registry_model_whole_path_on_image_folders(tmp_path, monkeypatch, size, channels):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = image_folder(tmp_path / "data", size, channels, *((8, 4) if size > 100 else ()))
+    whole_path(data, tmp_path, ["--arch", "resnet-20"], [], "model.safetensors")
+
+
+def test_user_factory_whole_path_on_grey_npz(tmp_path):
+    """A user's module (--factory; here a registered builder, so no torchvision is needed) on true
+    1-channel data: tried at the data's 28 x 28 x 1, its 3-value normalisation copies the grey
+    channel to R, G and B; the repaired module is a state dict that evaluate reads with the same flags."""
+    from deeprepair.models.checkpoint import load_model
+
+    data = grey_npz(tmp_path / "data")
+    factory = ["--factory", "deeprepair.models.resnet:resnet_20"]
+    whole_path(data, tmp_path, factory, [*factory, "--num-classes", "2"], "model_state.pt")
+    model, meta = load_model(tmp_path / "model.safetensors", factory=factory[1], num_classes=2, input_size=(28, 28, 1))
+    assert meta["input_size"] == [28, 28, 1] and meta["mean"] == [0.5] * 3 and meta["classes"] == ["0", "1"]
+
+
+def test_user_model_flags_refused_in_one_line(tmp_path, capsys):
+    data = grey_npz(tmp_path / "data")
+    out = tmp_path / "m.safetensors"
+    factory = ["--factory", "deeprepair.models.resnet:resnet_20"]
+    cli("train", *factory, "--data", data, "--out", out, "--epochs", 1, "--batch-size", 8, "--lr", 0.01)
+    use = ["--model", out, *factory, "--num-classes", 2, "--data", data, "--out", tmp_path / "e"]
+    err = cli_error(capsys, "evaluate", *use, "--mean", 0.5, 0.5)
+    assert "--mean takes 1 value" in err
+    # a 1-value normalisation keeps grey images 1-channel: an RGB stem cannot read them
+    err = cli_error(capsys, "evaluate", *use, "--mean", 0.5, "--std", 0.5)
+    assert "records the normalisation --mean 0.5 0.5 0.5" in err
+    err = cli_error(capsys, "train", *factory, "--mean", 0.5, "--std", 0.5, "--data", data, "--out", tmp_path / "n.safetensors")
+    assert "1x1x28x28" in err and "3 values" in err
+    err = cli_error(capsys, "train", "--arch", "resnet-20", "--mean", 0.5, "--data", data, "--out", tmp_path / "n.safetensors")
+    assert "for --factory models" in err

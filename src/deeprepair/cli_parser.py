@@ -68,13 +68,19 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    "TorchScript file, or your weights with --factory")  # fmt: skip
     p.add_argument("--factory", help="your model as package.module:function (called with num_classes=)")
     p.add_argument("--num-classes", type=POSITIVE_INT, help="output width of your model (with --factory)")
-    p.add_argument("--mean", type=FINITE, nargs=3, help="input normalisation mean your model expects")
-    p.add_argument("--std", type=POSITIVE, nargs=3, help="input normalisation std your model expects")
+    _norm_args(p)
     p.add_argument("--allow-pickle", action="store_true", help="allow a .pt/.pth file that is not a "
                    "plain state dict (runs code from the file: only for files you trust)")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto = bf16 where the hardware runs it fast (AMX CPUs, GPUs), else fp32")
+
+
+def _norm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mean", type=FINITE, nargs="+", metavar="M", help="input normalisation mean your model "
+                   "expects: 1 value (every channel) or 3 (R G B); default: what the weights file records, else 0.5")
+    p.add_argument("--std", type=POSITIVE, nargs="+", metavar="S", help="input normalisation std, 1 or 3 values "
+                   "(3 values show grey images to an RGB model as 3 equal channels)")
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -149,7 +155,13 @@ def _train_parser(sub) -> None:
                        "standard recipe (pad-4 crop, flip, SGD Nesterov, cosine); a checkpoint of the "
                        "run is kept after every epoch, so --resume continues an interrupted run.")  # fmt: skip
     _common(p)
-    p.add_argument("--arch", required=True, help="model name (see `deeprepair models`)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="model name (see `deeprepair models`)")
+    which.add_argument("--factory", help="your model as package.module:function, called with num_classes= "
+                       "(e.g. torchvision.models:resnet18); writes its own weights, for --model W --factory ...")
+    _norm_args(p)
+    p.add_argument("--init", metavar="WEIGHTS", help="with --factory: start from your weights (.safetensors, or a "
+                   ".pt/.pth state dict read without unpickling code)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors; .json beside it)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=30)
     p.add_argument("--seed", type=SEED, default=0)

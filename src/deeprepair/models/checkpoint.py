@@ -233,6 +233,70 @@ def read_user_weights(path: str | Path, allow_pickle: bool = False) -> dict[str,
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def load_user_weights(net: nn.Module, path: str | Path, allow_pickle: bool = False) -> tuple[list | None, list | None]:
+    """Load the weights file ``path`` into the user's module ``net`` (strictly: every name and shape
+    must fit); returns the normalisation (mean, std) a Classifier state dict carried, else Nones."""
+    state, mean, std = split_classifier_state(read_user_weights(path, allow_pickle))
+    _load_state(net, state, path)
+    return mean, std
+
+
+def split_classifier_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list | None, list | None]:
+    """(the user's network's weights, mean, std): a ``Classifier``'s state dict (``net.*`` plus its
+    ``mean``/``std`` buffers, as ``repair`` saves a user's module) is taken apart; any other state
+    dict is returned as it is, with no normalisation."""
+    if "mean" in state and "std" in state and all(k.startswith("net.") for k in state if k not in ("mean", "std")):
+        net = {k.removeprefix("net."): v for k, v in state.items() if k not in ("mean", "std")}
+        return net, state["mean"].flatten().tolist(), state["std"].flatten().tolist()
+    return state, None, None
+
+
+def user_weights_metadata(path: str | Path) -> dict[str, Any]:
+    """The deeprepair metadata in the header of a user's ``.safetensors`` weights (written by
+    ``save_user_weights``: its mean, std, classes, input size), else ``{}``. Only JSON is read."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get("deeprepair")
+        meta = json.loads(text) if text else {}
+    except Exception:  # unreadable files are reported when their weights are read
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def save_user_weights(net: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write a user's module's own weights (its ``state_dict``, loadable with ``--factory``) as
+    ``.safetensors`` with ``meta`` in the header and in a JSON file beside it."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise DeepRepairError(f"weights path must end in .safetensors, got {path}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    text = json.dumps({"format": FORMAT, "package_version": __version__, "torch_version": torch.__version__, **meta},
+                      indent=2, sort_keys=True)
+    atomic_write_bytes(meta_path(path), (text + "\n").encode())
+    atomic_write_bytes(path, save(tensors, metadata={"deeprepair": text}))
+    return path
+
+
+def check_normalisation(values: Sequence[float] | None, flag: str) -> tuple[float, ...] | None:
+    """``--mean``/``--std``: one value (every channel) or one per RGB channel."""
+    if values is None:
+        return None
+    values = tuple(float(v) for v in values)
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise DeepRepairError(f"{flag} takes 1 value (every channel) or 3 (R, G, B), got {len(values)}: "
+                              f"{' '.join(map(str, values))}")
+    if flag == "--std" and min(values) <= 0:
+        raise DeepRepairError(f"--std must be positive, got {' '.join(map(str, values))}")
+    return values
+
+
 def build_factory(spec: str, num_classes: int) -> nn.Module:
     """Call ``package.module:function`` with ``num_classes=`` (or no argument if it takes none)."""
     if ":" not in spec:
@@ -260,14 +324,19 @@ def build_factory(spec: str, num_classes: int) -> nn.Module:
 
 def load_model(path: str | Path, *, factory: str | None = None, num_classes: int | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               allow_pickle: bool = False, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+               allow_pickle: bool = False, device: str | torch.device = "cpu",
+               input_size: Sequence[int] | None = None) -> tuple[Classifier, dict]:
     """Any supported model file as a ``Classifier`` (input [0, 1]) plus metadata.
 
     - a deeprepair checkpoint (``.safetensors`` with metadata): architecture from the registry;
     - ``factory`` + weights (``.safetensors`` / ``.pt`` / ``.pth`` state dict): users' own model;
     - a TorchScript file (``torch.jit.save``): loaded as is.
-    ``mean``/``std`` give the normalisation the model was trained with (default 0.5 for
-    users' models); ``num_classes`` is checked against the model's output width.
+    ``mean``/``std`` give the normalisation the model was trained with, 1 or 3 values (default:
+    what the weights file records, else 0.5 for users' models); ``num_classes`` is checked
+    against the model's output width. Users' models are tried on one zero image of
+    ``input_size`` (H, W, C: the data's; default 32 x 32 x 3) and record it as their input size.
+    A 3-value normalisation turns a 1-channel image into 3 channels (the grey image copied to
+    R, G and B), so a model with an RGB stem reads grey data; a 1-value one leaves 1 channel.
     """
     path = Path(path)
     if path.is_dir():
@@ -281,7 +350,8 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
             raise DeepRepairError(f"{path} has {meta['num_classes']} classes but {num_classes} "
                                   "were asked for")
         return model, meta
-    norm_mean, norm_std = tuple(mean or (0.5, 0.5, 0.5)), tuple(std or (0.5, 0.5, 0.5))
+    mean, std = check_normalisation(mean, "--mean"), check_normalisation(std, "--std")
+    extra: dict[str, Any] = {}
     if factory is None:
         try:
             net = torch.jit.load(str(path), map_location="cpu")
@@ -294,24 +364,51 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
         if num_classes is None:
             raise DeepRepairError("--factory needs --num-classes (the model's output width)")
         net = build_factory(factory, num_classes)
-        _load_state(net, read_user_weights(path, allow_pickle), path)
+        saved_mean, saved_std = load_user_weights(net, path, allow_pickle)
+        header = user_weights_metadata(path)  # weights written by `deeprepair train --factory`
+        saved_mean, saved_std = saved_mean or header.get("mean"), saved_std or header.get("std")
+        for flag, given, saved in (("--mean", mean, saved_mean), ("--std", std, saved_std)):
+            if given is not None and saved is not None and not _same(given, saved):
+                raise DeepRepairError(f"{path} records the normalisation {flag} {' '.join(f'{v:g}' for v in saved)}, "
+                                      f"not {' '.join(f'{v:g}' for v in given)}: leave {flag} out to use its own")
+        mean, std = mean or check_normalisation(saved_mean, "--mean"), std or check_normalisation(saved_std, "--std")
         arch = f"factory:{factory}"
+        if header.get("classes") and len(header["classes"]) == num_classes:
+            extra["classes"] = [str(c) for c in header["classes"]]
+    norm_mean, norm_std = mean or (0.5, 0.5, 0.5), std or (0.5, 0.5, 0.5)
     model = Classifier(net, norm_mean, norm_std).to(device).eval()
-    width = output_width(model, device)
+    h, w, c = (list(input_size) if input_size is not None else [32, 32, 3])
+    width = output_width(model, device, size=(h, w), channels=c)
     if num_classes is not None and width != num_classes:
         raise DeepRepairError(f"the model outputs {width} classes but {num_classes} were given")
     meta = {"format": FORMAT, "arch": arch, "num_classes": width, "mean": list(norm_mean),
-            "std": list(norm_std), "source": str(path)}
+            "std": list(norm_std), "source": str(path), **extra}
+    if input_size is not None:
+        meta["input_size"] = [h, w, c]
     return model, meta
 
 
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= 1e-6 for x, y in zip(a, b))
+
+
 @torch.no_grad()
-def output_width(model: nn.Module, device: str | torch.device = "cpu", size: int = 32) -> int:
-    """Number of logits the model produces for one ``size`` x ``size`` RGB image."""
+def output_width(model: nn.Module, device: str | torch.device = "cpu", size: int | Sequence[int] = 32,
+                 channels: int = 3) -> int:
+    """Number of logits the model produces for one ``size`` (side, or (H, W)) image of ``channels``."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
     try:
-        out = model(torch.zeros(1, 3, size, size, device=device))
+        out = model(torch.zeros(1, channels, h, w, device=device))
     except Exception as exc:
-        raise DeepRepairError(f"the model fails on a 1x3x{size}x{size} input: {exc}") from None
+        first = (str(exc).splitlines() or [""])[0][:200]
+        hint = ""
+        if channels == 1:
+            hint = ("; grey images reach a model with an RGB stem as 3 channels only when --mean and --std "
+                    "have 3 values (a 1-value normalisation keeps 1 channel, for a model with a 1-channel stem)")
+        elif channels == 3:
+            hint = "; a model with a 1-channel stem needs grey (1-channel) images"
+        raise DeepRepairError(f"the model fails on a 1x{channels}x{h}x{w} input (the data's image size and "
+                              f"channels): {type(exc).__name__}: {first}{hint}") from None
     if out.ndim != 2:
         raise DeepRepairError(f"the model must return (N, classes) logits, got shape {tuple(out.shape)}")
     return int(out.shape[1])

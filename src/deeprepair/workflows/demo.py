@@ -60,7 +60,7 @@ def demo_to_folder(spec: ModelSpec, data: str | None, out: str | Path, *, corrup
         if not Path(spec.path).is_file():
             raise DeepRepairError(f"no model given and the bundled {spec.path} is missing: train one "
                                   "with `deeprepair train --arch resnet-20 --out M.safetensors` and pass --model M.safetensors")
-    model, meta, device = open_model(spec, test.classes)
+    model, meta, device = open_model(spec, test.classes, test.x)
     check_images(test, meta, "test")
     out_dir(out)
     res = run_demo(model, train, test, out, corruption=corruption, collect=collect, methods=tuple(methods),

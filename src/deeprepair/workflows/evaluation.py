@@ -22,7 +22,7 @@ def model_on_test(spec: ModelSpec, data: str | None, *, corrupted: str | None = 
     from ..evaluate import CorruptedSource
 
     root, test = load_split(data, "test", limit, out)
-    model, meta, device = open_model(spec, test.classes)
+    model, meta, device = open_model(spec, test.classes, test.x)
     check_images(test, meta, "test")
     folder = Path(corrupted) if corrupted else None
     if folder is not None and not folder.is_dir():

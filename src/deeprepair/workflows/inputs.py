@@ -97,8 +97,10 @@ def corruption_names(arg: list[str] | None, heldout: bool) -> list[str]:
     return names
 
 
-def open_model(spec: ModelSpec, classes: list[str] | None = None):
-    """(model, metadata, device): the model of ``spec``, checked against the data's ``classes``."""
+def open_model(spec: ModelSpec, classes: list[str] | None = None, images=None):
+    """(model, metadata, device): the model of ``spec``, checked against the data's ``classes``;
+    a user's model (--factory, TorchScript) is tried on the size and channels of ``images``
+    (an array of (N, H, W, C) images, e.g. the split it will see), else on 32 x 32 RGB."""
     from ..engine import pick_device
     from ..models.checkpoint import load_model
     from ..repair import gate as _gate  # noqa: F401  registers the routed-repair ("gate") checkpoint kind
@@ -106,7 +108,7 @@ def open_model(spec: ModelSpec, classes: list[str] | None = None):
     device = pick_device(spec.device)
     model, meta = load_model(spec.path, factory=spec.factory, num_classes=spec.num_classes,
                              mean=spec.mean, std=spec.std, allow_pickle=spec.allow_pickle,
-                             device=device)  # fmt: skip
+                             device=device, input_size=None if images is None else tuple(images.shape[1:]))  # fmt: skip
     if classes is not None and meta["num_classes"] != len(classes):
         raise DeepRepairError(f"the model has {meta['num_classes']} outputs but the data has "
                               f"{len(classes)} classes: use the model trained on this data")

@@ -23,7 +23,7 @@ def _load_inputs(spec: ModelSpec, data, failures: str, *, eval_failures, field, 
     if test.classes != train.classes:
         raise DeepRepairError(f"the test split's classes ({', '.join(test.classes[:5])}, ...) are not the training "
                               f"split's ({', '.join(train.classes[:5])}, ...): give both splits the same class folders")
-    model, meta, device = open_model(spec, train.classes)
+    model, meta, device = open_model(spec, train.classes, train.x)
     check_images(train, meta, "training")
     got = {"train": train, "test": test, "model": model, "meta": meta, "device": device}
     got["failures"] = load_failure_set(failures, train.classes)
@@ -77,8 +77,9 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     from ..train import data_fingerprint
 
     out = Path(out)
-    if (out / "model.safetensors").exists() and not force:
-        raise DeepRepairError(f"{out / 'model.safetensors'} exists; choose another --out or pass --force to replace it")
+    for done in ("model.safetensors", "model_state.pt"):  # model_state.pt: a user's own module, repaired
+        if (out / done).exists() and not force:
+            raise DeepRepairError(f"{out / done} exists; choose another --out or pass --force to replace it")
     got = _load_inputs(spec, data, failures, eval_failures=eval_failures, field=field, eval_shifted=eval_shifted,
                        gate_holdout=gate_holdout, gate=cfg.gate, gate_keep=cfg.gate_keep, preset=preset, limit=limit, out=out)
     train, fails, clean, fld = got["train"], got["failures"], got["clean_heldout"], got["field"]
@@ -100,7 +101,8 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     full, md = _compare_and_save(spec, got, repaired, report, out, failures, eval_failures, gate_holdout, command)
     state.unlink(missing_ok=True)
     run_file.unlink(missing_ok=True)
-    return Outcome(full, [md, f"wrote {out}/model.safetensors, report.json and report.md"])
+    saved = "model_state.pt" if _own_module(got["meta"]) else "model.safetensors"  # users' own module: a state dict
+    return Outcome(full, [md, f"wrote {out}/{saved}, report.json and report.md"])
 
 
 def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: Path, failures: str,

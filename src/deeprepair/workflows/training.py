@@ -31,10 +31,15 @@ def _no_stale_state(state: Path, resume: bool) -> None:
                               "to start over")
 
 
-def train_to_file(arch: str, data: str | None, out: str | Path, cfg, *, device: str | None = None,
-                  resume: bool = False, limit: int = 0, progress: Progress = no_progress) -> Outcome | None:
+def train_to_file(arch: str | None, data: str | None, out: str | Path, cfg, *, device: str | None = None,
+                  resume: bool = False, limit: int = 0, progress: Progress = no_progress, factory: str | None = None,
+                  mean=None, std=None, init: str | None = None) -> Outcome | None:
     """Train ``arch`` on the train split of ``data`` with ``cfg`` (a TrainConfig), scoring the test
     split after each epoch, and save ``out`` (.safetensors, .json beside it) with its provenance.
+    With ``factory`` (a user's ``package.module:function``, e.g. ``torchvision.models:resnet18``)
+    instead of ``arch``: that module, normalised by ``mean``/``std`` (1 or 3 values, default 0.5),
+    started from the weights file ``init`` when given; ``out`` then holds the module's own state
+    dict (load it with ``--model out --factory ... --num-classes K``).
     Under torchrun only rank 0 writes and returns an Outcome (the others return None)."""
     import torch
 
@@ -53,22 +58,45 @@ def train_to_file(arch: str, data: str | None, out: str | Path, cfg, *, device: 
     device = pick_device(device)
     keep_heap()
     torch.manual_seed(cfg.seed)
-    model = Classifier(create_model(arch, train.num_classes))
+    if factory:
+        model = _user_model(factory, train, mean, std, init)
+        name = f"factory:{factory}"
+    else:
+        model = Classifier(create_model(arch, train.num_classes))
+        name = arch
     t0 = time.perf_counter()
-    with progress(len(train) * cfg.epochs, f"train {arch}") as bar:
+    with progress(len(train) * cfg.epochs, f"train {name}") as bar:
         if state.exists():  # fit resumes after the finished epochs: start the bar there
             bar.update(len(train) * read_state(state).get("epochs_done", 0))
         result = _fit(model, train, test, cfg, device, state, bar)
     if not is_main():  # under torchrun: rank 0 writes the checkpoint and reports
         return None
-    acc = _save_trained(model, arch, data, out, cfg, train, result, device)
+    acc = _save_trained(model, arch, data, out, cfg, train, result, device, factory=factory, init=init)
     state.unlink(missing_ok=True)
     secs = time.perf_counter() - t0
     return Outcome({"checkpoint": str(out), "clean_accuracy": acc, "train_seconds": result.seconds,
                     "epochs": cfg.epochs, "precision": result.precision},
-                   [f"{arch}: clean test accuracy {acc:.2%} after {cfg.epochs} epochs "
+                   [f"{name}: clean test accuracy {acc:.2%} after {cfg.epochs} epochs "
                     f"({result.seconds / 60:.1f} min of training, {result.precision}); wrote {out} and "
                     f"{out.with_suffix('.json')} ({secs:.0f} s this run)"])  # fmt: skip
+
+
+def _user_model(factory: str, train, mean, std, init: str | None):
+    """A user's module from ``factory`` in a Classifier, tried on one training image's size."""
+    from ..models import Classifier
+    from ..models.checkpoint import build_factory, check_normalisation, load_user_weights, output_width
+
+    mean, std = check_normalisation(mean, "--mean"), check_normalisation(std, "--std")
+    net = build_factory(factory, train.num_classes)
+    if init:
+        load_user_weights(net, init)
+    model = Classifier(net, mean or (0.5,) * 3, std or (0.5,) * 3)
+    h, w, c = train.x.shape[1:]
+    width = output_width(model.eval(), "cpu", size=(h, w), channels=c)
+    if width != train.num_classes:
+        raise DeepRepairError(f"--factory {factory} built a model with {width} outputs but the data has "
+                              f"{train.num_classes} classes: its function must take num_classes=")
+    return model.train()
 
 
 def _fit(model, train, test, cfg, device, state: Path, bar):
@@ -81,8 +109,10 @@ def _fit(model, train, test, cfg, device, state: Path, bar):
                state_path=state, progress=lambda n, epoch: bar.update(n), on_epoch=on_epoch)
 
 
-def _save_trained(model, arch: str, data: str | None, out: Path, cfg, train, result, device) -> float:
-    """Save the trained ``model`` with its provenance (the command that remakes it); its test accuracy."""
+def _save_trained(model, arch: str | None, data: str | None, out: Path, cfg, train, result, device,
+                  factory: str | None = None, init: str | None = None) -> float:
+    """Save the trained ``model`` with its provenance (the command that remakes it); its test accuracy.
+    A ``factory`` model is saved as its module's own weights (``save_user_weights``)."""
     import hashlib
     from dataclasses import asdict
 
@@ -91,19 +121,28 @@ def _save_trained(model, arch: str, data: str | None, out: Path, cfg, train, res
 
     data_sha = hashlib.sha256(train.x.tobytes() + train.y.astype("<i8").tobytes()).hexdigest()
     acc = result.history[-1]["test_acc"]
-    cmd = (f"deeprepair train --arch {arch} --data {data or '$DEEPREPAIR_DATA'} --out {out} "
+    mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+    which = f"--factory {factory}" if factory else f"--arch {arch}"
+    if factory:
+        which += f" --mean {' '.join(f'{v:g}' for v in mean)} --std {' '.join(f'{v:g}' for v in std)}"
+        which += f" --init {init}" if init else ""
+    cmd = (f"deeprepair train {which} --data {data or '$DEEPREPAIR_DATA'} --out {out} "
            f"--epochs {cfg.epochs} --seed {cfg.seed}")
     for flag, name, default in _TRAIN_FLAGS:
         if getattr(cfg, name) != default:
             cmd += f" {flag} {getattr(cfg, name)}"
     cmd += " --no-channels-last" * (not cfg.channels_last) + " --compile" * cfg.compile
-    meta = {"arch": arch, "num_classes": train.num_classes, "classes": train.classes,
-            "input_size": list(train.x.shape[1:]), "mean": [0.5] * 3, "std": [0.5] * 3,
+    meta = {"arch": f"factory:{factory}" if factory else arch, "num_classes": train.num_classes,
+            "classes": train.classes, "input_size": list(train.x.shape[1:]), "mean": mean, "std": std,
             "train_command": cmd, "train_config": asdict(cfg), "precision": result.precision,
             "data_sha256": data_sha, "train_images": len(train), "seed": cfg.seed,
             "clean_accuracy": acc, "parameters": count_parameters(model), "history": result.history,
             "train_seconds": round(result.seconds, 1), "device": str(device)}  # fmt: skip
-    if not out.exists():
+    if not out.exists() and factory:
+        from ..models.checkpoint import save_user_weights
+
+        save_user_weights(model.cpu().net, out, meta)
+    elif not out.exists():
         save_checkpoint(model.cpu(), out, meta)
     return acc
 
@@ -125,7 +164,7 @@ def train_style_to_file(spec: ModelSpec, data: str | None, out: str | Path, *, l
     state = _checkpoint_path(out, False, "files")
     _no_stale_state(state, resume)
     _, train = load_split(data, "train", limit, out)
-    model, meta, device = open_model(spec, train.classes)
+    model, meta, device = open_model(spec, train.classes, train.x)
     check_images(train, meta, "train")
     keep_heap()
     encoder = FeatureEncoder(model.cpu(), layer, size=train.x.shape[1], channels=train.x.shape[3])
