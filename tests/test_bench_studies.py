@@ -5,6 +5,7 @@ unknown type)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,11 @@ def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, data):
     small = json.loads(next((out / "dc10" / "cells").glob("*finetune*.json")).read_text())
     full = json.loads(next((out / "dc40" / "cells").glob("*finetune*.json")).read_text())
     assert small["hash"] != full["hash"] and small["collected"] == 10 < full["collected"]
+    curve = (out / "report.md").read_text()  # the curve over the runs: one column per size
+    assert "| 10 collected | 40 collected |" in curve and re.search(r"\| resnet-20 \| finetune \| \d", curve)
+    assert (out / "figures" / "fewdc-curve.png").stat().st_size > 1000
+    (out / "report.md").unlink()
+    assert main(["report", str(out), "--quiet"]) == 0 and (out / "report.md").read_text() == curve
 
 
 def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, data):

@@ -411,3 +411,60 @@ def write(out: Path, provenance: dict | None = None) -> tuple[Path, Path]:
         atomic_write_bytes(Path(out) / "figures" / f"{name}.png", base64.b64decode(b64))
     return (atomic_write_bytes(Path(out) / "report.md", text.encode()),
             atomic_write_bytes(Path(out) / "report.html", page.encode()))
+
+
+def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
+    """The De-vs-|Dc| curve of a ``dc_sizes`` profile from its runs' folders (``out/dc<N>``): De per
+    method and size, per corruption and as each seed's mean over the corruptions (mean ± std over
+    seeds); and the curve as a figure."""
+    sizes, de = [], defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # (arch, method) -> size -> seed
+    per_corr = defaultdict(list)  # (arch, corruption, method, size) -> values over seeds
+    prof = None
+    for part in parts:
+        prof = read_json_object(Path(out) / part / "profile.json", "benchmark profile record")
+        n = prof.get("dc_size") or prof["collect"]
+        sizes.append(n)
+        for c in load_cells(Path(out) / part):
+            v = c["metrics"].get("de_after")
+            if c["method"] != "original" and v is not None:
+                de[(c["arch"], c["method"])][n][c["seed"]].append(v)
+                per_corr[(c["arch"], c["corruption"], c["method"], n)].append(v)
+    if prof is None:
+        raise DeepRepairError(f"{out} holds no runs of a dc_sizes profile")
+    head = ["arch", "method"] + [f"{n:,} collected" for n in sizes]
+    curve = {k: [_agg([float(np.mean(v)) for v in d[n].values()]) if d.get(n) else None for n in sizes]
+             for k, d in de.items()}
+    rows = [[a, m] + [_fmt(t) if t else "-" for t in ts] for (a, m), ts in curve.items()]
+    md = [f"# Benchmark report: profile `{prof['name']}`, De against |Dc|", "", prof.get("about", ""), "",
+          f"Runs: {', '.join(f'`{p}/`' for p in parts)} (each a bench folder with its own report).", "",
+          "## De (%) against |Dc|, each seed's mean over the corruptions (mean ± std over seeds)", "",
+          _table(rows, head), "", "## Per corruption (mean ± std over seeds)", ""]
+    corr_rows = sorted({(a, c, m) for a, c, m, _ in per_corr})
+    md.append(_table([[a, c, m] + [_fmt(_agg(per_corr[(a, c, m, n)])) if per_corr.get((a, c, m, n)) else "-"
+                                    for n in sizes] for a, c, m in corr_rows],
+                     ["arch", "corruption", "method"] + head[2:]))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for (a, m), ts in curve.items():
+        pts = [(n, t) for n, t in zip(sizes, ts) if t]
+        ax.errorbar([n for n, _ in pts], [t[0] * 100 for _, t in pts],
+                    yerr=[0 if t[2] < 2 else t[1] * 100 for _, t in pts], marker="o", capsize=3,
+                    label=m if len({a for a, _ in curve}) == 1 else f"{a} {m}")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_xlabel("|Dc| (collected failures)")
+    ax.set_ylabel("De accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figs = [("fewdc-curve", _png(fig))]
+    md += ["", "![De against |Dc|](figures/fewdc-curve.png)"]
+    return "\n".join(md) + "\n", figs
+
+
+def write_sweep(out: Path, parts: list[str]) -> Path:
+    """``out/report.md`` and its figure for the runs of a ``dc_sizes`` profile."""
+    text, figs = build_sweep(Path(out), parts)
+    for name, b64 in figs:
+        atomic_write_bytes(Path(out) / "figures" / f"{name}.png", base64.b64decode(b64))
+    return atomic_write_bytes(Path(out) / "report.md", text.encode())

@@ -47,11 +47,16 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
                            log=log, progress=bar.update, record=record)
             reports.append(write_report(out / sub, provenance={"command": command, "data": str(root),
                                                                 "seconds": round(time.perf_counter() - t0, 1)})[0])
-    where = f"{out}/cells" if len(runs) == 1 else f"{out}/{{{','.join(sub for (sub, _), _ in runs)}}}/cells"
-    return Outcome({"out": str(out), "cells": len(results), "report": str(reports[0]) if len(reports) == 1
-                    else [str(r) for r in reports]},
-                   [f"{len(results)} cells in {where}; report: " + ", ".join(
-                       f"{r} and {r.with_suffix('.html')}" for r in reports)])
+    if len(runs) == 1:
+        return Outcome({"out": str(out), "cells": len(results), "report": str(reports[0])},
+                       [f"{len(results)} cells in {out}/cells; report: {reports[0]} and {reports[0].with_suffix('.html')}"])
+    from ..bench.report import write_sweep
+
+    subs = [sub for (sub, _), _ in runs]
+    curve = write_sweep(out, subs)
+    return Outcome({"out": str(out), "cells": len(results), "report": str(curve), "runs": [str(r) for r in reports]},
+                   [f"{len(results)} cells in {out}/{{{','.join(subs)}}}/cells; the curve: {curve}; "
+                    f"each run's report: {out}/<run>/report.md"])
 
 
 def _share(out: Path, sub: Path, names: tuple[str, ...]) -> None:
@@ -89,6 +94,14 @@ def rebuild_report(folder: str | Path) -> Outcome:
     from ..bench import write_report
 
     out = Path(folder)
+    subs = sorted((p.parent.name for p in out.glob("dc*/profile.json")), key=lambda s: int(s[2:]) if s[2:].isdigit() else 0)
+    if subs and not (out / "cells").is_dir():  # the runs of a dc_sizes profile: each run's report, then the curve
+        from ..bench.report import write_sweep
+
+        pages = [write_report(out / s) for s in subs]
+        curve = write_sweep(out, subs)
+        return Outcome({"markdown": str(curve), "runs": [str(md) for md, _ in pages]},
+                       [f"wrote {curve} and the report of {', '.join(subs)}"])
     if not (out / "cells").is_dir() or not (out / "profile.json").is_file():
         raise DeepRepairError(f"{out} is not a benchmark folder (no cells/ or profile.json): run `deeprepair bench` first")
     md, page = write_report(out)
