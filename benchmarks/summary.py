@@ -114,6 +114,25 @@ def bench_cells() -> tuple[list[dict], dict]:
     return cells, load("cpu/profile.json")
 
 
+def repair_runs() -> tuple[list[dict], str, str]:
+    """The repair comparison's runs (corruption, variant, seed, de, clean, brk), its source line and
+    DeepRepair's name there: the `repair` bench folder's cells once it has any, else the retired
+    `repair.py`'s file (where DeepRepair was called `dr-eq4`)."""
+    folder = RESULTS / "repair"
+    cells = [json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*.json"))]
+    if cells:
+        runs = [{"corruption": c["corruption"], "variant": c["method"], "seed": c["seed"],
+                 "de": c["metrics"]["de_after"], "clean": c["metrics"]["clean_after"],
+                 "brk": c["metrics"]["break_rate"]} for c in cells if c["method"] != "original"]
+        return runs, (f"Source: [`repair/cells/*.json`](repair/) ({len(cells)} cells; machine: "
+                      f"{machine(load('repair/profile.json'))}). Regenerate: `{NOW['repair']}`."), "deeprepair"
+    rep = load("retired/repair.json")
+    runs = list(rep["runs"].values())
+    for r in runs:
+        r.update(de=r["compare"]["de_after"], clean=r["compare"]["clean_after"], brk=r["compare"]["break_rate"])
+    return runs, source("retired/repair.json", rep["provenance"], now=NOW["repair"]), "dr-eq4"
+
+
 def section_repair() -> tuple[str, str]:
     cells, prof = bench_cells()
     de = {(c["arch"], c["corruption"], c["method"]): c["metrics"].get("de_after") for c in cells}
@@ -147,19 +166,17 @@ def section_repair() -> tuple[str, str]:
     where = machine(recorded) if recorded else "**not recorded** in `cpu/profile.json` or the cell files"
     src1 = f"Source: [`cpu/cells/*.json`](cpu/) ({len(cells)} cells; machine: {where}). Regenerate: `{bench_cmd}`."
 
-    rep = load("retired/repair.json")
-    runs = list(rep["runs"].values())
-    for r in runs:
-        r.update(de=r["compare"]["de_after"], clean=r["compare"]["clean_after"], brk=r["compare"]["break_rate"])
+    runs, src2, dr = repair_runs()
     seeds = {k: by_seed(runs, k, "variant") for k in ("de", "clean", "brk")}
     order = sorted(seeds["de"], key=lambda v: list(NAMES).index(v) if v in NAMES else 99)
     rows2 = [[NAMES.get(v[0], v[0]), len(seeds["de"][v]), ms(seeds["de"][v]), ms(seeds["clean"][v]),
               ms(seeds["brk"][v])] for v in order]
     t2 = table(["method", "seeds", "De (%)", "clean (%)", "break (%)"], rows2)
-    d_aug = [a - b for a, b in zip(seeds["de"][("dr-eq4",)], seeds["de"][("augmix",)])]
-    d_ft = [a - b for a, b in zip(seeds["de"][("dr-eq4",)], seeds["de"][("finetune",)])]
+    d_aug = [a - b for a, b in zip(seeds["de"][(dr,)], seeds["de"][("augmix",)])]
+    d_ft = [a - b for a, b in zip(seeds["de"][(dr,)], seeds["de"][("finetune",)])]
     corr = sorted({r["corruption"] for r in runs})
-    finding2 = (f"With 3 seeds on resnet-20's {len(corr)} corruptions ({', '.join(corr)}), DeepRepair minus AugMix "
+    n_seeds = len({r["seed"] for r in runs})
+    finding2 = (f"With {n_seeds} seed{'s' * (n_seeds != 1)} on resnet-20's {len(corr)} corruptions ({', '.join(corr)}), DeepRepair minus AugMix "
                 f"on De is {ms(d_aug)} points and DeepRepair minus fine-tuning {ms(d_ft)} (mean over corruptions, "
                 "± = std over seeds).")
     mixed = section_mixed()
@@ -170,7 +187,7 @@ def section_repair() -> tuple[str, str]:
              f"cell ({', '.join(f'{a}: {len(cs)}' for a, cs in per_arch.items())}). Other corruptions' De: the "
              "repaired model on the held-out failures of the model's other corruptions (Fig. 4).")
     body = (f"### Repair vs baselines, one seed, the whole grid\n\n{finding}\n\n{t1}\n\n{note1}\n\n{src1}\n\n"
-            f"### Repair vs baselines, three seeds\n\n{finding2}\n\n{t2}\n\n{source('retired/repair.json', rep['provenance'], now=NOW['repair'])}\n\n"
+            f"### Repair vs baselines, three seeds\n\n{finding2}\n\n{t2}\n\n{src2}\n\n"
             f"### Failures of 15 mixed types, three seeds\n\n{mixed}\n"
             f"### Label-free test-time baselines\n\n{section_testtime()}")
     return body, finding
