@@ -50,7 +50,7 @@ def check_metadata(meta: Any, source: str | Path) -> dict[str, Any]:
         if v is None:
             continue
         if not (isinstance(v, list) and len(v) in (1, 3) and all(_is_number(e) for e in v)):
-            raise DeepRepairError(f"{source}: metadata field {key!r} must be a list of 3 finite numbers, got {v!r}; {fix}")
+            raise DeepRepairError(f"{source}: metadata field {key!r} must be a list of 1 or 3 finite numbers, got {v!r}; {fix}")
         if key == "std" and min(v) <= 0:
             raise DeepRepairError(f"{source}: metadata field 'std' must be positive, got {v!r}; {fix}")
     size = meta.get("input_size")

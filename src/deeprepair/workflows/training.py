@@ -121,7 +121,7 @@ def _save_trained(model, arch: str | None, data: str | None, out: Path, cfg, tra
 
     data_sha = hashlib.sha256(train.x.tobytes() + train.y.astype("<i8").tobytes()).hexdigest()
     acc = result.history[-1]["test_acc"]
-    mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+    mean, std = ([float(f'{v:.7g}') for v in t.flatten().tolist()] for t in (model.mean, model.std))  # float32 -> as given
     which = f"--factory {factory}" if factory else f"--arch {arch}"
     if factory:
         which += f" --mean {' '.join(f'{v:g}' for v in mean)} --std {' '.join(f'{v:g}' for v in std)}"
