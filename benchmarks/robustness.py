@@ -98,14 +98,8 @@ def run_tmpfs(log_rows: list[dict]) -> str | None:
     why it could not run, or None."""
     import shutil
 
-    import numpy as np
-    import torch
-
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from conftest import _smooth_images
-
-    from deeprepair.models import Classifier, create_model
-    from deeprepair.models.checkpoint import save_checkpoint
+    from conftest import write_tiny_workspace
 
     work = Path(tempfile.mkdtemp(prefix="deeprepair-tmpfs-"))
     mnt = work / "mnt"
@@ -114,13 +108,7 @@ def run_tmpfs(log_rows: list[dict]) -> str | None:
         shutil.rmtree(work)
         return "tmpfs could not be mounted here (needs root)"
     try:
-        (work / "data").mkdir()
-        np.savez(work / "data" / "train.npz", x=_smooth_images(40, 1), y=np.arange(40) % 10)
-        np.savez(work / "data" / "test.npz", x=_smooth_images(20, 2), y=np.arange(20) % 10)
-        np.savez(work / "fail.npz", x=_smooth_images(8, 3), y=np.arange(8) % 10)
-        torch.manual_seed(0)
-        save_checkpoint(Classifier(create_model("resnet-20", 10)), work / "model.safetensors",
-                        {"arch": "resnet-20", "num_classes": 10})
+        write_tiny_workspace(work)
         env = dict(os.environ, OMP_NUM_THREADS="1")
         for free_kb in (*(8, 40, 90, 160, 300, 600), "read-only"):
             for name, (argv, done) in TMPFS_COMMANDS.items():

@@ -35,6 +35,24 @@ def _smooth_images(n: int, seed: int = 0, size: int = 32) -> np.ndarray:
     return out
 
 
+def write_tiny_workspace(root: Path) -> Path:
+    """Under ``root``: 40 training and 20 test images (32x32, ``data/``), a failure set of 8
+    (``fail.npz``) and a random-init resnet-20 (``model.safetensors``)."""
+    import torch
+
+    from deeprepair.models import Classifier, create_model
+    from deeprepair.models.checkpoint import save_checkpoint
+
+    (root / "data").mkdir()
+    np.savez(root / "data" / "train.npz", x=_smooth_images(40, 1), y=np.arange(40) % 10)
+    np.savez(root / "data" / "test.npz", x=_smooth_images(20, 2), y=np.arange(20) % 10)
+    np.savez(root / "fail.npz", x=_smooth_images(8, 3), y=np.arange(8) % 10)
+    torch.manual_seed(0)
+    save_checkpoint(Classifier(create_model("resnet-20", 10)), root / "model.safetensors",
+                    {"arch": "resnet-20", "num_classes": 10})
+    return root
+
+
 @pytest.fixture(scope="session")
 def smooth_images():
     """Factory ``smooth_images(n, seed=0)`` -> uint8 (n, 32, 32, 3); cached and read-only."""
@@ -48,6 +66,16 @@ def smooth_images():
         return cache[(n, seed)]
 
     return make
+
+
+@pytest.fixture
+def data_dir(tmp_path, smooth_images) -> Path:
+    """A data folder of 60 training and 30 test images (train.npz, test.npz), 10 classes."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
+        np.savez(d / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    return d
 
 
 @pytest.fixture(scope="session")

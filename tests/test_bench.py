@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from deeprepair.bench import list_cells, list_profiles, load_profile, restrict
 from deeprepair.bench.profile import cell_hash
 from deeprepair.cli import main
 from deeprepair.errors import DeepRepairError
-
-
-@pytest.fixture
-def data_dir(tmp_path, smooth_images) -> Path:
-    d = tmp_path / "data"
-    d.mkdir()
-    for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
-        np.savez(d / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
-    return d
 
 
 def test_profiles_are_valid_and_state_their_numbers():

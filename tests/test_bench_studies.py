@@ -46,22 +46,13 @@ def test_dc_sizes_must_be_positive_whole_numbers(tmp_path):
         load_profile(str(tmp_path / "bad.json"))
 
 
-@pytest.fixture
-def data(tmp_path, smooth_images) -> Path:
-    d = tmp_path / "data"
-    d.mkdir()
-    for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
-        np.savez(d / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
-    return d
-
-
-def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, data):
+def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, data_dir):
     prof = {**load_profile("smoke"), "name": "sweep", "corruptions": ["fog"], "methods": ["original", "finetune"],
             "ablation": [], "dc_sizes": [10, 40], "collect": 40,
             "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
     (tmp_path / "sweep.json").write_text(json.dumps(prof))
     out = tmp_path / "bench"
-    assert main(["bench", "--profile", str(tmp_path / "sweep.json"), "--data", str(data), "--out", str(out),
+    assert main(["bench", "--profile", str(tmp_path / "sweep.json"), "--data", str(data_dir), "--out", str(out),
                  "--quiet"]) == 0
     mined = sorted((out / "mine" / "resnet-20").glob("*.npz"))
     assert mined and (out / "dc10" / "mine").resolve() == (out / "mine").resolve()
@@ -80,13 +71,13 @@ def test_a_dc_size_sweep_runs_one_folder_per_size(tmp_path, data):
     assert main(["report", str(out), "--quiet"]) == 0 and (out / "report.md").read_text() == curve
 
 
-def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, data):
+def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, data_dir):
     prof = {**load_profile("smoke"), "name": "mixedt", "corruptions": ["gaussian_noise", "fog", "mixed"],
             "methods": ["original", "finetune"], "ablation": [], "collect": 20,
             "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
     (tmp_path / "mixed.json").write_text(json.dumps(prof))
     out = tmp_path / "bench"
-    assert main(["bench", "--profile", str(tmp_path / "mixed.json"), "--data", str(data), "--out", str(out),
+    assert main(["bench", "--profile", str(tmp_path / "mixed.json"), "--data", str(data_dir), "--out", str(out),
                  "--quiet"]) == 0
     with np.load(out / "mine" / "resnet-20" / "mixed.by-image.npz") as f:
         assert set(f["dc_type"].tolist()) == {0, 1} and list(f["types"]) == ["gaussian_noise", "fog"]

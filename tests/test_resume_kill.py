@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _smooth_images
+from conftest import write_tiny_workspace
 
 TIMING = ("seconds", "wall", "img_per_s")  # keys (and *_seconds) that differ between identical runs
 STATE_SUFFIXES = (".state.safetensors", ".run.json", ".tmp")
@@ -139,20 +139,7 @@ def _log(row: dict) -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """40 training and 20 test images (32x32), a failure set of 8 and a random-init model."""
-    import torch
-
-    from deeprepair.models import Classifier, create_model
-    from deeprepair.models.checkpoint import save_checkpoint
-
-    root = tmp_path_factory.mktemp("kill")
-    (root / "data").mkdir()
-    np.savez(root / "data" / "train.npz", x=_smooth_images(40, 1), y=np.arange(40) % 10)
-    np.savez(root / "data" / "test.npz", x=_smooth_images(20, 2), y=np.arange(20) % 10)
-    np.savez(root / "fail.npz", x=_smooth_images(8, 3), y=np.arange(8) % 10)
-    torch.manual_seed(0)
-    save_checkpoint(Classifier(create_model("resnet-20", 10)), root / "model.safetensors",
-                    {"arch": "resnet-20", "num_classes": 10})
-    return root
+    return write_tiny_workspace(tmp_path_factory.mktemp("kill"))
 
 
 COMMANDS = {  # name -> (argv with OUT, the outputs compared, argv added on the rerun, kill points)
