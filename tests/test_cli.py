@@ -460,11 +460,19 @@ def test_safe_preset_fills_only_the_flags_left_unset():
     plain = build_parser().parse_args(base)
     resolve_repair_options(plain, 50000)
     assert (plain.epochs, plain.train_subset, plain.dc_repeat, plain.distill, plain.gate,
-            plain.gate_router, plain.gate_features) == (3, 10000, 1, 0.0, False, "linear", "deep")
+            plain.gate_router, plain.gate_features) == (3, 10000, 1, 1.0, False, "linear", "deep")
+    assert (plain.distill_focus, plain.interpolate) == ("right", True)  # the default recipe: protect
+    paper = build_parser().parse_args(base + ["--preset", "paper"])
+    resolve_repair_options(paper, 50000)
+    assert (paper.distill, paper.distill_focus, paper.interpolate, paper.gate) == (0.0, "all", False, False)
+    off = build_parser().parse_args(base + ["--no-interpolate", "--distill", "0"])
+    resolve_repair_options(off, 50000)
+    assert (off.distill, off.interpolate) == (0.0, False)
     safe = build_parser().parse_args(base + ["--safe"])
     resolve_repair_options(safe, 50000)  # CIFAR-10: the 40,000 images regressions.md section 11 measured
     assert (safe.epochs, safe.train_subset, safe.dc_repeat, safe.distill, safe.gate,
             safe.gate_router, safe.gate_features) == (1, 40000, 4, 1.0, True, "mlp", "deep+style")
+    assert (safe.distill_focus, safe.interpolate) == ("all", False)
     mine = build_parser().parse_args(base + ["--safe", "--epochs", "2", "--train-subset", "0",
                                              "--gate-router", "linear"])
     resolve_repair_options(mine, 50000)

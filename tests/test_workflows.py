@@ -31,7 +31,10 @@ def test_repair_flags_are_the_flagged_config_fields_with_their_defaults_in_the_h
     actions = {a.dest: a for a in _subparsers()["repair"]._actions}
     for name, f in flagged.items():
         a = actions[name]
-        assert a.option_strings == ["--" + name.replace("_", "-")] and a.default is None, name
+        flag = "--" + name.replace("_", "-")
+        # a yes/no field also has its --no- form, so that a default of True can be turned off
+        want = [flag, "--no-" + flag[2:]] if isinstance(f.default, bool) else [flag]
+        assert a.option_strings == want and a.default is None, name
         if f.default is not None and not isinstance(f.default, bool):
             assert f"(default: {f.default})" in a.help, name
         if f.metadata["choices"]:

@@ -104,7 +104,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         meta, shown = f.metadata, f.default is not None and not isinstance(f.default, bool)
         kw = {"help": (meta["help"] + (f" (default: {f.default})" if shown else "")).replace("%", "%%")}
         if isinstance(f.default, bool):
-            kw["action"] = "store_true"
+            kw["action"] = argparse.BooleanOptionalAction  # --interpolate / --no-interpolate
         else:
             kw.update(type=RANGE_TYPES[meta["range"]] if meta["range"] else None, metavar=meta["metavar"],
                       choices=list(meta["choices"]) if meta["choices"] else None)
@@ -217,12 +217,12 @@ def _preset_flags(name: str) -> str:
     for key, value in PRESETS[name].items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
-            flags.append(flag if value else f"no {flag}")
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
         elif key == "train_subset" and isinstance(value, float):
             flags.append(f"{flag} {round(value * 100)}%% of the training images")
         else:
             flags.append(f"{flag} {value}")
-    return ", ".join(flags) or "the defaults (the paper's method at the CPU budget)"
+    return ", ".join(flags) or "the defaults"
 
 
 def _repair_parser(sub) -> None:

@@ -35,19 +35,22 @@ def flag(default, help: str, *, choices: tuple | None = None, range: str | None 
     return field(default=default, metadata={"help": help, "choices": choices, "range": range, "metavar": metavar})
 
 
-# Named recipes (``RepairConfig.preset(name)``; ``repair --preset NAME``). ``paper``: the method as
-# the paper states it, at this project's CPU budget. ``safe``: the no-regressions recipe of
-# benchmarks/results/regressions.md section 11 (two networks behind a router); its train_subset
-# is a share of the training set, resolved by ``repair.core.resolve_config``.
+# Named recipes (``RepairConfig.preset(name)``; ``repair --preset NAME``). ``protect`` is the
+# default (RepairConfig()'s own values): one network that keeps what was right, i.e. focal
+# distillation (Yan et al. 2021) during fine-tuning, then the WiSE-FT mix of original and repaired
+# weights with the largest validation repair whose validation break rate (held-back Dt images)
+# stays <= max_break; add field images (repair(field=...)) when there are any. It was chosen on
+# validation numbers only (benchmarks/results/SUMMARY.md, section 5). ``paper``: the method as
+# the paper states it, at this project's CPU budget (the default until issue 22; every bench
+# profile builds on it). ``safe``: the no-regressions recipe of benchmarks/results/regressions.md
+# section 11 (two networks behind a router); its train_subset is a share of the training set,
+# resolved by ``repair.core.resolve_config``.
+DEFAULT_PRESET = "protect"
 PRESETS: dict[str, dict] = {
-    "paper": {},
-    # one network that keeps what was right: focal distillation (Yan et al. 2021) during fine-tuning,
-    # then the WiSE-FT mix of original and repaired weights with the largest repair whose validation
-    # break rate (held-back Dt images) stays <= max_break; add field images (repair(field=...)) when
-    # there are any. Measured on real failures (benchmarks/results/SUMMARY.md, section 5).
-    "protect": {"distill": 1.0, "distill_focus": "right", "interpolate": True},
-    "safe": {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0, "gate": True,
-             "gate_router": "mlp", "gate_features": "deep+style"},
+    "protect": {},
+    "paper": {"distill": 0.0, "distill_focus": "all", "interpolate": False},
+    "safe": {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0, "distill_focus": "all",
+             "interpolate": False, "gate": True, "gate_router": "mlp", "gate_features": "deep+style"},
 }
 
 
@@ -88,11 +91,11 @@ class RepairConfig:
     min_val_failures: int = 20       # ... auto: last when the validation split would hold fewer failures than this
     val_train: int = 1000
     patience: int = 5                # early stopping on the validation score
-    distill: float = flag(0.0, "regression control: weight of distillation (KL) from the original model on "
-                          "training inputs (e.g. 1.0)", range="nonnegative")
+    distill: float = flag(1.0, "regression control: weight of distillation (KL) from the original model on "
+                          "training inputs (0: none, the paper)", range="nonnegative")
     distill_t: float = 2.0           # its temperature
-    interpolate: bool = flag(False, "regression control: mix original and repaired weights (WiSE-FT), choosing "
-                             "the mix on the validation split")
+    interpolate: bool = flag(True, "regression control: mix original and repaired weights (WiSE-FT), choosing "
+                             "the mix on the validation split (--no-interpolate: keep the fine-tuned weights, the paper)")
     max_break: float = flag(0.01, "with --interpolate or --gate: largest validation break rate allowed",
                             range="below_one")
     gate: bool = flag(False, "regression control: route inputs that look like the failures to the repaired model "
@@ -112,7 +115,7 @@ class RepairConfig:
     tune: str = flag("all", "which parameters are fine-tuned: all, first-block (stem + first stage, surgical "
                      "fine-tuning; rule in repair/tuning.py), bn (normalisation layers), head (last linear layer); "
                      "the rest stay bit-identical", choices=TUNES)
-    distill_focus: str = flag("all", "with --distill: distil on all training inputs (all) or only on those the "
+    distill_focus: str = flag("right", "with --distill: distil on all training inputs (all) or only on those the "
                               "original classifies right (right: focal distillation, Yan et al. 2021; losses.py)",
                               choices=DISTILL_FOCI)
     l2_pull: float = flag(0.0, "weight of an L2 pull ||theta - theta_original||^2 / 2 of the tuned weights to the "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..corruptions import CORRUPTIONS
 from ..errors import DeepRepairError
+from ..repair_config import PRESETS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MIXED = "mixed"  # a profile's pseudo-corruption: failures drawn across its other corruptions, types not told
@@ -47,6 +48,8 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-focal+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "interpolate": True},
     "dr-focal+field+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                               "interpolate": True},
+    # the --safe preset (routed repair: the original, the repaired network and a router)
+    "dr-safe": {"method": "deeprepair", **PRESETS["safe"]},
     "bn-adapt": {"method": "bn-adapt"},
     "tent": {"method": "tent"},
 }

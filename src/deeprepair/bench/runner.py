@@ -248,7 +248,8 @@ def _repair_cell(ctx: Context, model, m: str, c: str, seed: int, dc: ImageSet, f
     opts.pop("field", None)
     if opts.get("method") == "oracle":
         opts["oracle_corruption"] = c
-    cfg = RepairConfig(**{**ctx.prof["repair"], **opts, "seed": seed})
+    # every method builds on the paper's recipe, so a cell means what its hash says whatever the default is
+    cfg = RepairConfig.preset("paper", **{**ctx.prof["repair"], **opts, "seed": seed})
     torch.manual_seed(seed)
     return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field)
 
@@ -259,7 +260,8 @@ def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: di
     result = {"arch": arch, "corruption": c, "method": m, "seed": seed, "model": model_id,
               "hash": path.stem.rsplit("__", 1)[-1], "metrics": cmp, **extra,
               "repair": {k: report.get(k) for k in ("seconds", "best_epoch", "img_per_s", "aug_share", "clusters",
-                                                    "tuned_parameters", "validation_before", "validation_after")},
+                                                    "tuned_parameters", "validation_before", "validation_after",
+                                                    "validation_final")},
               "interpolation_alpha": (report.get("interpolation") or {}).get("alpha"),
               "history": [{k: h.get(k) for k in ("epoch", "loss", "val_train_acc", "val_failures_acc", "val_score")}
                           for h in report.get("history", [])],

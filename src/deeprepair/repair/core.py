@@ -130,6 +130,17 @@ def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
             "val_score": float(np.mean(parts)) if parts else None}
 
 
+def final_validation(model: nn.Module, split: Split, right0: np.ndarray | None, device, precision) -> dict:
+    """The returned model on the validation split (after regression control): accuracy on the
+    held-back Dt and Dc images, and the break rate on Dt (right before, wrong after). A recipe is
+    chosen on these numbers only, never on De or the test set (benchmarks/results/SUMMARY.md)."""
+    out = validation_score(model, split, device, precision)
+    if right0 is not None:
+        right = predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
+        out["val_break"] = float((right0 & ~right).sum() / max(right0.sum(), 1))
+    return out
+
+
 def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) -> nn.Module:
     """theta = (1 - alpha) theta_original + alpha theta_repaired (floating tensors; integer
     buffers such as BN's batch counter come from the repaired model). 0 -> original, 1 -> repaired."""
@@ -384,6 +395,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     tuning = Tuning(model, cfg.tune, train.x.shape[1:])
     reg = Regularisers(model, cfg, tuning, field, device, precision)
     before = validation_score(model, split, device, precision)
+    right0 = (predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
+              if split.val_train is not None else None)
     run = fine_tune(model, split, objective, tuning, reg, cfg, device, precision,
                     Path(state_path) if state_path else None, progress, select_last, before["val_score"])
     model.load_state_dict(run.best_state)
@@ -396,6 +409,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "config": asdict(cfg), "precision": precision, "history": run.history, "best_epoch": run.best_epoch,
         "selection": "last" if select_last else "holdout", "validation_before": before,
         "validation_after": run.history[run.best_epoch - 1] if run.best_epoch else before,
+        "validation_final": final_validation(model, split, right0, device, precision),
         "finetune_images": len(split.x), "failures_used": len(split.dc_fit),
         "failures_validation": len(split.val_failures) if split.val_failures is not None else 0,
         "field_images": 0 if field is None else len(field),
