@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # cells: the original once per corruption, every other method once per (corruption, seed)
-@pytest.mark.parametrize("name, runs, cells", [("repair", 1, 5 + 6 * 5 * 3), ("rq1", 1, 4 * 15),
+@pytest.mark.parametrize("name, runs, cells", [("repair", 1, 5 + 6 * 5 * 3), ("rq1", 1, 4 * 19),
                                                ("fewdc", 5, 5 + 3 * 5 * 3), ("mixed", 1, 16 + 3 * 16 * 3)])
 def test_study_profiles_load_and_list_their_cells(name, runs, cells):
     prof = load_profile(name)
@@ -83,6 +83,8 @@ def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, dat
         assert set(f["dc_type"].tolist()) == {0, 1} and list(f["types"]) == ["gaussian_noise", "fog"]
         collected = len(f["dc_y"])
     assert 0 < collected <= 20
+    report = (out / "report.md").read_text()  # the model table: how the model was trained (RQ1's pre-training)
+    assert "## Models" in report and "| resnet-20 |" in report.split("## Models")[1].split("\n## ")[0]
     cell = json.loads(next((out / "cells").glob("resnet-20__mixed__finetune__*.json")).read_text())
     assert set(cell["cross"]) == {"gaussian_noise", "fog", "mixed"} and cell["collected"] == collected
     with pytest.raises(DeepRepairError, match="mixed"):

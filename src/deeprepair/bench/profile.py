@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..corruptions import CORRUPTIONS
+from ..corruptions import ALL_CORRUPTIONS
 from ..errors import DeepRepairError
 from ..repair_config import PRESETS
 
@@ -81,7 +81,7 @@ def load_profile(name_or_path: str) -> dict:
     bad = [m for m in prof["methods"] + prof.get("ablation", []) if m not in METHOD_OPTIONS]
     if bad:
         raise DeepRepairError(f"profile {path}: unknown methods {bad}; known: {list(METHOD_OPTIONS)}")
-    bad = [c for c in prof["corruptions"] if c not in CORRUPTIONS and c != MIXED]
+    bad = [c for c in prof["corruptions"] if c not in ALL_CORRUPTIONS and c != MIXED]  # the 15, or the 4 held out
     if bad and not prof.get("real"):
         raise DeepRepairError(f"profile {path}: unknown corruptions {bad}")
     if MIXED in prof["corruptions"] and (prof.get("real") or prof.get("shifted") or len(prof["corruptions"]) < 2):

@@ -163,6 +163,25 @@ def _header(cells: list[dict], prof: dict, provenance: dict | None) -> list[str]
     return md
 
 
+def _models(out: Path) -> list[str]:
+    """The models as their checkpoints record them (OUT/models.json, written by the run)."""
+    path = out / "models.json"
+    if not path.is_file():
+        return []
+    rec = read_json_object(path, "record of the benchmark's models")
+
+    def num(v, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    rows = [[a, num(m.get("parameters"), ","), num(m.get("epochs"), "d"), num((m.get("clean_accuracy") or 0) * 100, ".2f"),
+             num((m.get("train_seconds") or 0) / 60, ".1f"), num(m.get("median_epoch_seconds"), ".0f"),
+             str(m.get("precision") or "-"), f"`{m['train_command']}`" if m.get("train_command") else "-"]
+            for a, m in rec.items() if isinstance(m, dict)]
+    return ["", "## Models (as their checkpoints record them)", "",
+            _table(rows, ["arch", "parameters", "epochs", "clean acc. (%)", "training (min)", "median epoch (s)",
+                          "precision", "command"])]
+
+
 def _table1(cells: list[dict], prof: dict, arch: str) -> list[str]:
     """Table 1: failures (Dc+De), collected (Dc), held out (De) per corruption."""
     t1 = {}
@@ -350,7 +369,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     brk = grid(cells, lambda c: c["metrics"]["break_rate"] if c["method"] != "original" else None)
     secs = grid(cells, lambda c: c["repair"].get("seconds"))
     md, figs = _header(cells, prof, provenance), []
-    md += [""] + lives_with(cells, prof)
+    md += _models(Path(out)) + [""] + lives_with(cells, prof)
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
     for arch in [a for a in prof["archs"] if a in de and paper_tables] + [a for a in de if a not in prof["archs"]]:
         methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]

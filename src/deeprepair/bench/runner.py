@@ -349,6 +349,21 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
                    collected=len(dc), original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by())
 
 
+def _record_models(ctx: Context, out: Path) -> None:
+    """OUT/models.json: each model's provenance from its checkpoint (how it was trained, its clean
+    accuracy and training time), for the report's model table (RQ1's pre-training record)."""
+    rec = {}
+    for arch in ctx.prof["archs"]:
+        _, meta, model_id = ctx.model(arch)
+        epochs = [h["seconds"] for h in meta.get("history", []) if isinstance(h, dict) and "seconds" in h]
+        rec[arch] = {"model": model_id, "parameters": meta.get("parameters"),
+                     "epochs": (meta.get("train_config") or {}).get("epochs", len(epochs) or None),
+                     "clean_accuracy": meta.get("clean_accuracy"), "train_seconds": meta.get("train_seconds"),
+                     "median_epoch_seconds": float(np.median(epochs)) if epochs else None,
+                     "precision": meta.get("precision"), "train_command": meta.get("train_command")}
+    atomic_write_bytes(out / "models.json", json.dumps(rec, indent=1).encode())
+
+
 def run_cell_task(cell, prof: dict, data_dir: str, out: str) -> tuple[str, str, str, int]:
     """One cell on a remote worker (``--executor ray``): rebuild the context from OUT and run it."""
     ctx = Context(prof, data_dir, Path(out), pick_device(None))
@@ -370,6 +385,7 @@ def run(prof: dict, data_dir: str, out: str | Path, *, executor: str = "local", 
     for arch in prof["archs"]:
         ctx.model(arch, log)
         ctx.mine(arch, log)
+    _record_models(ctx, out)
     cells = list_cells(prof)
     todo = [c for c in cells if not cell_file(ctx, c).is_file()]
     log(f"{len(cells)} cells, {len(cells) - len(todo)} already done")
