@@ -168,7 +168,9 @@ def _models(out: Path) -> list[str]:
     path = out / "models.json"
     if not path.is_file():
         return []
-    rec = read_json_object(path, "record of the benchmark's models")
+    rec = read_json_object(path, "record of the benchmark's models").get("models")
+    if not isinstance(rec, dict):
+        raise DeepRepairError(f"{path} lists no models; rerun `deeprepair bench` with the same --out to remake it")
 
     def num(v, fmt: str) -> str:
         return format(v, fmt) if isinstance(v, (int, float)) else "-"

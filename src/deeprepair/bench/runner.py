@@ -361,7 +361,7 @@ def _record_models(ctx: Context, out: Path) -> None:
                      "clean_accuracy": meta.get("clean_accuracy"), "train_seconds": meta.get("train_seconds"),
                      "median_epoch_seconds": float(np.median(epochs)) if epochs else None,
                      "precision": meta.get("precision"), "train_command": meta.get("train_command")}
-    atomic_write_bytes(out / "models.json", json.dumps(rec, indent=1).encode())
+    atomic_write_bytes(out / "models.json", json.dumps({"machine": MACHINE, "models": rec}, indent=1).encode())
 
 
 def run_cell_task(cell, prof: dict, data_dir: str, out: str) -> tuple[str, str, str, int]:
