@@ -422,3 +422,98 @@ def test_user_model_flags_refused_in_one_line(tmp_path, capsys):
     assert "1x1x28x28" in err and "3 values" in err
     err = cli_error(capsys, "train", "--arch", "resnet-20", "--mean", 0.5, "--data", data, "--out", tmp_path / "n.safetensors")
     assert "for --factory models" in err
+
+
+# ---------------------------------------------------------------- the parameters recorded at each size
+
+
+def _rendered_params(monkeypatch) -> dict[tuple[str, int, int], object]:
+    """Spy on the renderer: (name, severity, size) -> the parameters ``corruptions.base.apply`` used."""
+    from deeprepair.corruptions import params as params_mod
+
+    seen: dict[tuple[str, int, int], object] = {}
+
+    def spy(name, severity, size=None):
+        seen[(name, severity, size)] = p = param(name, severity, size)
+        return p
+
+    monkeypatch.setattr(params_mod, "param", spy)
+    return seen
+
+
+@pytest.mark.parametrize("h, w, channels", [(224, 224, 3), (64, 80, 3), (28, 28, 1)], ids=["224px", "64x80px", "28px-grey"])
+def test_corrupt_manifest_records_the_parameters_the_images_were_rendered_with(tmp_path, monkeypatch, h, w, channels):
+    """The manifest's ``params`` are the size rule's for the images' shorter side (at 224 px fog
+    severity 1 is ImageNet-C's (1.5, 2), not CIFAR-10-C's (0.2, 3)); up to 32 px the CIFAR-10-C row."""
+    import json
+
+    from deeprepair.corruptions.generate import generate
+
+    seen = _rendered_params(monkeypatch)
+    x = np.ascontiguousarray(natural_images(2, max(h, w), channels, seed=3)[:, :h, :w])
+    manifest = generate(x, np.array([0, 1]), tmp_path / "c", ["fog", "zoom_blur"], seed=0)
+    on_disk = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    side = min(h, w)
+    for name in ("fog", "zoom_blur"):
+        recorded = on_disk["corruptions"][name]["params"]
+        assert manifest["corruptions"][name]["params"] == {str(s): param(name, s, side) if side > 32
+                                                           else PARAMS[name][s - 1] for s in range(1, 6)}
+        for s in range(1, 6):
+            used = seen[(name, s, side)]  # what the renderer was given for these images
+            if side > 32:
+                assert recorded[str(s)] == json.loads(json.dumps(used))
+            else:  # the CIFAR-10-C row as published (zoom's step 0.01 implicit)
+                assert recorded[str(s)] == json.loads(json.dumps(PARAMS[name][s - 1]))
+                assert used == (PARAMS[name][s - 1], 0.01) if name == "zoom_blur" else used == PARAMS[name][s - 1]
+    if side >= 224:
+        assert on_disk["corruptions"]["fog"]["params"]["1"] == [1.5, 2]
+    assert ("size rule" in on_disk["recipe"]) == (side > 32)
+
+
+def test_corrupt_rerun_corrects_a_manifest_with_the_32px_parameters(tmp_path):
+    """A folder written before the manifest followed the image size is corrected by a rerun (the
+    images are kept: same config, same bytes)."""
+    import json
+
+    from deeprepair.corruptions.generate import generate
+
+    x = natural_images(1, 64, 3, seed=4)
+    out = tmp_path / "c"
+    generate(x, np.array([0]), out, ["fog"], severities=[1, 5])
+    path = out / "manifest.json"
+    m = json.loads(path.read_text())
+    m["corruptions"]["fog"]["params"] = {"1": list(PARAMS["fog"][0]), "5": list(PARAMS["fog"][4])}  # the old record
+    path.write_text(json.dumps(m))
+    before = (out / "fog.npy").read_bytes()
+    generate(x, np.array([0]), out, ["fog"], severities=[1, 5])
+    fixed = json.loads(path.read_text())["corruptions"]["fog"]["params"]
+    assert fixed == {str(s): list(param("fog", s, 64)) for s in (1, 5)} and (out / "fog.npy").read_bytes() == before
+
+
+def test_corruptions_listing_size_flag(capsys):
+    """`deeprepair corruptions --size N` prints the parameters used at N px; the default is 32 (the
+    CIFAR-10-C table); a size below 8 px is a one-line error with exit status 2."""
+    import json
+
+    from deeprepair.cli import main
+
+    def listing(*size: str) -> dict:
+        assert main(["corruptions", "--json", *size]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    default, at32 = listing(), listing("--size", "32")
+    assert default == at32 and default["fog"]["params"] == [list(r) for r in PARAMS["fog"]]
+    assert default["gaussian_noise"]["params"] == list(PARAMS["gaussian_noise"])
+    for size in (28, 64, 224, 500):
+        got = listing("--size", str(size))
+        for name in ALL_CORRUPTIONS:
+            want = PARAMS[name] if size <= 32 else tuple(param(name, s, size) for s in range(1, 6))
+            assert got[name]["params"] == json.loads(json.dumps(want)), (name, size)
+    assert listing("--size", "224")["fog"]["params"][0] == [1.5, 2]
+    assert main(["corruptions", "--size", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == list(ALL_CORRUPTIONS)
+    fog = next(ln for ln in lines if ln.startswith("fog "))
+    assert fog.split(None, 2)[2] == "((0.4167, 2.833), (0.75, 2.833), (1.042, 2.367), (1.25, 1.917), (1.75, 1.692))"
+    for bad in ("4", "x", "-32"):
+        assert cli_error(capsys, "corruptions", "--size", bad)

@@ -211,13 +211,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .corruptions import ALL_CORRUPTIONS, PARAMS, get_corruption
+    from .corruptions import ALL_CORRUPTIONS, get_corruption
+    from .corruptions.params import table
     from .workflows import Outcome
 
     info = {n: {"family": get_corruption(n).family, "heldout": get_corruption(n).heldout,
-                "params": PARAMS[n]} for n in ALL_CORRUPTIONS}  # fmt: skip
+                "params": table(n, args.size)} for n in ALL_CORRUPTIONS}  # fmt: skip
+    def fmt(v) -> str:  # 4 significant digits: the size rule's blends are long floats (--json keeps them whole)
+        return f"({', '.join(fmt(x) for x in v)})" if isinstance(v, tuple) else f"{v:.4g}"
+
     return _emit(args, Outcome(info, [f"{n:18s} {v['family']:8s} {'held-out' if v['heldout'] else '        '} "
-                                      f"{v['params']}" for n, v in info.items()]))
+                                      f"{fmt(v['params'])}" for n, v in info.items()]))
 
 
 COMMANDS = {"corrupt": cmd_corrupt, "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate,

@@ -320,6 +320,9 @@ def _bench_parsers(sub) -> None:
     _common(p, data=False)
 
     p = sub.add_parser("corruptions", help="list the corruptions and their severity parameters")
+    p.add_argument("--size", type=_number(int, 8), default=32, metavar="N",
+                   help="the parameters used for images whose shorter side is N px (default 32: the CIFAR-10-C "
+                        "table; 224 and up: ImageNet-C's; linear between, docs/corruptions.md)")
     _common(p, data=False)
 
 

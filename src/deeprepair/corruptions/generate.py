@@ -24,7 +24,7 @@ from ..data.cifar_c import LABELS_FILE, MANIFEST_FILE, write_labels
 from ..data.io import atomic_save_npy, atomic_write_bytes, remove_orphans, sha256_file
 from ..errors import DeepRepairError
 from . import SEVERITIES, corrupt, get_corruption
-from .params import PARAMS
+from .params import PARAMS, size_weight, table
 
 BATCH = 2048  # images per corrupt() call: bounds memory, keeps progress bars moving
 
@@ -60,11 +60,19 @@ def _load_manifest(out: Path) -> dict[str, Any]:
     return manifest
 
 
-def _entry(name: str, target: Path, severities: list[int], seed: int, key: str, seconds: float) -> dict[str, Any]:
-    """The manifest's record of one finished ``<name>.npy``."""
+def _side(images: np.ndarray) -> int:
+    """The shorter side of the images: the size the corruption parameters follow (``params.param``)."""
+    return int(min(images.shape[1:3]))
+
+
+def _entry(name: str, target: Path, severities: list[int], seed: int, key: str, seconds: float,
+           side: int) -> dict[str, Any]:
+    """The manifest's record of one finished ``<name>.npy``; ``params`` are those its images were
+    rendered with at their shorter ``side`` (the CIFAR-10-C row up to 32 px)."""
+    row = table(name, side)
     return {
         "file": target.name, "severities": severities, "seed": seed, "config": key,
-        "params": {str(s): PARAMS[name][s - 1] for s in severities},
+        "params": {str(s): row[s - 1] for s in severities},
         "heldout": get_corruption(name).heldout, "sha256": sha256_file(target), "seconds": round(seconds, 2),
     }  # fmt: skip
 
@@ -110,8 +118,13 @@ def _start_manifest(out: Path, images: np.ndarray, source: dict[str, Any] | None
     manifest = _load_manifest(out)
     if manifest and manifest.get("source_sha256") not in (None, source_sha):
         raise DeepRepairError(f"{out} holds corruptions of other images; choose another --out")
+    h, w = images.shape[1:3]
+    recipe = "CIFAR-10-C (Hendrycks & Dietterich 2019), CIFAR parameters"
+    if size_weight(_side(images)) > 0:  # the size rule of params.param (docs/corruptions.md, "Any image size")
+        recipe = (f"CIFAR-10-C (Hendrycks & Dietterich 2019), parameters for {h}x{w} px by the size rule "
+                  "(CIFAR-10-C's at 32 px, ImageNet-C's from 224 px; docs/corruptions.md)")
     manifest.update({
-        "format": "cifar-10-c", "recipe": "CIFAR-10-C (Hendrycks & Dietterich 2019), CIFAR parameters",
+        "format": "cifar-10-c", "recipe": recipe,
         "n_images": len(images), "image_shape": list(images.shape[1:]), "source_sha256": source_sha,
         "source": source or manifest.get("source", {}), "versions": _versions(),
     })  # fmt: skip
@@ -119,7 +132,7 @@ def _start_manifest(out: Path, images: np.ndarray, source: dict[str, Any] | None
     return manifest, source_sha
 
 
-def _already_made(name: str, target: Path, parts: Path, key: str, severities: list[int], seed: int,
+def _already_made(name: str, target: Path, parts: Path, key: str, severities: list[int], seed: int, side: int,
                   manifest: dict[str, Any], save_manifest: Callable[[], None]) -> bool:
     """Whether the existing ``target`` is this run's (recorded, or joined from its blocks before a
     kill); a file made otherwise is refused."""
@@ -127,7 +140,7 @@ def _already_made(name: str, target: Path, parts: Path, key: str, severities: li
     done = entry and entry.get("config") == key and entry.get("sha256") == sha256_file(target)
     if not done and _joined_from(target, [parts / f"{name}-s{s}-{key}.npy" for s in severities]):
         # killed after the file was written, before the manifest recorded it: it is this run's
-        manifest["corruptions"][name] = _entry(name, target, severities, seed, key, 0.0)
+        manifest["corruptions"][name] = _entry(name, target, severities, seed, key, 0.0, side)
         save_manifest()
         done = True
     if not done:
@@ -135,6 +148,8 @@ def _already_made(name: str, target: Path, parts: Path, key: str, severities: li
             f"{target} exists but was not made by this command (other seed, severities or images); "
             "choose another --out or move it away"
         )
+    row = table(name, side)  # a manifest written before the parameters followed the image size is corrected
+    manifest["corruptions"][name]["params"] = {str(s): row[s - 1] for s in severities}
     for s in severities:  # a kill can come while a finished file's blocks are being removed
         (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)
     return True
@@ -187,17 +202,18 @@ def generate(
     def save_manifest() -> None:
         atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
 
+    side = _side(images)
     for name in corruptions:
         key = _config_key(name, severities, seed, source_sha)
         target = out / f"{name}.npy"
-        if target.exists() and _already_made(name, target, parts, key, severities, seed, manifest, save_manifest):
+        if target.exists() and _already_made(name, target, parts, key, severities, seed, side, manifest, save_manifest):
             if progress:
                 progress(len(images) * len(severities))
             continue
         t0 = time.perf_counter()
         blocks = _render_blocks(images, name, severities, seed, parts, key, threads, progress)
         atomic_save_npy(target, np.concatenate(blocks))
-        manifest["corruptions"][name] = _entry(name, target, severities, seed, key, time.perf_counter() - t0)
+        manifest["corruptions"][name] = _entry(name, target, severities, seed, key, time.perf_counter() - t0, side)
         save_manifest()
         for s in severities:
             (parts / f"{name}-s{s}-{key}.npy").unlink(missing_ok=True)

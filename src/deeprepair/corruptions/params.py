@@ -148,3 +148,17 @@ def param(name: str, severity: int, size: int | None = None):
         ints = _INTEGER.get(name, ())
         out = tuple(int(math.floor(v + 0.5)) if i in ints else v for i, v in enumerate(out))
     return out[0] if len(out) == 1 else out
+
+
+def table(name: str, size: int | None = None) -> tuple:
+    """The five severities' parameters of ``name`` that images of shorter side ``size`` are
+    rendered with (what ``corrupt``'s manifest and ``deeprepair corruptions --size`` record).
+
+    At ``size`` None or <= 32 this is the CIFAR-10-C row of PARAMS as published (zoom_blur's
+    step 0.01 and frost's texture scale 0.2 left implicit, as the recipe does); at other sizes it is
+    ``param(name, s, size)`` for s = 1..5, in param's layout (zoom_blur ``(max, step)``, frost
+    ``(image weight, frost weight, texture scale)``).
+    """
+    if size_weight(size) == 0.0:
+        return PARAMS[name]
+    return tuple(param(name, s, size) for s in range(1, 6))
