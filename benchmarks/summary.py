@@ -193,20 +193,46 @@ def section_repair() -> tuple[str, str]:
     return body, finding
 
 
+def bench_folder(name: str) -> tuple[list[dict], dict | None]:
+    """The cells (of every run: ``dc<N>/cells`` too) and profile record of results/<name>, if any."""
+    folder = RESULTS / name
+    paths = sorted(folder.glob("cells/*.json")) + sorted(folder.glob("dc*/cells/*.json"))
+    if not paths:
+        return [], None
+    record = folder / "profile.json" if (folder / "profile.json").is_file() else next(folder.glob("dc*/profile.json"))
+    return [json.loads(p.read_text()) for p in paths], json.loads(record.read_text())
+
+
+def bench_source(name: str, cells: list[dict], prof: dict, pattern: str = "cells/*.json") -> str:
+    return (f"Source: [`{name}/{pattern}`]({name}/) ({len(cells)} cells; machine: {machine(prof)}). "
+            f"Regenerate: `{NOW[name]}`.")
+
+
 def section_mixed() -> str:
-    d = load("retired/regressions_mixed.json")
-    rows = [r for r in d["rows"] if r["method"] in ("finetune", "augmix", "deeprepair")]
+    cells, prof = bench_folder("mixed")
+    if cells:  # the mixed profile's cells: De per type is the mixed repair's cross-failure row
+        rows = [{"method": c["method"], "seed": c["seed"], "clean": c["metrics"]["clean_after"],
+                 "break": c["metrics"]["break_rate"],
+                 "de_mean": mean(v for j, v in c["cross"].items() if j != "mixed")}
+                for c in cells if c["corruption"] == "mixed" and c["method"] in ("finetune", "augmix", "deeprepair")]
+        src = bench_source("mixed", cells, prof)
+        types = len({j for c in cells if c["corruption"] == "mixed" for j in c["cross"] if j != "mixed"})
+    else:
+        d = load("retired/regressions_mixed.json")
+        rows = [r for r in d["rows"] if r["method"] in ("finetune", "augmix", "deeprepair")]
+        src = source("retired/regressions_mixed.json", d["provenance"], now=NOW["mixed"])
+        types = len({k for r in rows for k in r if k.startswith("de_") and k != "de_mean"})
     seeds = {k: by_seed(rows, k, "method") for k in ("de_mean", "clean", "break")}
     out = [[NAMES[m], len(seeds["de_mean"][(m,)]), ms(seeds["de_mean"][(m,)]), ms(seeds["clean"][(m,)]),
             ms(seeds["break"][(m,)])] for m in ("finetune", "augmix", "deeprepair")]
     d_aug = [a - b for a, b in zip(seeds["de_mean"][("deeprepair",)], seeds["de_mean"][("augmix",)])]
     d_ft = [a - b for a, b in zip(seeds["de_mean"][("deeprepair",)], seeds["de_mean"][("finetune",)])]
-    finding = (f"One repair on 1,000 failures drawn across 15 corruption types (types not told to the methods): "
-               f"DeepRepair minus AugMix on the mean De over the 15 types is {ms(d_aug)} points (higher in "
+    finding = (f"One repair on 1,000 failures drawn across {types} corruption types (types not told to the methods): "
+               f"DeepRepair minus AugMix on the mean De over the {types} types is {ms(d_aug)} points (higher in "
                f"{sum(x > 0 for x in d_aug)} of {len(d_aug)} seeds), minus fine-tuning {ms(d_ft)} (higher in "
                f"{sum(x > 0 for x in d_ft)} of {len(d_ft)}).")
-    t = table(["method", "seeds", "De, mean over 15 types (%)", "clean (%)", "break (%)"], out)
-    return f"{finding}\n\n{t}\n\n{source('retired/regressions_mixed.json', d['provenance'], now=NOW['mixed'])}\n"
+    t = table(["method", "seeds", f"De, mean over {types} types (%)", "clean (%)", "break (%)"], out)
+    return f"{finding}\n\n{t}\n\n{src}\n"
 
 
 def section_testtime() -> str:
@@ -231,8 +257,18 @@ def section_testtime() -> str:
 
 # -- 2. few failures ----------------------------------------------------------------------------
 def section_fewdc() -> tuple[str, str]:
-    d = load("retired/regressions_fewdc.json")
-    rows = [r for r in d["rows"] if "(" not in r["method"]]  # `holdout` selection; "(last)" rows are partial
+    cells, prof = bench_folder("fewdc")
+    if cells:  # the fewdc profile's runs, one folder per size
+        sizes = {c["hash"]: c.get("collected") for c in cells}
+        rows = [{"corruption": c["corruption"], "method": c["method"], "size": sizes[c["hash"]], "seed": c["seed"],
+                 "de": c["metrics"]["de_after"]} for c in cells if c["method"] != "original"]
+        src = (f"{bench_source('fewdc', cells, prof, 'dc*/cells/*.json')} "
+               "Figure: [`fewdc/figures/fewdc-curve.png`](fewdc/figures/fewdc-curve.png).")
+    else:
+        d = load("retired/regressions_fewdc.json")
+        rows = [r for r in d["rows"] if "(" not in r["method"]]  # `holdout` selection; "(last)" rows are partial
+        src = (f"{source('retired/regressions_fewdc.json', d['provenance'], now=NOW['fewdc'])} "
+               "Figure: [`retired/regressions_fewdc.png`](retired/regressions_fewdc.png).")
     sizes = sorted({r["size"] for r in rows})
     methods = [m for m in ("finetune", "augmix", "deeprepair") if any(r["method"] == m for r in rows)]
     de = {(r["method"], r["size"], r["corruption"], r["seed"]): r["de"] for r in rows}
@@ -258,9 +294,8 @@ def section_fewdc() -> tuple[str, str]:
     t = table(["De (%) at \\|Dc\\| =", *map(str, sizes)], out)
     corr = sorted({r["corruption"] for r in rows})
     note = (f"Mean over {len(corr)} corruptions x {len({r['seed'] for r in rows})} seeds, resnet-20, model selection "
-            "`holdout` (the `--selection last` rows of the source are left out).")
-    body = (f"{finding}\n\n{t}\n\n{note}\n\n{source('retired/regressions_fewdc.json', d['provenance'], now=NOW['fewdc'])} "
-            "Figure: [`retired/regressions_fewdc.png`](retired/regressions_fewdc.png).\n")
+            "`holdout`" + ("." if cells else " (the `--selection last` rows of the source are left out)."))
+    body = f"{finding}\n\n{t}\n\n{note}\n\n{src}\n"
     return body, finding
 
 

@@ -90,3 +90,38 @@ def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, dat
     with pytest.raises(DeepRepairError, match="mixed"):
         (tmp_path / "bad.json").write_text(json.dumps({**prof, "corruptions": ["mixed"]}))
         load_profile(str(tmp_path / "bad.json"))
+
+
+def test_summary_reads_the_study_profiles_folders_once_they_have_cells(tmp_path, monkeypatch):
+    """benchmarks/summary.py reads results/<profile>/ for the repair, fewdc and mixed studies when
+    those folders hold cells (the retired scripts' files until then), naming the profile's command."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_summary", REPO / "benchmarks" / "summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    monkeypatch.setattr(summary, "RESULTS", tmp_path)
+
+    def cell(folder: Path, c: str, m: str, s: int, **extra) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        h = f"{c}{m}{s}{extra.get('collected', '')}"
+        (folder / f"{h}.json").write_text(json.dumps(
+            {"corruption": c, "method": m, "seed": s, "hash": h, "cross": {"fog": 0.4 + s / 10, "mixed": 0.5},
+             "metrics": {"de_after": 0.3 + (m == "deeprepair") / 10 + s / 100, "clean_after": 0.88,
+                         "break_rate": 0.05}, **extra}))
+
+    machine = {"machine": {"cpu": "test cpu", "cores": 2}}
+    for m in ("finetune", "augmix", "deeprepair"):
+        for s in (0, 1):
+            cell(tmp_path / "repair" / "cells", "fog", m, s)
+            cell(tmp_path / "mixed" / "cells", "mixed", m, s)
+            for n in (25, 100, 1000):
+                cell(tmp_path / "fewdc" / f"dc{n}" / "cells", "fog", m, s, collected=n)
+    for name in ("repair", "mixed", "fewdc/dc25", "fewdc/dc100", "fewdc/dc1000"):
+        (tmp_path / name / "profile.json").write_text(json.dumps({"name": name.split("/")[0], **machine}))
+    runs, src, dr = summary.repair_runs()
+    assert dr == "deeprepair" and len(runs) == 6 and "deeprepair bench --profile repair" in src
+    mixed = summary.section_mixed()
+    assert "across 1 corruption types" in mixed and "`mixed/cells/*.json`" in mixed and "test cpu" in mixed
+    fewdc, finding = summary.section_fewdc()
+    assert "| 25 | 100 | 1000 |" in fewdc and "deeprepair bench --profile fewdc" in fewdc and "1,000 failures" in finding
