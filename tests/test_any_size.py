@@ -517,3 +517,61 @@ def test_corruptions_listing_size_flag(capsys):
     assert fog.split(None, 2)[2] == "((0.4167, 2.833), (0.75, 2.833), (1.042, 2.367), (1.25, 1.917), (1.75, 1.692))"
     for bad in ("4", "x", "-32"):
         assert cli_error(capsys, "corruptions", "--size", bad)
+
+
+# ------------------------------------------------------------- mine --real with a user's fixed-size model
+
+FIXED40 = '''
+from torch import nn
+
+
+class Fixed40(nn.Module):
+    """Takes only 3 x 40 x 40 inputs (a linear layer on the flattened image)."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(3 * 40 * 40, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def fixed40(num_classes):
+    return Fixed40(num_classes)
+'''
+
+
+def test_mine_real_tries_a_user_model_at_the_photos_size(tmp_path, monkeypatch, capsys):
+    """`mine --real` reads the photos' size before it opens a user's model, so a --factory model that
+    takes only 40 x 40 inputs mines 40 px photos (a class folder of PNGs, an RGB .npz, a grey
+    (N, H, W) .npz whose one channel the 3-value normalisation copies to R, G and B); 32 px photos
+    and a missing --real are one-line errors with exit status 2."""
+    import json
+
+    from PIL import Image
+
+    (tmp_path / "fixed40mod.py").write_text(FIXED40)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fixed40mod
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pt"
+    torch.save(fixed40mod.fixed40(2).state_dict(), weights)
+    model = ["--model", weights, "--factory", "fixed40mod:fixed40", "--num-classes", 2]
+    x, y = natural_images(8, 40, 3, seed=5), np.arange(8, dtype=np.int64) % 2
+    folder = tmp_path / "photos"
+    for i in range(8):
+        (folder / str(y[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(folder / str(y[i]) / f"{i}.png")
+    np.savez(tmp_path / "photos.npz", x=x, y=y)
+    np.savez(tmp_path / "grey.npz", x=rgb_to_grey(x)[..., 0], y=y)
+    for k, real in enumerate((folder, tmp_path / "photos.npz", tmp_path / "grey.npz")):
+        cli("mine", *model, "--real", real, "--out", tmp_path / f"m{k}", "--collect", 3)
+        info = json.loads((tmp_path / f"m{k}" / "mining.json").read_text())
+        assert info["photos"] == 8 and (tmp_path / f"m{k}" / "real.unseen.npz").is_file()
+        assert info["collected"] == min(3, info["failures"])
+    np.savez(tmp_path / "small.npz", x=natural_images(4, 32, 3), y=np.arange(4, dtype=np.int64) % 2)
+    err = cli_error(capsys, "mine", *model, "--real", tmp_path / "small.npz", "--out", tmp_path / "s")
+    assert "1x3x32x32" in err
+    err = cli_error(capsys, "mine", *model, "--real", tmp_path / "nothing", "--out", tmp_path / "s")
+    assert "--real" in err and "does not exist" in err

@@ -151,6 +151,38 @@ def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, s
     return split, True
 
 
+def _photo_shape(real: str) -> tuple[int, int, int] | None:
+    """The (H, W, C) the photos of ``--real`` will have, read cheaply before the model is opened, so
+    that a user's model (--factory, TorchScript) is tried at their size and channels: a folder's
+    first image (folders decode to RGB), an .npz's ``x`` header (grey (N, H, W) gets C = 1). None
+    when it cannot tell (no such path, no image, not an .npz): reading the photos says why."""
+    import os
+    import zipfile
+
+    from ..data.datasets import IMAGE_EXTENSIONS, decode_image
+
+    path = Path(real).expanduser()
+    try:
+        if path.is_dir():
+            for d in sorted(c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")):
+                for root, dirs, files in os.walk(d, followlinks=True):
+                    dirs.sort()
+                    found = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+                    if found:
+                        h, w, c = decode_image(Path(root) / found[0]).shape
+                        return h, w, c
+            return None
+        with zipfile.ZipFile(path) as z, z.open("x.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape = read[version](f)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, DeepRepairError):
+        return None
+    if len(shape) == 3 and shape[2] not in (1, 3):  # grey (N, H, W): ImageSet adds the channel axis
+        return shape[1], shape[2], 1
+    return tuple(shape[1:]) if len(shape) == 4 and shape[3] in (1, 3) else None
+
+
 def mine_real(spec: ModelSpec, real: str, out: str | Path, *, collect: int = 1000, seed: int = 0,
               field_fraction: float = 0.0, export_heldout: bool = False) -> Outcome:
     """The model's failures on real labelled field photos (no corruption): ``collect`` of them to
@@ -161,7 +193,10 @@ def mine_real(spec: ModelSpec, real: str, out: str | Path, *, collect: int = 100
     from ..engine import predict
     from ..mining import split_real
 
-    model, meta, device = open_model(spec)
+    if not Path(real).expanduser().exists():
+        raise DeepRepairError(f"--real {real} does not exist: give an .npz (x, y) or a folder of class sub-folders")
+    shape = _photo_shape(real)  # a user's model is tried at the photos' size, not 32 x 32 x 3
+    model, meta, device = open_model(spec, images=None if shape is None else np.zeros((1, *shape), np.uint8))
     classes = list(meta.get("classes") or [str(k) for k in range(meta["num_classes"])])
     photos = load_failure_set(real, classes)
     check_images(photos, meta, "--real")
