@@ -523,3 +523,15 @@ def test_real_failures_workflow_mine_then_repair_with_field_photos(trained, data
                                    "--tune", "bn"])
     resolve_repair_options(a, 50000)
     assert a.gate and a.tune == "bn" and a.train_subset == 40000
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly():
+    """`deeprepair corruptions --json | head -c 100`: the reader goes away, the command stops with
+    status 0 and says nothing (BrokenPipeError is an OSError, so it must be caught first)."""
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-m", "deeprepair", "corruptions", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # before the child writes anything
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and "error" not in err and "Traceback" not in err, err

@@ -254,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `deeprepair corruptions | head`: stop quietly (before OSError, its base class)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # the file system said no (full disk, read-only folder, a file where a folder goes)
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         print(f"error: cannot write or read{where}: {e.strerror or e}; check that the path is writable and "
               "the disk has free space", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `deeprepair corruptions | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":
