@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from . import __version__
 from .repair_config import METHODS, PRESETS, RepairConfig  # plain data: `--help` does not import torch
@@ -303,7 +304,9 @@ def _bench_parsers(sub) -> None:
                        "(arch, corruption, method, seed) repair cell and write the report. Finished cells are kept "
                        "in OUT/cells and skipped when rerun.")  # fmt: skip
     _common(p)
-    p.add_argument("--profile", default="smoke", help="smoke, cpu, paper, or a JSON file")
+    names = sorted(f.stem for f in (Path(__file__).parent / "bench" / "profiles").glob("*.json"))
+    p.add_argument("--profile", default="smoke", help=f"a profile ({', '.join(names)}: "
+                   "src/deeprepair/bench/profiles/) or a JSON file of your own (default: smoke)")
     p.add_argument("--out", required=True)
     p.add_argument("--archs", nargs="+")
     p.add_argument("--corruptions", nargs="+")
