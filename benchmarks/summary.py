@@ -20,6 +20,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from deeprepair.bench.report import LIVES_WITH
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SUMMARY = RESULTS / "SUMMARY.md"
@@ -524,15 +526,8 @@ def per_seed(cells: list[dict], get) -> dict[str, list[float]]:
     return {m: [mean(v.values()) for _, v in sorted(s.items()) if set(v) == corrs] for m, s in acc.items()}
 
 
-NET_COLUMNS = [("never-seen shifted images (%)", lambda m: m["shifted"]["after"]),
-               ("change there (points)", lambda m: m["shifted"]["after"] - m["shifted"]["before"]),
-               ("break there (%)", lambda m: m["shifted"]["break_rate"]),
-               ("fix there (%)", lambda m: m["shifted"]["fix_rate"]),
-               ("clean, not in Dc (%)", lambda m: m.get("clean_unseen", {}).get("after", m["clean_after"])),
-               ("clean break (%)", lambda m: m.get("clean_unseen", {}).get("break_rate", m["break_rate"])),
-               ("De (%)", lambda m: m.get("de_after")),
-               ("other corruptions (points)", lambda m: (m["elsewhere"]["after"] - m["elsewhere"]["before"])
-                if "elsewhere" in m else None)]
+# the columns of the bench report's "What a user lives with" table: (label, getter on a cell's metrics)
+NET_COLUMNS = LIVES_WITH
 
 
 def net_table(cells: list[dict], prof: dict) -> tuple[str, dict]:

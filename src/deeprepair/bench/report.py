@@ -87,7 +87,7 @@ def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
 
 
 # what a user lives with (issue 22): (label, getter on a cell's metrics) averaged over corruptions per seed
-_LIVES_WITH = [
+LIVES_WITH = [
     ("shifted, never seen (%)", lambda m: m["shifted"]["after"]),
     ("change there (points)", lambda m: m["shifted"]["after"] - m["shifted"]["before"]),
     ("its break rate (%)", lambda m: m["shifted"]["break_rate"]),
@@ -101,7 +101,7 @@ _LIVES_WITH = [
 
 
 def lives_with(cells: list[dict], prof: dict) -> list[str]:
-    """Markdown: per architecture and method, the metrics of ``_LIVES_WITH`` as the mean over the
+    """Markdown: per architecture and method, the metrics of ``LIVES_WITH`` as the mean over the
     profile's corruptions for each seed, then mean ± sample std over seeds; the original's row
     gives the before values. Empty when the cells carry no ``shifted`` metrics."""
     cells = [c for c in cells if isinstance(c["metrics"].get("shifted"), dict)]
@@ -126,13 +126,13 @@ def lives_with(cells: list[dict], prof: dict) -> list[str]:
                          "-", f"{np.mean([m.get('de_before', 0) for m in first]) * 100:.2f}", "-", "-"])
         for m in [m for m in prof["methods"] + prof.get("ablation", []) if m in per and m != "original"]:
             row = [m]
-            for label, get in _LIVES_WITH:
+            for label, get in LIVES_WITH:
                 seeds = [[get(c["metrics"]) for c in cs] for cs in per[m].values()]
                 seeds = [np.mean(v) for v in seeds if v and all(x is not None for x in v)]
                 row.append(_fmt(_agg(seeds)) if seeds else "-")
             row.append(str(len(per[m])))
             rows.append(row)
-        out += [f"### {arch}", "", _table(rows, ["method"] + [label for label, _ in _LIVES_WITH] + ["seeds"]), ""]
+        out += [f"### {arch}", "", _table(rows, ["method"] + [label for label, _ in LIVES_WITH] + ["seeds"]), ""]
     return out
 
 
