@@ -48,6 +48,7 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-focal+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "interpolate": True},
     "dr-focal+field+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                               "interpolate": True},
+    "ft-focal+interp": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "interpolate": True},
     # the --safe preset (routed repair: the original, the repaired network and a router)
     "dr-safe": {"method": "deeprepair", **PRESETS["safe"]},
     "bn-adapt": {"method": "bn-adapt"},
