@@ -718,7 +718,10 @@ def section_net() -> tuple[str, str]:
                        "(the network `repair` returns, after any interpolation) on the validation split that the repair "
                        "itself selects on: 1,000 held-back training images (Dt) and the held-out tenth of Dc; never De "
                        "or the test set. They are optimistic for every method alike (epochs, and `protect`'s mix, are "
-                       f"chosen on the same images); cells made before the record existed are not counted.\n\n{choice}\n")
+                       f"chosen on the same images); cells made before the record existed are not counted; ± = sample std over cells.\n\n{choice}\n\n"
+                       f"Source: [`leakfree/cells/*.json`](leakfree/) (their `repair.validation_final`; machine: "
+                       f"{machine(prof)}). Regenerate: `deeprepair bench --profile leakfree --data DIR --out "
+                       "benchmarks/results/leakfree`.\n")
         out.append(section_few(cells, prof))
     if not out:
         return "Not measured yet: `deeprepair bench --profile cinic` and `--profile leakfree`.\n", ""
