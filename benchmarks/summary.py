@@ -502,7 +502,8 @@ NET_NAMES = {"dr-focal": "DeepRepair + focal distillation", "dr-fb-focal": "Deep
              "dr-focal+field": "DeepRepair + focal distillation + field photos",
              "dr-fb-focal+field": "DeepRepair, first block + focal distillation + field photos",
              "ft-focal+field": "fine-tune + focal distillation + field photos",
-             "dr-focal+interp": "DeepRepair + focal distillation, interpolated (`protect`, the default)",
+             "dr-focal+interp": "DeepRepair + focal distillation, interpolated",
+             "ft-focal+interp": "fine-tune + focal distillation, interpolated (`protect`, the default)",
              "dr-safe": "DeepRepair --safe (routed: two networks and a router)",
              "dr-focal+field+interp": "DeepRepair + focal distillation + field photos, interpolated (--interpolate)"}
 

@@ -199,7 +199,8 @@ def test_demo_runs_end_to_end(trained, data_dir, tmp_path, capsys):
                "--epochs", "1", "--train-subset", "10", "--json", "--quiet"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res["results"]) == {"deeprepair", "augmix"}
+    assert set(res["results"]) == {"finetune", "deeprepair", "augmix"}  # the default recipe first
+    assert "finetune (the default recipe)" in (out / "demo.md").read_text()
     cmp = res["results"]["deeprepair"]["compare"]
     assert 0 <= cmp["clean_after"] <= 1 and 0 <= cmp["break_rate"] <= 1 and cmp["dc_before"] == 0.0
     assert (out / "demo.md").is_file() and (out / "fog.dc.npz").is_file()
@@ -461,10 +462,11 @@ def test_safe_preset_fills_only_the_flags_left_unset():
     resolve_repair_options(plain, 50000)
     assert (plain.epochs, plain.train_subset, plain.dc_repeat, plain.distill, plain.gate,
             plain.gate_router, plain.gate_features) == (3, 10000, 1, 1.0, False, "linear", "deep")
-    assert (plain.distill_focus, plain.interpolate) == ("right", True)  # the default recipe: protect
+    assert (plain.method, plain.distill_focus, plain.interpolate) == ("finetune", "right", True)  # protect
     paper = build_parser().parse_args(base + ["--preset", "paper"])
     resolve_repair_options(paper, 50000)
-    assert (paper.distill, paper.distill_focus, paper.interpolate, paper.gate) == (0.0, "all", False, False)
+    assert (paper.method, paper.distill, paper.distill_focus, paper.interpolate, paper.gate) == (
+        "deeprepair", 0.0, "all", False, False)
     off = build_parser().parse_args(base + ["--no-interpolate", "--distill", "0"])
     resolve_repair_options(off, 50000)
     assert (off.distill, off.interpolate) == (0.0, False)

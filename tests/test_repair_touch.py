@@ -112,10 +112,10 @@ def test_the_default_is_protect_and_paper_is_the_papers_method():
 
     assert DEFAULT_PRESET == "protect" and RepairConfig() == RepairConfig.preset("protect")
     d, p = RepairConfig(), RepairConfig.preset("paper")
-    assert (d.distill, d.distill_focus, d.interpolate) == (1.0, "right", True)
-    assert (p.distill, p.distill_focus, p.interpolate, p.gate) == (0.0, "all", False, False)
-    safe = RepairConfig.preset("safe")
-    assert safe.gate and not safe.interpolate and safe.distill_focus == "all"  # as measured in regressions.md
+    assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
+    assert (p.method, p.distill, p.distill_focus, p.interpolate, p.gate) == ("deeprepair", 0.0, "all", False, False)
+    safe = RepairConfig.preset("safe")  # as measured in regressions.md section 11
+    assert safe.gate and not safe.interpolate and safe.distill_focus == "all" and safe.method == "deeprepair"
 
 
 def test_default_repair_keeps_the_validation_break_rate_within_max_break(setup):  # noqa: F811

@@ -134,14 +134,17 @@ def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="end-to-end demo: corrupt, mine failures, repair, compare",
                        description="Take the bundled CPU-profile model (or --model), corrupt the test set "
                        "with one corruption, split its failures into collected (Dc) and held-out (De), "
-                       "repair with DeepRepair (and AugMix for comparison) and print before/after.")  # fmt: skip
+                       "repair with the default recipe (fine-tuning with focal distillation and the validation-held weight "
+                       "mix) and, for comparison, DeepRepair and AugMix under the same protection; print "
+                       "before/after.")  # fmt: skip
     _common(p)
     _model_args(p)
     p.set_defaults(model=None)
     p.add_argument("--corruption", default="fog", help="which corruption the field brings (default: fog)")
     p.add_argument("--collect", type=POSITIVE_INT, default=500, help="failures collected (Dc)")
-    p.add_argument("--methods", nargs="+", default=["deeprepair", "augmix"],
-                   choices=REPAIR_METHODS)
+    p.add_argument("--methods", nargs="+", default=["finetune", "deeprepair", "augmix"],
+                   choices=REPAIR_METHODS, help="methods to repair with, each with the default recipe's protection "
+                   "(default: finetune deeprepair augmix)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=2)
     p.add_argument("--train-subset", type=COUNT, default=5000)
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")

@@ -36,21 +36,23 @@ def flag(default, help: str, *, choices: tuple | None = None, range: str | None 
 
 
 # Named recipes (``RepairConfig.preset(name)``; ``repair --preset NAME``). ``protect`` is the
-# default (RepairConfig()'s own values): one network that keeps what was right, i.e. focal
-# distillation (Yan et al. 2021) during fine-tuning, then the WiSE-FT mix of original and repaired
-# weights with the largest validation repair whose validation break rate (held-back Dt images)
-# stays <= max_break; add field images (repair(field=...)) when there are any. It was chosen on
-# validation numbers only (benchmarks/results/SUMMARY.md, section 5). ``paper``: the method as
-# the paper states it, at this project's CPU budget (the default until issue 22; every bench
-# profile builds on it). ``safe``: the no-regressions recipe of benchmarks/results/regressions.md
-# section 11 (two networks behind a router); its train_subset is a share of the training set,
-# resolved by ``repair.core.resolve_config``.
+# default (RepairConfig()'s own values): one network that keeps what was right, i.e. fine-tuning
+# on Dt + Dc with focal distillation from the original (Yan et al. 2021), then the WiSE-FT mix of
+# original and repaired weights with the largest validation repair whose validation break rate
+# (held-back Dt images) stays <= max_break; add field images (repair(field=...)) when there are
+# any. It was chosen on validation numbers only, over the same protection around DeepRepair
+# (benchmarks/results/SUMMARY.md, section 5). ``paper``: DeepRepair as the paper states it, at
+# this project's CPU budget (the default until issue 22; every bench method builds on it).
+# ``safe``: the no-regressions recipe of benchmarks/results/regressions.md section 11 (two
+# networks behind a router); its train_subset is a share of the training set, resolved by
+# ``repair.core.resolve_config``.
 DEFAULT_PRESET = "protect"
 PRESETS: dict[str, dict] = {
     "protect": {},
-    "paper": {"distill": 0.0, "distill_focus": "all", "interpolate": False},
-    "safe": {"epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0, "distill_focus": "all",
-             "interpolate": False, "gate": True, "gate_router": "mlp", "gate_features": "deep+style"},
+    "paper": {"method": "deeprepair", "distill": 0.0, "distill_focus": "all", "interpolate": False},
+    "safe": {"method": "deeprepair", "epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0,
+             "distill_focus": "all", "interpolate": False, "gate": True, "gate_router": "mlp",
+             "gate_features": "deep+style"},
 }
 
 
@@ -60,8 +62,9 @@ class RepairConfig:
 
     The fields made with ``flag(...)`` are the ``repair`` command's flags; the others are Python-only."""
 
-    method: str = flag("deeprepair", "the repair method (repair/methods.py; docs/repair.md): DeepRepair, a "
-                       "baseline, or label-free test-time adaptation (bn-adapt, tent)", choices=METHODS)
+    method: str = flag("finetune", "the repair method (repair/methods.py; docs/repair.md): DeepRepair, a "
+                       "baseline, or label-free test-time adaptation (bn-adapt, tent); the default recipe "
+                       "fine-tunes (cross-entropy on Dt + Dc) under its protection", choices=METHODS)
     oracle_corruption: str | None = flag(None, "oracle method: the failures' true corruption name")
     fewshot_replay: int = flag(0, "fewshot method: training images replayed beside the failures", range="count")
     style: str = flag("wavelet", "style backend of the style ops", choices=STYLES)

@@ -42,7 +42,7 @@ def demo_data(data: str | None, out: Path, *, offline: bool, seed: int, device, 
 
 
 def demo_to_folder(spec: ModelSpec, data: str | None, out: str | Path, *, corruption: str = "fog",
-                   collect: int = 500, methods: tuple[str, ...] = ("deeprepair", "augmix"), epochs: int = 2,
+                   collect: int = 500, methods: tuple[str, ...] = ("finetune", "deeprepair", "augmix"), epochs: int = 2,
                    train_subset: int = 5000, seed: int = 0, offline: bool = False, limit: int = 0,
                    bundled: Path | None = None, progress: Progress = no_progress, say: Callable[[str], None] = print) -> Outcome:
     """End to end: corrupt the test set, mine the model's failures, repair it with each method,
