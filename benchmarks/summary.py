@@ -626,9 +626,14 @@ def validation_choice(cells: list[dict], max_break: float = 0.01) -> tuple[str, 
     each cell: break rate on Dt, accuracy on Dc's held-out tenth), and the one network with the
     highest validation repair among those whose mean validation break rate is <= ``max_break``."""
     acc: dict = defaultdict(lambda: defaultdict(list))
+    has = defaultdict(set)  # method -> the (corruption, seed) cells with the record
+    for c in cells:
+        if (c.get("repair", {}).get("validation_final") or {}).get("val_break") is not None:
+            has[c["method"]].add((c["corruption"], c["seed"]))
+    common = set.intersection(*has.values()) if has else set()  # paired: the same cells for every method
     for c in cells:
         v = c.get("repair", {}).get("validation_final") or {}
-        if v.get("val_break") is not None:
+        if (c["corruption"], c["seed"]) in common and v.get("val_break") is not None:
             for k in ("val_break", "val_failures_acc", "val_train_acc"):
                 if v.get(k) is not None:
                     acc[c["method"]][k].append(v[k])
@@ -719,7 +724,7 @@ def section_net() -> tuple[str, str]:
                        "(the network `repair` returns, after any interpolation) on the validation split that the repair "
                        "itself selects on: 1,000 held-back training images (Dt) and the held-out tenth of Dc; never De "
                        "or the test set. They are optimistic for every method alike (epochs, and `protect`'s mix, are "
-                       f"chosen on the same images); cells made before the record existed are not counted; ± = sample std over cells.\n\n{choice}\n\n"
+                       f"chosen on the same images); only the (corruption, seed) cells that every method has with the record are counted (cells made before it existed are not); ± = sample std over cells.\n\n{choice}\n\n"
                        f"Source: [`leakfree/cells/*.json`](leakfree/) (their `repair.validation_final`; machine: "
                        f"{machine(prof)}). Regenerate: `deeprepair bench --profile leakfree --data DIR --out "
                        "benchmarks/results/leakfree`.\n")
