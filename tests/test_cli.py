@@ -366,7 +366,8 @@ def test_repair_command_and_its_errors(trained, data_dir, tmp_path, smooth_image
     assert {"clean_before", "clean_after", "break_rate", "de_after", "repair_rate"} <= set(res["compare"])
     assert res["compare"]["de_groups"]["severity 1"]["n"] == 12
     meta = json.loads((out / "model.json").read_text())
-    assert meta["parent_sha256"] and meta["repair_config"]["method"] == "deeprepair"
+    assert meta["parent_sha256"] and meta["repair_config"]["method"] == "finetune"  # the default recipe
+    assert meta["repair_config"]["interpolate"] and meta["repair_config"]["distill_focus"] == "right"
     assert main(args + ["--out", str(out)]) == 2  # never overwrites without --force
     assert_one_line_error(capsys.readouterr().err)
 

@@ -130,6 +130,11 @@ def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
             "val_score": float(np.mean(parts)) if parts else None}
 
 
+def _break_rate(right0: np.ndarray, right: np.ndarray) -> float:
+    """Share of the images right before that are wrong after."""
+    return float((right0 & ~right).sum() / max(right0.sum(), 1))
+
+
 def final_validation(model: nn.Module, split: Split, right0: np.ndarray | None, device, precision) -> dict:
     """The returned model on the validation split (after regression control): accuracy on the
     held-back Dt and Dc images, and the break rate on Dt (right before, wrong after). A recipe is
@@ -137,7 +142,7 @@ def final_validation(model: nn.Module, split: Split, right0: np.ndarray | None, 
     out = validation_score(model, split, device, precision)
     if right0 is not None:
         right = predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
-        out["val_break"] = float((right0 & ~right).sum() / max(right0.sum(), 1))
+        out["val_break"] = _break_rate(right0, right)
     return out
 
 
@@ -156,17 +161,19 @@ def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) 
 
 
 def choose_interpolation(original: nn.Module, repaired: nn.Module, split: Split, max_break: float,
-                         device, precision, grid: int = 11) -> tuple[nn.Module, dict]:
+                         device, precision, grid: int = 11, right0: np.ndarray | None = None) -> tuple[nn.Module, dict]:
     """The largest validation repair over alpha in [0, 1] whose validation break rate (held-back
-    Dt images right before, wrong after) is <= ``max_break``. Only Dt/Dc validation data is read."""
+    Dt images right before, wrong after) is <= ``max_break``. Only Dt/Dc validation data is read.
+    ``right0``: which validation images of Dt the original gets right, when already known."""
     if split.val_train is None:
         return repaired, {"alpha": 1.0, "reason": "no validation images of Dt"}
-    right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
+    if right0 is None:
+        right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
     rows = []
     for a in np.linspace(0, 1, grid):
         m = interpolate_weights(original, repaired, float(a))
         right = predict(m, split.val_train.x, device=device, precision=precision) == split.val_train.y
-        brk = float((right0 & ~right).sum() / max(right0.sum(), 1))
+        brk = _break_rate(right0, right)
         fix = _accuracy(m, split.val_failures, device, precision)
         rows.append({"alpha": float(a), "val_break": brk, "val_failures_acc": fix,
                      "val_train_acc": float(right.mean())})
@@ -345,11 +352,12 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
 
 
 def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg: RepairConfig, device, precision,
-                       clean_heldout: ImageSet | None) -> tuple[nn.Module, dict | None, dict | None]:
+                       clean_heldout: ImageSet | None, right0: np.ndarray | None = None
+                       ) -> tuple[nn.Module, dict | None, dict | None]:
     """``--interpolate`` (WiSE-FT mix chosen on validation) and ``--gate`` (routed repair)."""
     interp = routing = None
     if cfg.interpolate:
-        model, interp = choose_interpolation(original, model, split, cfg.max_break, device, precision)
+        model, interp = choose_interpolation(original, model, split, cfg.max_break, device, precision, right0=right0)
     if cfg.gate:
         from .gate import fit_gate
 
@@ -403,7 +411,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     model.to(memory_format=torch.contiguous_format).eval()
     interp = routing = None
     if run.best_epoch:
-        model, interp, routing = regression_control(original, model, split, cfg, device, precision, clean_heldout)
+        model, interp, routing = regression_control(original, model, split, cfg, device, precision, clean_heldout,
+                                                    right0)
     images = len(split.x) * len(run.history)
     report = {
         "config": asdict(cfg), "precision": precision, "history": run.history, "best_epoch": run.best_epoch,
