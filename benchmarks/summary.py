@@ -685,7 +685,7 @@ def section_net() -> tuple[str, str]:
         change = cols["change there (points)"]
         worse = [m for m, v in change.items() if m != "original" and v and mean(v) < 0]
         best = max((m for m in change if m != "original" and change[m]), key=lambda m: mean(change[m]))
-        probes = sum(1 for m in change if m not in prof["methods"] and change[m])
+        probes = sum(1 for m in change if m not in prof["methods"] + prof.get("ablation", []) and change[m])
         f = (f"On real failures (CINIC photos, {prof['collect']} collected, {max(len(v) for v in change.values())} "
              f"seeds), {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods"
              + (f" ({probes} of them one-seed probes)" if probes else "") + " leave the model "
