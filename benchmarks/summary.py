@@ -690,7 +690,9 @@ def section_net() -> tuple[str, str]:
              f"seeds), {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods"
              + (f" ({probes} of them one-seed probes)" if probes else "") + " leave the model "
              f"worse on the photos no method saw; the best, {NET_NAMES.get(best, NAMES.get(best, best))}, changes "
-             f"accuracy there by {ms(change[best])} points.")
+             f"accuracy there by {ms(change[best])} points"
+             + (f", the default (`protect`) by {ms(change['ft-focal+interp'])}" if change.get("ft-focal+interp")
+                and best != "ft-focal+interp" else "") + ".")
         findings.append(f)
         note = ("Shifted images = the evaluation half of the photos that are not in Dc (the other half is the "
                 "unlabelled field half, given only to the `+ field photos` methods); clean = CIFAR-10's test set. "
@@ -723,7 +725,7 @@ def section_net() -> tuple[str, str]:
             f = (f"Chosen on validation numbers alone (the repaired network's break rate on 1,000 held-back training "
                  f"images, <= 1%, then the most held-out Dc repaired): {NET_NAMES.get(best, NAMES.get(best, best))}"
                  if best else "On validation numbers alone no one-network recipe keeps the break rate within 1%")
-            findings.append(f + " (the default of `repair`, the demo and the Python API).")
+            findings.append(f + ("; `protect` is the default of `repair`, the demo and the Python API." if best else "."))
             out.append(f"### The default, chosen on validation only\n\n{f}. The numbers are each cell's `validation_final` "
                        "(the network `repair` returns, after any interpolation) on the validation split that the repair "
                        "itself selects on: 1,000 held-back training images (Dt) and the held-out tenth of Dc; never De "
