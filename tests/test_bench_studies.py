@@ -125,3 +125,31 @@ def test_summary_reads_the_study_profiles_folders_once_they_have_cells(tmp_path,
     assert "across 1 corruption types" in mixed and "`mixed/cells/*.json`" in mixed and "test cpu" in mixed
     fewdc, finding = summary.section_fewdc()
     assert "| 25 | 100 | 1000 |" in fewdc and "deeprepair bench --profile fewdc" in fewdc and "1,000 failures" in finding
+
+
+def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
+    """frontier: each repaired network (not an interpolating method, not the original) is also
+    scored at the given weights between the original's (0) and its own (1); the report tabulates
+    and plots the path. The weights are in the hash and must lie strictly inside (0, 1)."""
+    prof = {**load_profile("smoke"), "name": "fr", "corruptions": ["fog"], "ablation": [], "collect": 20,
+            "methods": ["original", "ft-focal", "ft-focal+interp"], "shifted": True, "split_by": "image",
+            "frontier": [0.5], "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
+    (tmp_path / "fr.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / "fr.json"), "--data", str(data_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert "frontier" not in cells["original"] and "frontier" not in cells["ft-focal+interp"]
+    (row,) = cells["ft-focal"]["frontier"]
+    assert row["alpha"] == 0.5 and 0 <= row["break_rate"] <= 1 and 0 <= row["de_after"] <= 1
+    assert {"shifted_after", "shifted_break_rate", "clean_unseen_break_rate"} <= set(row)
+    report = (out / "report.md").read_text().split("## The trade-off along the interpolation path")[1].split("\n## ")[0]
+    assert re.search(r"\| ft-focal \| 0 \| 0\.00 \| 0\.00 \| 0\.00 \| 0\.00 \| 1 \|", report)  # the original
+    assert "| ft-focal | 0.5 |" in report and "| ft-focal | 1 |" in report and "ft-focal+interp |" not in report
+    assert (out / "figures" / "frontier-resnet-20.png").stat().st_size > 1000
+    p = load_profile(str(tmp_path / "fr.json"))
+    assert cell_hash(p, "resnet-20", "fog", "ft-focal", 0, "m") != cell_hash({**p, "frontier": [0.25]}, "resnet-20",
+                                                                             "fog", "ft-focal", 0, "m")
+    (tmp_path / "bad.json").write_text(json.dumps({**prof, "frontier": [0.5, 1.0]}))
+    with pytest.raises(DeepRepairError, match="frontier"):
+        load_profile(str(tmp_path / "bad.json"))

@@ -91,6 +91,11 @@ def load_profile(name_or_path: str) -> dict:
     sizes = prof.get("dc_sizes", [])
     if not isinstance(sizes, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
         raise DeepRepairError(f"profile {path}: dc_sizes must be a list of positive whole numbers")
+    alphas = prof.get("frontier", [])
+    if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a < 1
+                                               for a in alphas):
+        raise DeepRepairError(f"profile {path}: frontier must be a list of weights strictly between 0 and 1 "
+                              "(the original is 0, the repaired network 1)")
     prof.setdefault("ablation", [])
     prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
     return prof
@@ -138,7 +143,7 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
     """Hash of everything a cell's result depends on: same hash, same cell."""
     key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
            "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
-           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size") if k in prof},
+           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size", "frontier") if k in prof},
            # the paper's per-failure split keeps the hashes of the runs made before the split existed
            **({} if prof.get("split_by", "image") == "failure" else {"split_by": prof.get("split_by", "image")}),
            "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,

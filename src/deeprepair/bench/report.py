@@ -136,6 +136,80 @@ def lives_with(cells: list[dict], prof: dict) -> list[str]:
     return out
 
 
+# the interpolation path (a profile's "frontier"): (label, getter on a frontier row; ``before`` = the
+# original's accuracy on the shifted images)
+FRONTIER = [
+    ("De (%)", lambda r, before: r["de_after"]),
+    ("shifted, change (points)", lambda r, before: r["shifted_after"] - before),
+    ("shifted break (%)", lambda r, before: r["shifted_break_rate"]),
+    ("clean break (%)", lambda r, before: r.get("clean_unseen_break_rate", r["break_rate"])),
+]
+
+
+def _as_row(m: dict, alpha: float) -> dict:
+    """A cell's own metrics (the repaired network, alpha 1) in the shape of a frontier row."""
+    return {"alpha": alpha, "de_after": m.get("de_after"), "break_rate": m["break_rate"],
+            **{f"{part}_{k}": m[part][k] for part in ("shifted", "clean_unseen") if part in m
+               for k in ("after", "break_rate")}}
+
+
+def _frontier_points(cells: list[dict]) -> dict:
+    """{arch: {method: {alpha: [per seed, the mean over corruptions of each FRONTIER value]}}}:
+    alpha 0 is the original (the cells' before values), 1 the repaired network (the cell's metrics)."""
+    acc = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for c in cells:
+        m = c["metrics"]
+        if not c.get("frontier") or not isinstance(m.get("shifted"), dict):
+            continue
+        before = m["shifted"]["before"]
+        zero = {"de_after": m.get("de_before"), "shifted_after": before, "shifted_break_rate": 0.0, "break_rate": 0.0}
+        for r in [{**zero, "alpha": 0.0}, *c["frontier"], _as_row(m, 1.0)]:
+            vals = [np.nan if get(r, before) is None else get(r, before) for _, get in FRONTIER]
+            acc[c["arch"]][c["method"]][r["alpha"]][c["seed"]].append(vals)
+    return {arch: {meth: {a: [np.mean(np.array(v, float), axis=0) for v in seeds.values()]
+                          for a, seeds in sorted(alphas.items())} for meth, alphas in ms.items()}
+            for arch, ms in acc.items()}
+
+
+def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
+    """Markdown and a figure: De, the change on the never-seen shifted images and the break rates
+    along the straight line from the original's weights to each repaired network's (the profile's
+    ``frontier`` weights; a report of the trade-off, not a choice). Empty without frontier cells."""
+    pts = _frontier_points(cells)
+    if not pts:
+        return [], []
+    md = ["## The trade-off along the interpolation path", "",
+          "Each repaired network mixed with the original, theta = (1 - alpha) theta_original + alpha "
+          "theta_repaired (`--interpolate` picks alpha on validation; here every alpha of the profile is scored "
+          "on the cell's held-out sets, to show what any choice of alpha can reach). Alpha 0 is the original, 1 "
+          "the repaired network. Mean over the corruptions per seed, then mean ± sample std over seeds.", ""]
+    figs = []
+    for arch, ms in pts.items():
+        rows = []
+        for meth in [m for m in prof["methods"] + prof.get("ablation", []) if m in ms]:
+            for a, seeds in ms[meth].items():
+                rows.append([meth, f"{a:g}"] + [_fmt(_agg([s[i] for s in seeds])) if not np.isnan(seeds[0][i]) else "-"
+                                                for i in range(len(FRONTIER))] + [str(len(seeds))])
+        md += [f"### {arch}", "", _table(rows, ["method", "alpha"] + [lab for lab, _ in FRONTIER] + ["seeds"]), ""]
+        fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.8))
+        for meth, alphas in ms.items():
+            xs = [np.mean([s[3] for s in seeds]) * 100 for seeds in alphas.values()]
+            for ax, i in zip(axes, (0, 1)):
+                ys = [np.mean([s[i] for s in seeds]) * 100 for seeds in alphas.values()]
+                ax.plot(xs, ys, "o-", label=meth)
+                for a, x, y in zip(alphas, xs, ys):
+                    ax.annotate(f"{a:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for ax, lab in zip(axes, ("held-out failures De (%)", "never-seen shifted images, change (points)")):
+            ax.axvline(1.0, color="grey", ls="--", lw=1)
+            ax.set_xlabel("clean break rate (%)  (dashed: 1%)")
+            ax.set_ylabel(lab)
+        axes[1].axhline(0.0, color="grey", lw=0.8)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{arch}: the interpolation path, original (alpha 0) to repaired (alpha 1)")
+        figs.append((f"frontier-{arch}", _png(fig)))
+    return md, figs
+
+
 def _pyplot():
     import matplotlib
 
@@ -370,8 +444,10 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     clean = grid(cells, lambda c: c["metrics"]["clean_after"])
     brk = grid(cells, lambda c: c["metrics"]["break_rate"] if c["method"] != "original" else None)
     secs = grid(cells, lambda c: c["repair"].get("seconds"))
-    md, figs = _header(cells, prof, provenance), []
+    md = _header(cells, prof, provenance)
     md += _models(Path(out)) + [""] + lives_with(cells, prof)
+    fr_md, figs = frontier(cells, prof)
+    md += fr_md
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
     for arch in [a for a in prof["archs"] if a in de and paper_tables] + [a for a in de if a not in prof["archs"]]:
         methods = [m for m in prof["methods"] + prof["ablation"] if m in de[arch]]

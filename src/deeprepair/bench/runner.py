@@ -286,6 +286,27 @@ def _elsewhere(ctx: Context, arch: str, c: str, repaired, dc_sources) -> dict:
             "after": float(np.mean([v["after"] for v in per.values()])), "images": int(keep.sum()), "per": per}
 
 
+def _frontier(ctx: Context, model, repaired, m: str, sets: dict) -> dict:
+    """The trade-off along the straight line from the original's weights (alpha 0) to the repaired
+    network's (alpha 1): for each of the profile's ``frontier`` weights, the interpolated network's
+    scores on the cell's own sets (``sets``: compare()'s), as ``{"frontier": rows}``. Reported, never
+    used to choose anything; {} for a profile without ``frontier`` and for methods that interpolate
+    (or do not repair)."""
+    from ..repair import compare
+    from ..repair.core import interpolate_weights
+
+    if not ctx.prof.get("frontier") or m == "original" or METHOD_OPTIONS[m].get("interpolate"):
+        return {}
+    rows, cache = [], {}
+    for a in ctx.prof["frontier"]:
+        cmp = compare(model, interpolate_weights(model, repaired, float(a)), ctx.test, cache=cache,
+                      device=ctx.device, **sets)
+        rows.append({"alpha": float(a), **{k: cmp.get(k) for k in ("clean_after", "break_rate", "dc_after", "de_after")},
+                     **{f"{part}_{k}": cmp[part][k] for part in ("shifted", "clean_unseen") if part in cmp
+                        for k in ("after", "break_rate", "fix_rate")}})
+    return {"frontier": rows}
+
+
 def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     """A cell of a ``real`` profile: repair from ``collect`` real failures (plus, for a ``field``
     method, the unlabelled field half); score on the evaluation half, which no method ever sees,
@@ -303,13 +324,14 @@ def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     repaired, report = _repair_cell(ctx, model, m, c, seed, dc, real.x[r["field"]] if uses_field else None)
     ev = real.subset(r["eval"])
     ev_wrong = ev.subset(np.flatnonzero(r["pred"][r["eval"]] != ev.y))
-    cmp = compare(model, repaired, ctx.test, failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev,
-                  device=ctx.device)
+    sets = dict(failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev)
+    cmp = compare(model, repaired, ctx.test, device=ctx.device, **sets)
     if not uses_field:
         cmp["shifted_all_unseen"] = compare(model, repaired, ev, shifted=real.subset(r["unseen"]),
                                             device=ctx.device)["shifted"]
     return _finish(ctx, path, cell, model_id, cmp, report, t0, cross={}, failures=int(r["failures"]),
-                   collected=len(r["dc"]), field_photos=len(r["field"]) if uses_field else 0)
+                   collected=len(r["dc"]), field_photos=len(r["field"]) if uses_field else 0,
+                   **_frontier(ctx, model, repaired, m, sets))
 
 
 def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
@@ -335,8 +357,8 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     repaired, report = _repair_cell(ctx, model, m, c, seed, dc)
     groups = {f"severity {s}": f["de_severity"] == s for s in range(1, 6)} if de is not None else None
     shifted = ctx.shifted(arch, c, f) if ctx.prof.get("shifted") else None
-    cmp = compare(model, repaired, ctx.test, failures=dc, heldout=de, heldout_groups=groups, shifted=shifted,
-                  dc_sources=f.get("dc_sources"), device=ctx.device)
+    sets = dict(failures=dc, heldout=de, shifted=shifted, dc_sources=f.get("dc_sources"))
+    cmp = compare(model, repaired, ctx.test, heldout_groups=groups, device=ctx.device, **sets)
     if ctx.prof.get("elsewhere"):
         cmp["elsewhere"] = _elsewhere(ctx, arch, c, repaired, f.get("dc_sources"))
     cross = {}
@@ -346,7 +368,8 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
             x, y = g["de_x"][g["sub"]], g["de_y"][g["sub"]]
             cross[j] = float((predict(repaired, x, device=ctx.device) == y).mean())
     return _finish(ctx, path, cell, model_id, cmp, report, t0, cross=cross, failures=int(f["failures"]),
-                   collected=len(dc), original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by())
+                   collected=len(dc), original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by(),
+                   **_frontier(ctx, model, repaired, m, sets))
 
 
 def _record_models(ctx: Context, out: Path) -> None:
