@@ -129,3 +129,32 @@ def test_default_repair_keeps_the_validation_break_rate_within_max_break(setup):
     assert report["validation_final"]["val_break"] <= RepairConfig().max_break
     _, plain = repair(model, train, dc, RepairConfig.preset("paper", **small), device=CPU)
     assert plain["interpolation"] is None and "val_break" in plain["validation_final"]
+
+
+def test_pseudo_labels_are_kept_only_where_the_weak_view_is_confident():
+    from deeprepair.repair.losses import pseudo_label_loss
+
+    weak = torch.tensor([[9.0, 0.0, 0.0], [0.1, 0.0, 0.0]])  # confident class 0; unsure
+    strong = torch.randn(2, 3)
+    loss, kept = pseudo_label_loss(weak, strong, 0.95)
+    assert kept == 0.5
+    assert torch.allclose(loss, nn.functional.cross_entropy(strong[:1], torch.tensor([0])) / 2)
+    other = strong.clone()
+    other[1] = torch.randn(3) * 10  # the unsure image's strong view contributes nothing
+    assert torch.allclose(pseudo_label_loss(weak, other, 0.95)[0], loss)
+    assert pseudo_label_loss(weak, strong, 1.0)[1] == 0.0
+
+
+def test_field_images_taught_with_their_own_answers_need_no_labels(setup):  # noqa: F811
+    model, train, dc, de = setup
+    field = de.x[:30]
+    cfg = RepairConfig.preset("paper", field_labels="self", field_threshold=0.5, **SMALL)
+    a, report = repair(model, train, dc, cfg, device=CPU, field=field)
+    b, _ = repair(model, train, dc, cfg, device=CPU, field=field)
+    teacher, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=field)
+    assert report["field_images"] == 30 and report["config"]["field_labels"] == "self"
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # seeded
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), teacher.state_dict().values()))
+    for bad in (dict(field_labels="mine"), dict(field_threshold=0.0)):
+        with pytest.raises(DeepRepairError, match="field_"):
+            repair(model, train, dc, RepairConfig.preset("paper", **{**SMALL, **bad}), device=CPU, field=field)

@@ -22,6 +22,7 @@ GATE_FEATURES = ("deep", "style", "deep+style")
 GATE_ROUTERS = ("linear", "mlp")
 GATE_BOUNDS = ("point", "wilson")
 DISTILL_FOCI = ("all", "right")
+FIELD_LABELS = ("original", "self")  # what unlabelled field images are taught with
 
 # the ranges a flag's value must lie in (deeprepair.cli turns each into a range-checked parser type)
 RANGES = ("count", "positive_int", "seed", "nonnegative", "below_one", "share", "learning_rate")
@@ -123,8 +124,14 @@ class RepairConfig:
                               choices=DISTILL_FOCI)
     l2_pull: float = flag(0.0, "weight of an L2 pull ||theta - theta_original||^2 / 2 of the tuned weights to the "
                           "original's", range="nonnegative")
-    field_weight: float = flag(1.0, "with --field: weight of the distillation from the original on the field "
-                               "images", range="nonnegative")
+    field_weight: float = flag(1.0, "with --field: weight of the field images' term (distillation from the "
+                               "original, or the pseudo-label loss)", range="nonnegative")
+    field_labels: str = flag("original", "with --field: what the field images are taught with: the original's "
+                             "answers (original: distillation) or the repairing network's own confident answers "
+                             "(self: FixMatch-style pseudo-labels, a weak view labels an AugMix view; losses.py)",
+                             choices=FIELD_LABELS)
+    field_threshold: float = flag(0.95, "with --field-labels self: the confidence a pseudo-label needs",
+                                  range="share")
     field_batch: int = 64            # ... field images per step (they also move BatchNorm's statistics)
     seed: int = flag(0, "seed of the split, the sampling and the training", range="seed")
     precision: str = "auto"
@@ -165,6 +172,10 @@ class RepairConfig:
             raise DeepRepairError(f"tune must be one of {TUNES}, got {self.tune!r}")
         if self.distill_focus not in ("all", "right"):
             raise DeepRepairError(f"distill_focus must be 'all' or 'right', got {self.distill_focus!r}")
+        if self.field_labels not in FIELD_LABELS:
+            raise DeepRepairError(f"field_labels must be one of {FIELD_LABELS}, got {self.field_labels!r}")
+        if not (0 < self.field_threshold <= 1):
+            raise DeepRepairError(f"field_threshold must be in (0, 1], got {self.field_threshold!r}")
         for name in ("distill", "l2_pull", "field_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):

@@ -153,7 +153,7 @@ def _as_row(m: dict, alpha: float) -> dict:
                for k in ("after", "break_rate")}}
 
 
-def _frontier_points(cells: list[dict]) -> dict:
+def frontier_points(cells: list[dict]) -> dict:
     """{arch: {method: {alpha: [per seed, the mean over corruptions of each FRONTIER value]}}}:
     alpha 0 is the original (the cells' before values), 1 the repaired network (the cell's metrics)."""
     acc = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
@@ -175,7 +175,7 @@ def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
     """Markdown and a figure: De, the change on the never-seen shifted images and the break rates
     along the straight line from the original's weights to each repaired network's (the profile's
     ``frontier`` weights; a report of the trade-off, not a choice). Empty without frontier cells."""
-    pts = _frontier_points(cells)
+    pts = frontier_points(cells)
     if not pts:
         return [], []
     md = ["## The trade-off along the interpolation path", "",

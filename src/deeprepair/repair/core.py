@@ -24,7 +24,7 @@ from ..errors import DeepRepairError
 from ..repair_config import METHODS, PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
 from ..style import create_style
 from ..train import crop_flip, load_run_state, save_run_state
-from .losses import distill_loss, focal_weights, l2_pull
+from .losses import distill_loss, focal_weights, l2_pull, pseudo_label_loss
 from .tuning import Tuning
 
 
@@ -241,13 +241,16 @@ class FineTune:
 
 class Regularisers:
     """What keeps the repair close to the original: distillation on the training inputs (all, or
-    focal: those the original gets right), distillation on unlabelled field images, and an L2
+    focal: those the original gets right), distillation on unlabelled field images (or, with
+    ``field_labels="self"``, the network's own confident answers on them as labels), and an L2
     pull to the original weights. The teacher is a frozen copy of the original model."""
 
     def __init__(self, model: nn.Module, cfg: RepairConfig, tuning: Tuning, field: np.ndarray | None, device,
                  precision):
         self.cfg, self.device, self.precision = cfg, device, precision
-        self.teacher = copy.deepcopy(model).eval() if (cfg.distill > 0 or field is not None) else None
+        teach_field = field is not None and cfg.field_labels == "original"
+        self.teacher = copy.deepcopy(model).eval() if (cfg.distill > 0 or teach_field) else None
+        self.strong = StyleAug() if field is not None and cfg.field_labels == "self" else None  # AugMix's chains
         self.anchors = [p.detach().clone() for p in tuning.params] if cfg.l2_pull > 0 else None
         self.params = tuning.params
         self.field = torch.from_numpy(np.ascontiguousarray(field)) if field is not None else None
@@ -269,10 +272,17 @@ class Regularisers:
         if self.field is not None:  # unlabelled field images: the original's answers, and BN statistics
             pick = torch.randint(len(self.field), (min(cfg.field_batch, len(self.field)),), generator=gen)
             xf = to_float(crop_flip(self.field[pick], gen)).to(self.device)
-            with autocast(self.device, self.precision):
-                s_logits = model(xf.contiguous(memory_format=torch.channels_last)).float()
-            kd = distill_loss(s_logits, self._teacher(xf), cfg.distill_t)
-            total, parts["field"] = total + cfg.field_weight * kd, kd.item()
+            if self.strong is None:
+                with autocast(self.device, self.precision):
+                    s_logits = model(xf.contiguous(memory_format=torch.channels_last)).float()
+                term = distill_loss(s_logits, self._teacher(xf), cfg.distill_t)
+            else:  # FixMatch: the weak view (crop + flip) labels an AugMix view of the same image
+                rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
+                xs = self.strong(xf, rng)
+                with autocast(self.device, self.precision):
+                    both = model(torch.cat([xf, xs]).contiguous(memory_format=torch.channels_last)).float()
+                term, parts["field_kept"] = pseudo_label_loss(both[: len(xf)], both[len(xf):], cfg.field_threshold)
+            total, parts["field"] = total + cfg.field_weight * term, term.item()
         if self.anchors is not None:
             pull = l2_pull(self.params, self.anchors)
             total, parts["l2"] = total + cfg.l2_pull * pull, pull.item()

@@ -28,3 +28,13 @@ def focal_weights(teacher: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def l2_pull(params: list[torch.nn.Parameter], anchors: list[torch.Tensor]) -> torch.Tensor:
     """sum ||theta - theta_original||^2 / 2 over the tuned parameters (L2-SP, Li et al. 2018)."""
     return sum(((p - a) ** 2).sum() for p, a in zip(params, anchors)) / 2
+
+
+def pseudo_label_loss(weak: torch.Tensor, strong: torch.Tensor, threshold: float) -> tuple[torch.Tensor, float]:
+    """FixMatch's unlabelled term (Sohn et al., NeurIPS 2020): the network's own answer on a weakly
+    augmented view is the label of a strongly augmented view of the same image, kept only where
+    that answer's probability is >= ``threshold``; mean over the whole batch. Returns the loss and
+    the share of the batch that passed the threshold."""
+    conf, label = F.softmax(weak.detach().float(), 1).max(1)
+    mask = (conf >= threshold).float()
+    return (F.cross_entropy(strong.float(), label, reduction="none") * mask).mean(), float(mask.mean())
