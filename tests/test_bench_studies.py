@@ -153,3 +153,32 @@ def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
     (tmp_path / "bad.json").write_text(json.dumps({**prof, "frontier": [0.5, 1.0]}))
     with pytest.raises(DeepRepairError, match="frontier"):
         load_profile(str(tmp_path / "bad.json"))
+
+
+def test_summary_reads_the_best_point_of_the_interpolation_path_within_the_break_limit(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_summary", REPO / "benchmarks" / "summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    monkeypatch.setattr(summary, "RESULTS", tmp_path)
+    folder = tmp_path / "frontier"
+    (folder / "cells").mkdir(parents=True)
+    (folder / "profile.json").write_text(json.dumps({"name": "frontier", "methods": ["original", "ft-focal"],
+                                                     "machine": {"cpu": "test cpu", "cores": 2}}))
+    for s in (0, 1):
+        path = [{"alpha": 0.5, "de_after": 0.30 + s / 100, "break_rate": 0.008, "shifted_after": 0.75,
+                 "shifted_break_rate": 0.01, "clean_unseen_break_rate": 0.008},
+                {"alpha": 0.75, "de_after": 0.45, "break_rate": 0.02, "shifted_after": 0.78,
+                 "shifted_break_rate": 0.02, "clean_unseen_break_rate": 0.02}]
+        metrics = {"de_before": 0.0, "de_after": 0.52, "break_rate": 0.03, "clean_after": 0.89,
+                   "shifted": {"before": 0.66, "after": 0.8, "break_rate": 0.03},
+                   "clean_unseen": {"after": 0.89, "break_rate": 0.03}}
+        (folder / "cells" / f"fog{s}.json").write_text(json.dumps(
+            {"arch": "resnet-20", "corruption": "fog", "method": "ft-focal", "seed": s, "metrics": metrics,
+             "frontier": path}))
+    text, finding = summary.section_frontier([0.52, 0.53])
+    assert "is 30.50 ± 0.71% (fine-tune + focal distillation at weight 0.5)" in finding
+    assert "break and De targets exclude each other" in finding
+    assert "| fine-tune + focal distillation | 0 | 2 | 0.00 ± 0.00 |" in text and "| 1 | 2 | 52.00 ± 0.00 |" in text
+    assert "deeprepair bench --profile frontier" in text and "test cpu" in text
