@@ -657,14 +657,14 @@ def validation_choice(cells: list[dict], max_break: float = 0.01) -> tuple[str, 
                   "validation Dc repaired (%)", "validation Dt accuracy (%)", "one network within the limit"], rows), best
 
 
-def section_few(cells1000: list[dict], prof1000: dict) -> str:
+def section_few(cells1000: list[dict], prof1000: dict) -> tuple[str, str]:
     """Issue 22's few-failures target: De with |Dc| = 100 (profile leakfree100) >= 80% of what
     plain fine-tuning reaches with |Dc| = 1,000 (profile leakfree)."""
     cells, prof = net_cells("leakfree100")
     de_ft = per_seed(cells1000, lambda m: m.get("de_after")).get("finetune")
     if not prof or not de_ft:
         return ("### Few failures (|Dc| = 100)\n\nNot measured yet: `deeprepair bench --profile leakfree100 --data DIR "
-                "--out benchmarks/results/leakfree100`.\n")
+                "--out benchmarks/results/leakfree100`.\n"), ""
     cells = [c for c in cells if isinstance(c["metrics"].get("shifted"), dict)]
     t, cols = net_table(cells, prof)
     de = cols["De (%)"]
@@ -672,12 +672,19 @@ def section_few(cells1000: list[dict], prof1000: dict) -> str:
     rows = [[NET_NAMES.get(m, NAMES.get(m, m)), len(de[m]),
              verdict(mean(de[m]) >= bar, f"{ms(de[m])} vs {bar * 100:.2f}")]
             for m in prof["methods"] if m != "original" and de.get(m)]
-    return (f"### Few failures (|Dc| = {prof['collect']})\n\n{t}\n\nIssue 22's target: De >= 80% of plain fine-tuning's "
+    share = lambda m: f"{mean(de[m]) / mean(de_ft) * 100:.0f}%"  # noqa: E731
+    brk = cols["clean break (%)"]
+    finding = (f"With {prof['collect']} collected failures, "
+               + "; ".join(f"{NET_NAMES.get(m, NAMES.get(m, m))} reaches De {ms(de[m])}% ({share(m)} of plain "
+                           f"fine-tuning's with 1,000; clean break {ms(brk[m])}%, {len(de[m])} seed"
+                           f"{'s' * (len(de[m]) != 1)})" for m in prof["methods"] if m != "original" and de.get(m))
+               + "; the target is 80%.")
+    return (f"### Few failures (|Dc| = {prof['collect']})\n\n{finding}\n\n{t}\n\nIssue 22's target: De >= 80% of plain fine-tuning's "
             f"De with 1,000 failures ({ms(de_ft)} over {len(de_ft)} seed{'s' * (len(de_ft) != 1)}; the De sets differ: "
             "each profile holds out the failures it did not collect):\n\n"
             + table(["method", "seeds", "De >= 80% of fine-tuning's at 1,000"], rows)
             + f"\n\nSource: [`leakfree100/cells/*.json`](leakfree100/) ({len(cells)} cells; machine: {machine(prof)}). "
-            "Regenerate: `deeprepair bench --profile leakfree100 --data DIR --out benchmarks/results/leakfree100`.\n")
+            "Regenerate: `deeprepair bench --profile leakfree100 --data DIR --out benchmarks/results/leakfree100`.\n"), finding
 
 
 def section_frontier(de_ft: list[float] | None) -> tuple[str, str]:
@@ -786,7 +793,9 @@ def section_net() -> tuple[str, str]:
                        f"Source: [`leakfree/cells/*.json`](leakfree/) (their `repair.validation_final`; machine: "
                        f"{machine(prof)}). Regenerate: `deeprepair bench --profile leakfree --data DIR --out "
                        "benchmarks/results/leakfree`.\n")
-        out.append(section_few(cells, prof))
+        few, f_few = section_few(cells, prof)
+        out.append(few)
+        findings += [f_few] if f_few else []
         fr, f_fr = section_frontier(per_seed(cells, lambda m: m.get("de_after")).get("finetune"))
         if fr:
             out.append(fr)
