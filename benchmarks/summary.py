@@ -716,9 +716,19 @@ def section_frontier(de_ft: list[float] | None) -> tuple[str, str]:
                     + ("a mix meets both targets" if v >= bar else "on this path the break and De targets exclude each "
                        "other") if bar else "") + ".")
         else:
+            tie = len(vals) > 1 and abs(v) < statistics.stdev(vals)
+            paths = {m: max((mean(s[change] for s in seeds), a) for a, seeds in pts[m].items() if a > 0)
+                     for m in prof["methods"] if m in pts}
             f = (f"On {what}, the largest change on the photos no method saw at any weight with CIFAR-10 break within 1% "
                  f"is {ms(vals)} points ({who}; target >= +0 from Dc alone)"
-                 + ("" if v >= 0 else ": no mix of these networks gains there") + ".")
+                 + (": within the spread over seeds, a tie" if tie else "" if v >= 0 else ": no mix gains there")
+                 + "; along each path the best weight is "
+                 + ", ".join(f"{a:g} for {NET_NAMES.get(m, NAMES.get(m, m))} ({c * 100:+.2f} points)"
+                             for m, (c, a) in paths.items())
+                 + (", and the change falls at every step as the weight grows beyond it." if all(
+                     all(x > y for x, y in zip(c, c[1:])) for c in
+                     ([mean(s[change] for s in seeds) for a, seeds in pts[m].items() if a >= paths[m][1]] for m in paths))
+                    else "."))
         findings.append(f)
         out.append(f"{f}\n\n" + table(["method", "weight (0 = original, 1 = repaired)", "seeds"]
                                        + [label for label, _ in FRONTIER], rows)
