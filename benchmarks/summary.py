@@ -511,7 +511,6 @@ NET_NAMES = {"dr-focal": "DeepRepair + focal distillation", "dr-fb-focal": "Deep
              "ft-focal+interp": "fine-tune + focal distillation, interpolated (`protect`, the default)",
              "dr-safe": "DeepRepair --safe (routed: two networks and a router)",
              "dr-focal+field+interp": "DeepRepair + focal distillation + field photos, interpolated (--interpolate)",
-             "dr-focal+pseudo": "DeepRepair + focal distillation + field photos as pseudo-labels",
              "dr-focal+pseudo+interp": "DeepRepair + focal distillation + field photos as pseudo-labels, interpolated",
              "ft-focal+pseudo+interp": "fine-tune + focal distillation + field photos as pseudo-labels, interpolated"}
 

@@ -50,8 +50,6 @@ METHOD_OPTIONS: dict[str, dict] = {
                               "interpolate": True},
     "ft-focal+interp": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "interpolate": True},
     # field photos taught with the repairing network's own confident answers (FixMatch-style pseudo-labels)
-    "dr-focal+pseudo": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
-                        "field_labels": "self"},
     "dr-focal+pseudo+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                                "field_labels": "self", "interpolate": True},
     "ft-focal+pseudo+interp": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "field": True,
