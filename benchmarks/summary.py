@@ -709,11 +709,16 @@ def section_frontier(de_ft: list[float] | None) -> tuple[str, str]:
         who = f"{NET_NAMES.get(m, NAMES.get(m, m))} at weight {a:g}"
         if name == "frontier":
             bar = mean(de_ft) if de_ft else None
+            top = max(((mean(s[de] for s in seeds), mean(s[brk] for s in seeds), m, a) for m in pts
+                       for a, seeds in pts[m].items()), key=lambda t: t[0])
             f = (f"On {what}, the most De any mix of the original with a repaired network reaches while the clean break "
                  f"rate stays within 1% is {ms(vals)}% ({who})"
                  + (f", against plain fine-tuning's {ms(de_ft)}% at full weight (profile leakfree): "
                     + ("a mix meets both targets" if v >= bar else "on this path the break and De targets exclude each "
-                       "other") if bar else "") + ".")
+                       "other") if bar else "")
+                 + f"; without the limit the most De on any path is {top[0] * 100:.2f}% "
+                   f"({NET_NAMES.get(top[2], NAMES.get(top[2], top[2]))} at weight {top[3]:g}, clean break "
+                   f"{top[1] * 100:.2f}%).")
         else:
             tie = len(vals) > 1 and abs(v) < statistics.stdev(vals)
             paths = {m: max((mean(s[change] for s in seeds), a) for a, seeds in pts[m].items() if a > 0)
