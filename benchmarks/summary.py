@@ -691,7 +691,8 @@ def section_frontier(de_ft: list[float] | None) -> tuple[str, str]:
     original's weights (0) to a repaired network's (1), scored on the held-out sets (profiles
     frontier and cinic-frontier); ``de_ft``: plain fine-tuning's per-seed De at 1,000 failures."""
     out, findings = [], []
-    brk, de, change = 3, 0, 1  # FRONTIER's columns
+    labels = [label for label, _ in FRONTIER]
+    brk, de, change = (labels.index(k) for k in ("clean break (%)", "De (%)", "shifted, change (points)"))
     for name, what in (("frontier", "CIFAR-10-C, leak-free split"), ("cinic-frontier", "real failures (CINIC photos)")):
         cells, prof = net_cells(name)
         pts = frontier_points(cells).get("resnet-20") if prof else None
