@@ -154,3 +154,13 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
            "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,
            "cross_set": arch_corruptions(prof, arch)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def frontier_row(alpha: float, scores: dict) -> dict:
+    """One point of the interpolation path in the shape a cell's ``frontier`` list stores it, from
+    ``repair.compare()``'s scores (or a cell's ``metrics``, which are those scores): the runner
+    writes the rows, the report reads them and the cell's own metrics (alpha 1) through this one
+    list of keys."""
+    return {"alpha": float(alpha), **{k: scores.get(k) for k in ("clean_after", "break_rate", "dc_after", "de_after")},
+            **{f"{part}_{k}": scores[part].get(k) for part in ("shifted", "clean_unseen")
+               if isinstance(scores.get(part), dict) for k in ("after", "break_rate", "fix_rate")}}

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
+from .profile import frontier_row
 
 
 def read_json_object(path: Path, what: str) -> dict:
@@ -146,13 +147,6 @@ FRONTIER = [
 ]
 
 
-def _as_row(m: dict, alpha: float) -> dict:
-    """A cell's own metrics (the repaired network, alpha 1) in the shape of a frontier row."""
-    return {"alpha": alpha, "de_after": m.get("de_after"), "break_rate": m["break_rate"],
-            **{f"{part}_{k}": m[part][k] for part in ("shifted", "clean_unseen") if part in m
-               for k in ("after", "break_rate")}}
-
-
 def frontier_points(cells: list[dict]) -> dict:
     """{arch: {method: {alpha: [per seed, the mean over corruptions of each FRONTIER value]}}}:
     alpha 0 is the original (the cells' before values), 1 the repaired network (the cell's metrics)."""
@@ -163,7 +157,7 @@ def frontier_points(cells: list[dict]) -> dict:
             continue
         before = m["shifted"]["before"]
         zero = {"de_after": m.get("de_before"), "shifted_after": before, "shifted_break_rate": 0.0, "break_rate": 0.0}
-        for r in [{**zero, "alpha": 0.0}, *c["frontier"], _as_row(m, 1.0)]:
+        for r in [{**zero, "alpha": 0.0}, *c["frontier"], frontier_row(1.0, m)]:
             vals = [np.nan if get(r, before) is None else get(r, before) for _, get in FRONTIER]
             acc[c["arch"]][c["method"]][r["alpha"]][c["seed"]].append(vals)
     return {arch: {meth: {a: [np.mean(np.array(v, float), axis=0) for v in seeds.values()]

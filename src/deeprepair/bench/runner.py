@@ -21,7 +21,7 @@ from ..data import ImageSet, load_dataset
 from ..data.io import atomic_write_bytes, sha256_file
 from ..engine import machine, pick_device, predict
 from ..errors import DeepRepairError
-from .profile import METHOD_OPTIONS, MIXED, arch_corruptions, cell_hash
+from .profile import METHOD_OPTIONS, MIXED, arch_corruptions, cell_hash, frontier_row
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MACHINE = machine()
@@ -301,9 +301,7 @@ def _frontier(ctx: Context, model, repaired, m: str, sets: dict) -> dict:
     for a in ctx.prof["frontier"]:
         cmp = compare(model, interpolate_weights(model, repaired, float(a)), ctx.test, cache=cache,
                       device=ctx.device, **sets)
-        rows.append({"alpha": float(a), **{k: cmp.get(k) for k in ("clean_after", "break_rate", "dc_after", "de_after")},
-                     **{f"{part}_{k}": cmp[part][k] for part in ("shifted", "clean_unseen") if part in cmp
-                        for k in ("after", "break_rate", "fix_rate")}})
+        rows.append(frontier_row(a, cmp))
     return {"frontier": rows}
 
 
