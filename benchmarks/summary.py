@@ -111,6 +111,50 @@ def by_seed(rows, key: str, *group) -> dict:
     return {g: [mean(v) for _, v in sorted(s.items())] for g, s in acc.items()}
 
 
+# -- 0. before repair (RQ1, Table 1) -------------------------------------------------------------
+def rq1_rows() -> tuple[dict, str]:
+    """{arch: {"clean": acc, "acc": {corruption: mean over severities}, "failures": {corruption: n}}} and
+    the source line: the `rq1` bench folder's cells once it has any, else the retired script's files."""
+    cells, prof = bench_folder("rq1")
+    out: dict = {}
+    if cells:
+        for c in cells:
+            if c["method"] == "original":
+                a = out.setdefault(c["arch"], {"clean": c["metrics"]["clean_before"], "acc": {}, "failures": {}})
+                a["acc"][c["corruption"]] = mean(c["original_acc_by_severity"])
+                a["failures"][c["corruption"]] = c["failures"]
+        return out, bench_source("rq1", cells, prof)
+    d = load("retired/rq1/rq1.json")
+    for arch, r in d["results"].items():
+        t1 = load(f"retired/rq1/table1_{arch}.json")["table1"]
+        out[arch] = {"clean": r["clean"], "acc": {c: v["mean"] for c, v in r["corruptions"].items()},
+                     "failures": {c: v["failures"] for c, v in t1.items()}}
+    return out, source("retired/rq1/rq1.json", d["provenance"], now=NOW["rq1"])
+
+
+def section_rq1() -> tuple[str, str]:
+    from deeprepair.corruptions import CORRUPTIONS, HELDOUT_CORRUPTIONS
+
+    res, src = rq1_rows()
+    rows, drops, fewest = [], [], []
+    for arch, r in res.items():
+        main = [r["acc"][c] for c in CORRUPTIONS if c in r["acc"]]
+        held = [r["acc"][c] for c in HELDOUT_CORRUPTIONS if c in r["acc"]]
+        worst = min((c for c in CORRUPTIONS if c in r["acc"]), key=r["acc"].get)
+        fails = [r["failures"][c] for c in CORRUPTIONS if c in r["failures"]]
+        drops.append(100 * (r["clean"] - mean(main)))
+        fewest.append(min(fails))
+        rows.append([arch, f"{100 * r['clean']:.2f}", f"{100 * mean(main):.2f} ({len(main)})",
+                     f"{100 * mean(held):.2f} ({len(held)})" if held else "-", f"{worst} {100 * r['acc'][worst]:.2f}",
+                     f"{min(fails):,}-{max(fails):,}"])
+    finding = (f"The {len(res)} pre-trained models lose {min(drops):.1f}-{max(drops):.1f} points of accuracy on "
+               f"average under the 15 CIFAR-10-C corruptions (five severities each); every corruption leaves at least "
+               f"{min(fewest):,} failures among its 50,000 images, far more than the 1,000 a repair collects.")
+    t = table(["model", "clean (%)", "mean over the 15 (%)", "mean over the 4 held-out (%)", "worst of the 15 (%)",
+               "failures per corruption (of 50,000)"], rows)
+    return f"{finding}\n\n{t}\n\n{src}\n", finding
+
+
 # -- 1. repair vs baselines ---------------------------------------------------------------------
 def bench_cells() -> tuple[list[dict], dict]:
     cells = [json.loads(p.read_text()) for p in sorted((RESULTS / "cpu" / "cells").glob("*.json"))]
@@ -855,6 +899,7 @@ def section_net() -> tuple[str, dict[str, str]]:
 
 # -- assembly -----------------------------------------------------------------------------------
 def build() -> tuple[str, dict[str, str]]:
+    rq1, f_rq1 = section_rq1()
     rep, f_rep = section_repair()
     few, f_few = section_fewdc()
     ctl, f_ctl = section_control()
@@ -871,6 +916,7 @@ def build() -> tuple[str, dict[str, str]]:
            "it ran on and the command that regenerates it. Model: the committed `checkpoints/resnet-20` unless "
            "a table says otherwise. De = accuracy on the held-out failures (0% before repair by construction), "
            "break = share of the clean test images the original got right and the repair gets wrong.\n\n"
+           f"## 0. Before repair: what do the corruptions cost? (RQ1, Table 1)\n\n{rq1}\n"
            f"## 1. Does DeepRepair beat the baselines?\n\n{rep}\n"
            f"## 2. With few collected failures?\n\n{few}\n### Model selection with few failures\n\n{section_selection()}\n"
            f"## 3. Regressions: what does repair break, and can routing prevent it?\n\n### At the comparison's budget\n\n"
@@ -879,7 +925,7 @@ def build() -> tuple[str, dict[str, str]]:
            f"## 4. Speed\n\n{speed}\n"
            f"## 5. Net effect: what a user lives with (leak-free; real failures)\n\n{net}")
     def findings_list(net: str) -> str:
-        return (f"- **Repair vs baselines:** {f_rep}\n- **Few failures:** {f_few}\n"
+        return (f"- **Before repair:** {f_rq1}\n- **Repair vs baselines:** {f_rep}\n- **Few failures:** {f_few}\n"
                 f"- **Regressions:** {f_ctl} {f_gate}\n- **Speed:** {f_speed}\n"
                 + (f"- **Net effect:** {net}\n" if net else ""))
     findings = findings_list(f_net)
