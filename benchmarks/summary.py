@@ -1,8 +1,8 @@
 """Write benchmarks/results/SUMMARY.md from the results' JSON files: one table per question, each
 opening with a finding computed from its figures, naming its source file, the machine it ran on
 and the command that regenerates it. Also fills the marked blocks
-``<!-- summary:NAME:start -->`` ... ``<!-- summary:NAME:end -->`` in README.md, docs/repair.md and
-benchmarks/results/regressions.md with generated text, so that no figure there is retyped.
+``<!-- summary:NAME:start -->`` ... ``<!-- summary:NAME:end -->`` in README.md, docs/repair.md,
+docs/models.md and benchmarks/results/regressions.md with generated text, so that no figure there is retyped.
 
     python benchmarks/summary.py            # rewrite SUMMARY.md and the marked blocks
     python benchmarks/summary.py --check    # exit 1 if any of them is stale (nothing written)
@@ -153,6 +153,25 @@ def section_rq1() -> tuple[str, str]:
     t = table(["model", "clean (%)", "mean over the 15 (%)", "mean over the 4 held-out (%)", "worst of the 15 (%)",
                "failures per corruption (of 50,000)"], rows)
     return f"{finding}\n\n{t}\n\n{src}\n", finding
+
+
+def models_block() -> str:
+    """docs/models.md's table of the committed checkpoints, as they record their own pre-training: from
+    the `rq1` bench folder's models.json once it exists, else the retired script's pretraining.json."""
+    path = RESULTS / "rq1" / "models.json"
+    if path.is_file():
+        models = json.loads(path.read_text())["models"]
+        src = ("Source: [`rq1/models.json`](rq1/models.json) (each checkpoint's own training record, read by "
+               f"`{NOW['rq1']}`).")
+    else:
+        d = load("retired/rq1/pretraining.json")
+        models = {a: {**m, "median_epoch_seconds": statistics.median(h["seconds"] for h in m["history"]),
+                      "epochs": len(m["history"])} for a, m in d["models"].items()}
+        src = source("retired/rq1/pretraining.json", d["provenance"], now=NOW["rq1"])
+    rows = [[a, m["epochs"], f"{100 * m['clean_accuracy']:.2f}%", f"{m['train_seconds'] / 60:.1f} min",
+             f"{m['median_epoch_seconds']:.0f} s", f"`{m['train_command']}`"] for a, m in models.items()]
+    return (table(["model", "epochs", "clean test accuracy", "wall-clock (sum of epochs)", "median epoch", "command"],
+                  rows) + f"\n\n{src}\n")
 
 
 # -- 1. repair vs baselines ---------------------------------------------------------------------
@@ -945,6 +964,7 @@ def build() -> tuple[str, dict[str, str]]:
         "mixed": relink(section_mixed(), docs),
         "testtime": relink(section_testtime(), docs),
         "net": relink(net, docs),
+        "models": relink(models_block(), docs),
     }
     return doc, blocks
 
@@ -955,7 +975,7 @@ def relink(text: str, prefix: str) -> str:
 
 
 BLOCK = re.compile(r"(<!-- summary:(?P<name>[\w-]+):start -->\n)(.*?)(<!-- summary:(?P=name):end -->)", re.S)
-TARGETS = [REPO / "README.md", REPO / "docs" / "repair.md", RESULTS / "regressions.md"]
+TARGETS = [REPO / "README.md", REPO / "docs" / "repair.md", REPO / "docs" / "models.md", RESULTS / "regressions.md"]
 
 
 def fill(text: str, blocks: dict[str, str]) -> str:
