@@ -183,22 +183,15 @@ def bench_cells() -> tuple[list[dict], dict]:
 
 
 def repair_runs() -> tuple[list[dict], str, str]:
-    """The repair comparison's runs (corruption, variant, seed, de, clean, brk), its source line and
-    DeepRepair's name there: the `repair` bench folder's cells once it has any, else the retired
-    `repair.py`'s file (where DeepRepair was called `dr-eq4`)."""
+    """The repair comparison's runs (corruption, variant, seed, de, clean, brk) from the `repair` bench
+    folder's cells, its source line and DeepRepair's name there."""
     folder = RESULTS / "repair"
     cells = [json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*.json"))]
-    if cells:
-        runs = [{"corruption": c["corruption"], "variant": c["method"], "seed": c["seed"],
-                 "de": c["metrics"]["de_after"], "clean": c["metrics"]["clean_after"],
-                 "brk": c["metrics"]["break_rate"]} for c in cells if c["method"] != "original"]
-        return runs, (f"Source: [`repair/cells/*.json`](repair/) ({len(cells)} cells; machine: "
-                      f"{machine(load('repair/profile.json'))}). Regenerate: `{NOW['repair']}`."), "deeprepair"
-    rep = load("retired/repair.json")
-    runs = list(rep["runs"].values())
-    for r in runs:
-        r.update(de=r["compare"]["de_after"], clean=r["compare"]["clean_after"], brk=r["compare"]["break_rate"])
-    return runs, source("retired/repair.json", rep["provenance"], now=NOW["repair"]), "dr-eq4"
+    runs = [{"corruption": c["corruption"], "variant": c["method"], "seed": c["seed"],
+             "de": c["metrics"]["de_after"], "clean": c["metrics"]["clean_after"],
+             "brk": c["metrics"]["break_rate"]} for c in cells if c["method"] != "original"]
+    return runs, (f"Source: [`repair/cells/*.json`](repair/) ({len(cells)} cells; machine: "
+                  f"{machine(load('repair/profile.json'))}). Regenerate: `{NOW['repair']}`."), "deeprepair"
 
 
 def section_repair() -> tuple[str, str]:
@@ -260,11 +253,11 @@ def complete_seeds(runs: list[dict]) -> tuple[list[dict], list]:
 
 
 def section_repair_seeds() -> str:
-    """The repair comparison over seeds (the `repair` profile, else the retired script's runs)."""
+    """The repair comparison over seeds (the `repair` profile)."""
     runs, src, dr = repair_runs()
     runs, partial = complete_seeds(runs)
     seeds = {k: by_seed(runs, k, "variant") for k in ("de", "clean", "brk")}
-    order = sorted(seeds["de"], key=lambda v: list(NAMES).index(v) if v in NAMES else 99)
+    order = sorted(seeds["de"], key=lambda v: list(NAMES).index(v[0]) if v[0] in NAMES else 99)
     rows = [[NAMES.get(v[0], v[0]), len(seeds["de"][v]), ms(seeds["de"][v]), ms(seeds["clean"][v]),
              ms(seeds["brk"][v])] for v in order]
     t = table(["method", "seeds", "De (%)", "clean (%)", "break (%)"], rows)
