@@ -87,7 +87,7 @@ def source(name: str, prov: dict | None, cmd: str | None = None, note: str = "",
         regen = (f"{regen} in a worktree of commit {RETIRED_AT} (`git worktree add ../deeprepair-{RETIRED_AT} "
                  f"{RETIRED_AT}`; the script is retired)")
         if now:
-            regen = f"`{now}` (the study's bench profile; not run yet), or as made: {regen}"
+            regen = f"`{now}` (the study's bench profile; not finished yet), or as made: {regen}"
     return (f"Source: [`{name}`]({name}) ({when + '; ' if when else ''}machine: {machine(prov)}). "
             f"Regenerate: {regen}{note}.")
 
@@ -113,23 +113,17 @@ def by_seed(rows, key: str, *group) -> dict:
 
 # -- 0. before repair (RQ1, Table 1) -------------------------------------------------------------
 def rq1_rows() -> tuple[dict, str]:
-    """{arch: {"clean": acc, "acc": {corruption: mean over severities}, "failures": {corruption: n}}} and
-    the source line: the `rq1` bench folder's cells once it has any, else the retired script's files."""
+    """{arch: {"clean": acc, "acc": {corruption: mean over severities}, "failures": {corruption: n}}}, in
+    the profile's order, and the source line, from the `rq1` bench folder's cells."""
     cells, prof = bench_folder("rq1")
-    out: dict = {}
-    if cells:
-        for c in cells:
-            if c["method"] == "original":
-                a = out.setdefault(c["arch"], {"clean": c["metrics"]["clean_before"], "acc": {}, "failures": {}})
-                a["acc"][c["corruption"]] = mean(c["original_acc_by_severity"])
-                a["failures"][c["corruption"]] = c["failures"]
-        return out, bench_source("rq1", cells, prof)
-    d = load("retired/rq1/rq1.json")
-    for arch, r in d["results"].items():
-        t1 = load(f"retired/rq1/table1_{arch}.json")["table1"]
-        out[arch] = {"clean": r["clean"], "acc": {c: v["mean"] for c, v in r["corruptions"].items()},
-                     "failures": {c: v["failures"] for c, v in t1.items()}}
-    return out, source("retired/rq1/rq1.json", d["provenance"], now=NOW["rq1"])
+    out: dict = {a: {"acc": {}, "failures": {}} for a in prof["archs"]}
+    for c in cells:
+        if c["method"] == "original":
+            a = out[c["arch"]]
+            a["clean"] = c["metrics"]["clean_before"]
+            a["acc"][c["corruption"]] = mean(c["original_acc_by_severity"])
+            a["failures"][c["corruption"]] = c["failures"]
+    return out, bench_source("rq1", cells, prof)
 
 
 def section_rq1() -> tuple[str, str]:
@@ -156,24 +150,16 @@ def section_rq1() -> tuple[str, str]:
 
 
 def models_block() -> str:
-    """docs/models.md's table of the committed checkpoints, as they record their own pre-training: from
-    the `rq1` bench folder's models.json once it exists, else the retired script's pretraining.json."""
-    path = RESULTS / "rq1" / "models.json"
-    if path.is_file():
-        models = json.loads(path.read_text())["models"]
-        src = ("Source: [`rq1/models.json`](rq1/models.json) (each checkpoint's own training record, read by "
-               f"`{NOW['rq1']}`).")
-    else:
-        d = load("retired/rq1/pretraining.json")
-        models = {a: {**m, "median_epoch_seconds": statistics.median(h["seconds"] for h in m["history"]),
-                      "epochs": len(m["history"])} for a, m in d["models"].items()}
-        src = source("retired/rq1/pretraining.json", d["provenance"], now=NOW["rq1"])
+    """docs/models.md's table of the committed checkpoints, as they record their own pre-training
+    (the `rq1` bench folder's models.json)."""
+    models = load("rq1/models.json")["models"]
+    src = ("Source: [`rq1/models.json`](rq1/models.json) (each checkpoint's own training record, read by "
+           f"`{NOW['rq1']}`).")
     rows = [[a, m["epochs"], f"{100 * m['clean_accuracy']:.2f}%", f"{m['train_seconds'] / 60:.1f} min",
              f"{m['median_epoch_seconds']:.0f} s", f"{m['epochs'] * m['median_epoch_seconds'] / 60:.1f} min",
              f"`{m['train_command']}`"] for a, m in models.items()]
     return (table(["model", "epochs", "clean test accuracy", "wall-clock (sum of epochs)", "median epoch",
-                   "epochs x median", "command"],
-                  rows) + f"\n\n{src}\n")
+                   "epochs x median", "command"], rows) + f"\n\n{src}\n")
 
 
 # -- 1. repair vs baselines ---------------------------------------------------------------------
@@ -279,14 +265,47 @@ def section_repair_seeds() -> str:
     return f"{finding}\n\n{t}\n\n{src}\n"
 
 
-def bench_folder(name: str) -> tuple[list[dict], dict | None]:
-    """The cells (of every run: ``dc<N>/cells`` too) and profile record of results/<name>, if any."""
+def folder_cells(name: str) -> list[dict]:
     folder = RESULTS / name
-    paths = sorted(folder.glob("cells/*.json")) + sorted(folder.glob("dc*/cells/*.json"))
-    if not paths:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("cells/*.json")) + sorted(folder.glob("dc*/cells/*.json"))]
+
+
+def seeds_done(cells: list[dict]) -> set:
+    """The seeds with every method x corruption x size that any seed has (the original's cells are one
+    seed's, so they count only for a profile that repairs nothing, like rq1)."""
+    repaired = [c for c in cells if c["method"] != "original"] or cells
+    keys = {(c["method"], c["corruption"], c.get("collected")) for c in repaired}
+    have = defaultdict(set)
+    for c in repaired:
+        have[c["seed"]].add((c["method"], c["corruption"], c.get("collected")))
+    return {s for s, k in have.items() if k == keys}
+
+
+def bench_folder(name: str) -> tuple[list[dict], dict | None]:
+    """The cells (of every run: ``dc<N>/cells`` too) and profile record of results/<name> once every
+    seed of the profile is done; ([], None) before: a study's tables keep the retired files' three
+    seeds until then."""
+    from deeprepair.bench import load_profile
+
+    cells = folder_cells(name)
+    if not cells or not set(load_profile(name)["seeds"]) <= seeds_done(cells):
         return [], None
+    folder = RESULTS / name
     record = folder / "profile.json" if (folder / "profile.json").is_file() else next(folder.glob("dc*/profile.json"))
-    return [json.loads(p.read_text()) for p in paths], json.loads(record.read_text())
+    return cells, json.loads(record.read_text())
+
+
+def partial(name: str) -> str:
+    """A note for a source line when results/<name> holds a run that is not finished yet."""
+    from deeprepair.bench import load_profile
+
+    cells = folder_cells(name)
+    if not cells:
+        return ""
+    done = sorted(seeds_done(cells))
+    return (f" The `{name}` profile's run is not finished: [`{name}/`]({name}/) holds {len(cells)} cells (seeds "
+            f"done: {', '.join(map(str, done)) or 'none'} of {', '.join(map(str, load_profile(name)['seeds']))}); "
+            "these tables read it once every seed is done.")
 
 
 def bench_source(name: str, cells: list[dict], prof: dict, pattern: str = "cells/*.json") -> str:
@@ -306,7 +325,7 @@ def section_mixed() -> str:
     else:
         d = load("retired/regressions_mixed.json")
         rows = [r for r in d["rows"] if r["method"] in ("finetune", "augmix", "deeprepair")]
-        src = source("retired/regressions_mixed.json", d["provenance"], now=NOW["mixed"])
+        src = source("retired/regressions_mixed.json", d["provenance"], now=NOW["mixed"]) + partial("mixed")
         types = len({k for r in rows for k in r if k.startswith("de_") and k != "de_mean"})
     seeds = {k: by_seed(rows, k, "method") for k in ("de_mean", "clean", "break")}
     out = [[NAMES[m], len(seeds["de_mean"][(m,)]), ms(seeds["de_mean"][(m,)]), ms(seeds["clean"][(m,)]),
@@ -354,7 +373,7 @@ def section_fewdc() -> tuple[str, str]:
         d = load("retired/regressions_fewdc.json")
         rows = [r for r in d["rows"] if "(" not in r["method"]]  # `holdout` selection; "(last)" rows are partial
         src = (f"{source('retired/regressions_fewdc.json', d['provenance'], now=NOW['fewdc'])} "
-               "Figure: [`retired/regressions_fewdc.png`](retired/regressions_fewdc.png).")
+               "Figure: [`retired/regressions_fewdc.png`](retired/regressions_fewdc.png)." + partial("fewdc"))
     sizes = sorted({r["size"] for r in rows})
     methods = [m for m in ("finetune", "augmix", "deeprepair") if any(r["method"] == m for r in rows)]
     de = {(r["method"], r["size"], r["corruption"], r["seed"]): r["de"] for r in rows}

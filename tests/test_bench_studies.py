@@ -92,9 +92,10 @@ def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, dat
         load_profile(str(tmp_path / "bad.json"))
 
 
-def test_summary_reads_the_study_profiles_folders_once_they_have_cells(tmp_path, monkeypatch):
+def test_summary_reads_the_study_profiles_folders_once_every_seed_is_done(tmp_path, monkeypatch):
     """benchmarks/summary.py reads results/<profile>/ for the repair, fewdc and mixed studies when
-    those folders hold cells (the retired scripts' files until then), naming the profile's command."""
+    those folders hold every seed of the profile (the retired scripts' files until then, with a note
+    on the unfinished run), naming the profile's command."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_summary", REPO / "benchmarks" / "summary.py")
@@ -112,7 +113,7 @@ def test_summary_reads_the_study_profiles_folders_once_they_have_cells(tmp_path,
 
     machine = {"machine": {"cpu": "test cpu", "cores": 2}}
     for m in ("finetune", "augmix", "deeprepair"):
-        for s in (0, 1):
+        for s in (0, 1, 2):
             cell(tmp_path / "repair" / "cells", "fog", m, s)
             cell(tmp_path / "mixed" / "cells", "mixed", m, s)
             for n in (25, 100, 1000):
@@ -120,11 +121,17 @@ def test_summary_reads_the_study_profiles_folders_once_they_have_cells(tmp_path,
     for name in ("repair", "mixed", "fewdc/dc25", "fewdc/dc100", "fewdc/dc1000"):
         (tmp_path / name / "profile.json").write_text(json.dumps({"name": name.split("/")[0], **machine}))
     runs, src, dr = summary.repair_runs()
-    assert dr == "deeprepair" and len(runs) == 6 and "deeprepair bench --profile repair" in src
+    assert dr == "deeprepair" and len(runs) == 9 and "deeprepair bench --profile repair" in src
     mixed = summary.section_mixed()
     assert "across 1 corruption types" in mixed and "`mixed/cells/*.json`" in mixed and "test cpu" in mixed
     fewdc, finding = summary.section_fewdc()
     assert "| 25 | 100 | 1000 |" in fewdc and "deeprepair bench --profile fewdc" in fewdc and "1,000 failures" in finding
+    next((tmp_path / "mixed" / "cells").glob("mixed*2.json")).unlink()  # seed 2 unfinished: the retired file again
+    monkeypatch.setattr(summary, "load", lambda name: {"provenance": {"command": "x"}, "rows": [
+        {"method": m, "seed": 0, "clean": 0.9, "break": 0.05, "de_mean": 0.3, "de_fog": 0.3}
+        for m in ("finetune", "augmix", "deeprepair")]})
+    mixed = summary.section_mixed()
+    assert "retired/regressions_mixed.json" in mixed and "run is not finished" in mixed and "seeds done: 0, 1 of 0, 1, 2" in mixed
 
 
 def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
