@@ -522,12 +522,14 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
                 per_corr[(c["arch"], c["corruption"], c["method"], n)].append(v)
     if prof is None:
         raise DeepRepairError(f"{out} holds no runs of a dc_sizes profile")
+    seeds = sorted({s for d in de.values() for by in d.values() for s in by})
     head = ["arch", "method"] + [f"{n:,} collected" for n in sizes]
     curve = {k: [_agg([float(np.mean(v)) for v in d[n].values()]) if d.get(n) else None for n in sizes]
              for k, d in de.items()}
     rows = [[a, m] + [_fmt(t) if t else "-" for t in ts] for (a, m), ts in curve.items()]
     md = [f"# Benchmark report: profile `{prof['name']}`, De against |Dc|", "", prof.get("about", ""), "",
-          f"Runs: {', '.join(f'`{p}/`' for p in parts)} (each a bench folder with its own report).", "",
+          f"Runs: {', '.join(f'`{p}/`' for p in parts)} (each a bench folder with its own report). Seeds in "
+          f"the cells: {', '.join(map(str, seeds))} (a figure without ± is one seed's).", "",
           "## De (%) against |Dc|, each seed's mean over the corruptions (mean ± std over seeds)", "",
           _table(rows, head), "", "## Per corruption (mean ± std over seeds)", ""]
     corr_rows = sorted({(a, c, m) for a, c, m, _ in per_corr})
