@@ -170,14 +170,12 @@ def bench_cells() -> tuple[list[dict], dict]:
 
 def repair_runs() -> tuple[list[dict], str, str]:
     """The repair comparison's runs (corruption, variant, seed, de, clean, brk) from the `repair` bench
-    folder's cells, its source line and DeepRepair's name there."""
-    folder = RESULTS / "repair"
-    cells = [json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*.json"))]
+    folder's cells (every seed done), its source line and DeepRepair's name there."""
+    cells, prof = bench_folder("repair")
     runs = [{"corruption": c["corruption"], "variant": c["method"], "seed": c["seed"],
              "de": c["metrics"]["de_after"], "clean": c["metrics"]["clean_after"],
              "brk": c["metrics"]["break_rate"]} for c in cells if c["method"] != "original"]
-    return runs, (f"Source: [`repair/cells/*.json`](repair/) ({len(cells)} cells; machine: "
-                  f"{machine(load('repair/profile.json'))}). Regenerate: `{NOW['repair']}`."), "deeprepair"
+    return runs, bench_source("repair", cells, prof), "deeprepair"
 
 
 def section_repair() -> tuple[str, str]:
@@ -227,21 +225,9 @@ def section_repair() -> tuple[str, str]:
     return body, finding
 
 
-def complete_seeds(runs: list[dict]) -> tuple[list[dict], list]:
-    """The runs of each (variant, seed) that has every corruption, and the pairs left out: a seed
-    still running would otherwise be averaged over fewer corruptions than the others."""
-    corr = {r["corruption"] for r in runs}
-    have = defaultdict(set)
-    for r in runs:
-        have[(r["variant"], r["seed"])].add(r["corruption"])
-    done = {k for k, c in have.items() if c == corr}
-    return [r for r in runs if (r["variant"], r["seed"]) in done], sorted(set(have) - done)
-
-
 def section_repair_seeds() -> str:
     """The repair comparison over seeds (the `repair` profile)."""
     runs, src, dr = repair_runs()
-    runs, partial = complete_seeds(runs)
     seeds = {k: by_seed(runs, k, "variant") for k in ("de", "clean", "brk")}
     order = sorted(seeds["de"], key=lambda v: list(NAMES).index(v[0]) if v[0] in NAMES else 99)
     rows = [[NAMES.get(v[0], v[0]), len(seeds["de"][v]), ms(seeds["de"][v]), ms(seeds["clean"][v]),
@@ -260,8 +246,6 @@ def section_repair_seeds() -> str:
     finding = (f"With {n} seed{'s' * (n != 1)} on resnet-20's {len(corr)} corruptions ({', '.join(corr)}), DeepRepair "
                f"minus AugMix on De is {ms(d_aug)} points and DeepRepair minus fine-tuning {ms(d_ft)} (mean over "
                "corruptions, ± = std over seeds).")
-    if partial:
-        src += (" Not finished, left out: " + ", ".join(f"{NAMES.get(v, v)} seed {s}" for v, s in partial) + ".")
     return f"{finding}\n\n{t}\n\n{src}\n"
 
 
