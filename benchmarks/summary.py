@@ -350,7 +350,8 @@ def section_fewdc() -> tuple[str, str]:
     if cells:  # the fewdc profile's runs, one folder per size
         sizes = {c["hash"]: c.get("collected") for c in cells}
         rows = [{"corruption": c["corruption"], "method": c["method"], "size": sizes[c["hash"]], "seed": c["seed"],
-                 "de": c["metrics"]["de_after"]} for c in cells if c["method"] != "original"]
+                 "de": c["metrics"]["de_after"], "best_epoch": c.get("repair", {}).get("best_epoch")}
+                for c in cells if c["method"] != "original"]
         src = (f"{bench_source('fewdc', cells, prof, 'dc*/cells/*.json')} "
                "Figure: [`fewdc/figures/fewdc-curve.png`](fewdc/figures/fewdc-curve.png).")
     else:
@@ -384,8 +385,25 @@ def section_fewdc() -> tuple[str, str]:
     corr = sorted({r["corruption"] for r in rows})
     note = (f"Mean over {len(corr)} corruptions x {len({r['seed'] for r in rows})} seeds, resnet-20, model selection "
             "`holdout`" + ("." if cells else " (the `--selection last` rows of the source are left out)."))
+    if cells:
+        note += " " + fewdc_detail(rows, de, mid)
     body = f"{finding}\n\n{t}\n\n{note}\n\n{src}\n"
     return body, finding
+
+
+def fewdc_detail(rows: list[dict], de: dict, mid: list[int]) -> str:
+    """Per corruption, DeepRepair against AugMix at the middle sizes, and how often ``holdout`` kept the
+    unchanged original at the smallest size (the finding behind ``--selection auto``)."""
+    per = []
+    for c in sorted({r["corruption"] for r in rows}):
+        keys = [k for k in de if k[0] == "deeprepair" and k[1] in mid and k[2] == c and ("augmix", *k[1:]) in de]
+        per.append(f"{c} {sum(de[k] > de[('augmix', *k[1:])] for k in keys)}/{len(keys)}")
+    n = min(r["size"] for r in rows)
+    small = [r for r in rows if r["size"] == n]
+    kept = (f" At {n} failures `holdout` kept the unchanged original (epoch 0) in "
+            f"{sum(r['best_epoch'] == 0 for r in small)} of {len(small)} runs."
+            if all(r["best_epoch"] is not None for r in small) else "")
+    return f"Per corruption at {min(mid)}-{max(mid)} failures, DeepRepair beats AugMix in (pairs): {', '.join(per)}.{kept}"
 
 
 def section_selection() -> str:

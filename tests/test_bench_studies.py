@@ -117,7 +117,8 @@ def test_summary_reads_the_study_profiles_folders_once_every_seed_is_done(tmp_pa
             cell(tmp_path / "repair" / "cells", "fog", m, s)
             cell(tmp_path / "mixed" / "cells", "mixed", m, s)
             for n in (25, 100, 1000):
-                cell(tmp_path / "fewdc" / f"dc{n}" / "cells", "fog", m, s, collected=n)
+                cell(tmp_path / "fewdc" / f"dc{n}" / "cells", "fog", m, s, collected=n,
+                     repair={"best_epoch": int(not (n == 25 and s == 0 and m == "finetune"))})
     for name in ("repair", "mixed", "fewdc/dc25", "fewdc/dc100", "fewdc/dc1000"):
         (tmp_path / name / "profile.json").write_text(json.dumps({"name": name.split("/")[0], **machine}))
     runs, src, dr = summary.repair_runs()
@@ -126,6 +127,7 @@ def test_summary_reads_the_study_profiles_folders_once_every_seed_is_done(tmp_pa
     assert "across 1 corruption types" in mixed and "`mixed/cells/*.json`" in mixed and "test cpu" in mixed
     fewdc, finding = summary.section_fewdc()
     assert "| 25 | 100 | 1000 |" in fewdc and "deeprepair bench --profile fewdc" in fewdc and "1,000 failures" in finding
+    assert "beats AugMix in (pairs): fog 3/3." in fewdc and "(epoch 0) in 1 of 9 runs" in fewdc
     next((tmp_path / "mixed" / "cells").glob("mixed*2.json")).unlink()  # seed 2 unfinished: the retired file again
     monkeypatch.setattr(summary, "load", lambda name: {"provenance": {"command": "x"}, "rows": [
         {"method": m, "seed": 0, "clean": 0.9, "break": 0.05, "de_mean": 0.3, "de_fog": 0.3}
