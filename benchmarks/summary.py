@@ -36,6 +36,18 @@ NAMES = {"finetune": "fine-tune (CE on Dt + Dc)", "augmix": "AugMix", "deeprepai
 
 
 # -- helpers ------------------------------------------------------------------------------------
+class Finding(str):
+    """A generated finding (the text, for SUMMARY.md and the docs) that also carries ``short``: its answer
+    in a few words, for README's headline table."""
+
+    short: str
+
+    def __new__(cls, text: str, short: str) -> "Finding":
+        obj = super().__new__(cls, text)
+        obj.short = short
+        return obj
+
+
 def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
@@ -144,6 +156,8 @@ def section_rq1() -> tuple[str, str]:
     finding = (f"The {len(res)} pre-trained models lose {min(drops):.1f}-{max(drops):.1f} points of accuracy on "
                f"average under the 15 CIFAR-10-C corruptions (five severities each); every corruption leaves at least "
                f"{min(fewest):,} failures among its 50,000 images, far more than the 1,000 a repair collects.")
+    finding = Finding(finding, f"{min(drops):.1f}-{max(drops):.1f} points of accuracy on average under the 15 "
+                               f"corruptions ({len(res)} models); at least {min(fewest):,} failures per corruption")
     t = table(["model", "clean (%)", "mean over the 15 (%)", "mean over the 4 held-out (%)", "worst of the 15 (%)",
                "failures per corruption (of 50,000)"], rows)
     return f"{finding}\n\n{t}\n\n{src}\n", finding
@@ -212,6 +226,8 @@ def section_repair() -> tuple[str, str]:
     src1 = f"Source: [`cpu/cells/*.json`](cpu/) ({len(cells)} cells; machine: {where}). Regenerate: `{bench_cmd}`."
 
     mixed = section_mixed()
+    finding = Finding(finding, f"at 1,000 failures {section_repair_seeds().short}; on failures of mixed types "
+                               f"{mixed.short}")
     per_arch = defaultdict(set)
     for c in cells:
         per_arch[c["arch"]].add(c["corruption"])
@@ -246,7 +262,8 @@ def section_repair_seeds() -> str:
     finding = (f"With {n} seed{'s' * (n != 1)} on resnet-20's {len(corr)} corruptions ({', '.join(corr)}), DeepRepair "
                f"minus AugMix on De is {ms(d_aug)} points and DeepRepair minus fine-tuning {ms(d_ft)} (mean over "
                "corruptions, ± = std over seeds).")
-    return f"{finding}\n\n{t}\n\n{src}\n"
+    return Finding(f"{finding}\n\n{t}\n\n{src}\n", f"DeepRepair's De minus AugMix's is {ms(d_aug)} points, minus "
+                   f"fine-tuning's {ms(d_ft)} ({n} seeds)")
 
 
 def folder_cells(name: str) -> list[dict]:
@@ -321,7 +338,7 @@ def section_mixed() -> str:
                f"{sum(x > 0 for x in d_aug)} of {len(d_aug)} seeds), minus fine-tuning {ms(d_ft)} (higher in "
                f"{sum(x > 0 for x in d_ft)} of {len(d_ft)}).")
     t = table(["method", "seeds", f"De, mean over {types} types (%)", "clean (%)", "break (%)"], out)
-    return f"{finding}\n\n{t}\n\n{src}\n"
+    return Finding(f"{finding}\n\n{t}\n\n{src}\n", f"{ms(d_aug)} and {ms(d_ft)} ({len(d_aug)} seeds)")
 
 
 def section_testtime() -> str:
@@ -381,6 +398,8 @@ def section_fewdc() -> tuple[str, str]:
                f"fine-tuning in {ff[0]} of {ff[1]} (corruption, seed) pairs and than AugMix in {fa[0]} of {fa[1]}; "
                f"at {max(sizes):,} failures it beats fine-tuning in {wins[('finetune', max(sizes))][0]} of "
                f"{wins[('finetune', max(sizes))][1]}.")
+    finding = Finding(finding, f"at {min(mid)}-{max(mid)} failures DeepRepair repairs more of De than fine-tuning in "
+                               f"{ff[0]} of {ff[1]} (corruption, seed) pairs and than AugMix in {fa[0]} of {fa[1]}")
     t = table(["De (%) at \\|Dc\\| =", *map(str, sizes)], out)
     corr = sorted({r["corruption"] for r in rows})
     note = (f"Mean over {len(corr)} corruptions x {len({r['seed'] for r in rows})} seeds, resnet-20, model selection "
@@ -462,6 +481,9 @@ def section_control() -> tuple[str, str]:
                f"original got right, and at the comparison's budget (2 epochs over 5,000 training images + Dc) no "
                f"regression control meets the target ({TARGET}) in more than {best[0]} of 15 (corruption, seed) "
                f"cells (best: {best[1]}).")
+    finding = Finding(finding, f"uncontrolled repairs break {100 * min(brk):.1f}-{100 * max(brk):.1f}% of the clean "
+                               f"images; at the comparison's budget no control meets the target ({TARGET}) in more "
+                               f"than {best[0]} of 15 cells")
     t = table(["method", "control", "De (%)", "clean (%)", "break (%)", "De gain kept", "cells meeting the target"], out)
     return (f"{finding}\n\n{t}\n\n{source('retired/regressions_control.json', d['provenance'])}\n"), finding
 
@@ -520,7 +542,7 @@ def gate_files() -> list[str]:
 
 
 def section_gate() -> tuple[str, str]:
-    out, winners = [], []
+    out, winners, short = [], [], []
     srcs = []
     for name in gate_files():
         d = load(name)
@@ -547,6 +569,8 @@ def section_gate() -> tuple[str, str]:
                     extra = " ".join(re.findall(r"--distill \S+", cmd))
                     winners.append(f"{NAMES[m].split(' (')[0]}{' with `' + extra + '`' if extra else ''} behind "
                                    f"the `{router}` router ({len(per_seed)} seeds, {machine(d['provenance'])})")
+                    short.append(f"{NAMES[m].split(' (')[0]}{' `' + extra + '`' if extra else ''} "
+                                 f"({machine(d['provenance']).split(' ')[0].split('(')[0]})")
                 out.append([NAMES[m], budget, label,
                             ms([mean(r["full_de"] for r in s) for s in per_seed.values()]),
                             ms([mean(r["full_clean"] for r in s) for s in per_seed.values()]),
@@ -558,6 +582,8 @@ def section_gate() -> tuple[str, str]:
                             machine(d["provenance"])])
     finding = ("With longer repairs (40,000 training images, 1 epoch, Dc repeated 4 times), routed repair meets the "
                f"target on the mean of every seed only for {' and for '.join(winners) if winners else 'no method'}.")
+    finding = Finding(finding, "a longer repair behind a router meets it on every seed's mean for "
+                               + (" and ".join(short) if short else "no method"))
     t = table(["method", "budget", "control", "De (%)", "clean (%)", "original clean (%)", "break (%)",
                "De gain kept", "cells meeting the target", "seeds meeting it on their mean", "machine"], out)
     machines = "Machines differ between files: the seeds were mined and repaired on each machine separately."
@@ -596,6 +622,9 @@ def section_speed() -> tuple[str, str]:
                f"({'meeting' if s['pass'] else 'missing'} the {s['target_harmonic_mean']:.0f}x target), "
                f"CIFAR-10-C renders in {cg['wall_seconds']:.0f} s, and the style ops take "
                f"{100 * au['style_share']:.1f}% of a DeepRepair step.")
+    finding = Finding(finding, f"corruptions {s['harmonic_mean_speedup']:.1f}x the per-image reference; style ops "
+                               f"{100 * au['style_share']:.1f}% of a step; the default repair {rs['ratio']:.2f}x the "
+                               "paper's wall time")
     t = table(["what", "measured", "source", "machine"],
               [[w, v, f"[`{n}`]({n})", machine(p)] for w, v, n, p in rows])
     cmds = []
@@ -873,6 +902,10 @@ def section_net() -> tuple[str, dict[str, str]]:
              + (f", the default (`protect`) by {ms(change['ft-focal+interp'])}" if change.get("ft-focal+interp")
                 and best != "ft-focal+interp" else "") + ".")
         findings["cinic"] = f
+        findings["cinic-short"] = (
+            f"on real photos {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods leave "
+            "the model worse" + (f"; the default changes accuracy there by {ms(change['ft-focal+interp'])} points"
+                                 if change.get("ft-focal+interp") else ""))
         note = ("Shifted images = the evaluation half of the photos that are not in Dc (the other half is the "
                 "unlabelled field half, given only to the `+ field photos` methods); clean = CIFAR-10's test set. "
                 "± = sample std over seeds.")
@@ -895,9 +928,8 @@ def section_net() -> tuple[str, dict[str, str]]:
         de, brk = cols["De (%)"], cols["clean break (%)"]
         if de.get("ft-focal+interp") and de.get("finetune"):
             findings["leakfree-short"] = (
-                f"On CIFAR-10-C (leak-free split, {len(corr)} corruptions, {prof['collect']:,} failures collected) the default repairs "
-                f"{ms(de['ft-focal+interp'])}% of the held-out failures at a clean break of "
-                f"{ms(brk['ft-focal+interp'])}%, plain fine-tuning {ms(de['finetune'])}% at {ms(brk['finetune'])}%.")
+                f"on CIFAR-10-C it repairs {ms(de['ft-focal+interp'])}% of De at a clean break of "
+                f"{ms(brk['ft-focal+interp'])}% (plain fine-tuning: {ms(de['finetune'])}% at {ms(brk['finetune'])}%)")
         out.append(f"### CIFAR-10-C, leak-free split\n\n{f}\n\n{t}\n\nEach figure: the mean over {', '.join(corr)} for "
                    "one seed (seeds with every corruption done), then mean ± sample std over seeds.\n\n"
                    "Issue 22's targets (one network; each corruption's mean over seeds; wall times from the cells, "
@@ -933,6 +965,16 @@ def section_net() -> tuple[str, dict[str, str]]:
 
 
 # -- assembly -----------------------------------------------------------------------------------
+TITLES = ["0. Before repair: what do the corruptions cost? (RQ1, Table 1)", "1. Does DeepRepair beat the baselines?",
+          "2. With few collected failures?", "3. Regressions: what does repair break, and can routing prevent it?",
+          "4. Speed", "5. Net effect: what a user lives with (leak-free; real failures)"]
+
+
+def anchor(title: str) -> str:
+    """The link target GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
 def build() -> tuple[str, dict[str, str]]:
     rq1, f_rq1 = section_rq1()
     rep, f_rep = section_repair()
@@ -943,22 +985,20 @@ def build() -> tuple[str, dict[str, str]]:
     speed, f_speed = section_speed()
     net, f_nets = section_net()
     f_net = " ".join(v for k, v in f_nets.items() if not k.endswith("-short"))
-    # README keeps one line per question: of section 5, real failures, the default's cost on CIFAR-10-C and why
-    f_net_short = " ".join(f_nets[k] for k in ("cinic", "default", "leakfree-short") if k in f_nets)
     doc = ("# What has been measured\n\n"
            "Generated by `python benchmarks/summary.py` from the JSON files in this folder; do not edit by hand. "
            "Each table opens with its finding (computed from the table), and names its source file, the machine "
            "it ran on and the command that regenerates it. Model: the committed `checkpoints/resnet-20` unless "
            "a table says otherwise. De = accuracy on the held-out failures (0% before repair by construction), "
            "break = share of the clean test images the original got right and the repair gets wrong.\n\n"
-           f"## 0. Before repair: what do the corruptions cost? (RQ1, Table 1)\n\n{rq1}\n"
-           f"## 1. Does DeepRepair beat the baselines?\n\n{rep}\n"
-           f"## 2. With few collected failures?\n\n{few}\n### Model selection with few failures\n\n{section_selection()}\n"
-           f"## 3. Regressions: what does repair break, and can routing prevent it?\n\n### At the comparison's budget\n\n"
+           f"## {TITLES[0]}\n\n{rq1}\n"
+           f"## {TITLES[1]}\n\n{rep}\n"
+           f"## {TITLES[2]}\n\n{few}\n### Model selection with few failures\n\n{section_selection()}\n"
+           f"## {TITLES[3]}\n\n### At the comparison's budget\n\n"
            f"{ctl}\n### Thresholds and routers at that budget\n\n{routers}\n"
            f"### A longer repair behind a router\n\n{gate}\n"
-           f"## 4. Speed\n\n{speed}\n"
-           f"## 5. Net effect: what a user lives with (leak-free; real failures)\n\n{net}")
+           f"## {TITLES[4]}\n\n{speed}\n"
+           f"## {TITLES[5]}\n\n{net}")
     def findings_list(net: str) -> str:
         return (f"- **Before repair:** {f_rq1}\n- **Repair vs baselines:** {f_rep}\n- **Few failures:** {f_few}\n"
                 f"- **Regressions:** {f_ctl} {f_gate}\n- **Speed:** {f_speed}\n"
@@ -966,10 +1006,19 @@ def build() -> tuple[str, dict[str, str]]:
     findings = findings_list(f_net)
     link = "[`benchmarks/results/SUMMARY.md`](benchmarks/results/SUMMARY.md)"
     docs = "../benchmarks/results/"  # links in docs/*.md
+    # README: one short line per question, each linking to its section of SUMMARY.md
+    net_short = "; ".join(f_nets[k] for k in ("cinic-short", "leakfree-short") if k in f_nets) or "not measured yet"
+    headlines = [("What do the corruptions cost?", f_rq1.short),
+                 ("Does DeepRepair beat the baselines?", f_rep.short),
+                 ("With few collected failures?", f_few.short),
+                 ("What does repair break?", f"{f_ctl.short}; {f_gate.short}"),
+                 ("How fast?", f_speed.short),
+                 ("Net effect of the default (`protect`)?", net_short)]
+    readme = table(["question (SUMMARY.md section)", "answer (generated)"],
+                   [[f"[{q}](benchmarks/results/SUMMARY.md#{anchor(title)})", a]
+                    for title, (q, a) in zip(TITLES, headlines)])
     blocks = {
-        "findings": (f"{findings_list(f_net_short)}\nTables, machines and the commands that regenerate each figure "
-                     f"(section 5 also: the leak-free CIFAR-10-C figures, 100 collected failures and the trade-off "
-                     f"along the interpolation path): {link}."),
+        "findings": f"{readme}\n\nEvery table, machine and regenerating command: {link}.",
         "findings-results": findings + "\nTables, machines and commands: [SUMMARY.md](SUMMARY.md).",
         "repair-seeds": relink(section_repair_seeds(), docs),
         "control": relink(ctl, docs),

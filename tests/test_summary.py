@@ -59,3 +59,20 @@ def test_every_results_file_names_its_machine():
     profile = json.loads((results / "cpu" / "profile.json").read_text())
     if not profile.get("provenance"):
         assert "**not recorded** in `cpu/profile.json`" in doc
+
+
+def test_readme_headlines_link_to_summary_sections_and_stay_short():
+    """README's generated block is one row per question whose link lands on a heading of SUMMARY.md
+    (GitHub's anchor of it) and whose answer is a short line, not the section's whole finding."""
+    import re
+
+    mod = _summary()
+    doc, blocks = mod.build()
+    anchors = {mod.anchor(h) for h in re.findall(r"^## (.+)$", doc, flags=re.M)}
+    rows = [r for r in blocks["findings"].splitlines() if r.startswith("| [")]
+    assert len(rows) == len(mod.TITLES) == len(anchors)
+    for row in rows:
+        target = re.search(r"SUMMARY\.md#([\w-]+)\)", row).group(1)
+        assert target in anchors, target
+        assert len(row.split(" | ", 1)[1].split()) <= 60, row
+    assert mod.anchor("5. Net effect: what (leak-free; real)") == "5-net-effect-what-leak-free-real"
