@@ -48,6 +48,11 @@ class Finding(str):
         return obj
 
 
+def lead(body: str) -> str:
+    """A section body's finding: its first paragraph (every body opens with its finding)."""
+    return body.split("\n\n", 1)[0]
+
+
 def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
@@ -223,13 +228,15 @@ def section_repair() -> tuple[str, str]:
     t1 = table(["method", "cells", "De (%)", "clean (%)", "break (%)", "other corruptions' De (%)"], rows)
     recorded = prof.get("provenance") or next((c["provenance"] for c in cells if c.get("provenance")), None)
     where = machine(recorded) if recorded else "**not recorded** in `cpu/profile.json` or the cell files"
-    src1 = f"Source: [`cpu/cells/*.json`](cpu/) ({len(cells)} cells; machine: {where}). Regenerate: `{bench_cmd}`."
+    src1 = (f"Source: [`cpu/cells/*.json`](cpu/) ({len(cells)} cells; machine: {where}). Regenerate: `{bench_cmd}`."
+            + (f" {PAPER_SPLIT}" if paper_split(cells) else ""))
 
     mixed, seeded = section_mixed(), section_repair_seeds()
     grid = finding
-    # a claim needs seeds: the section opens with the seeded comparison (each body opens with its finding)
-    finding = Finding(f"{seeded.split(chr(10) * 2, 1)[0]} Over the whole one-seed grid: {grid[0].lower()}{grid[1:]}",
-                      f"at 1,000 failures {seeded.short}; on failures of mixed types {mixed.short}")
+    # a claim needs seeds: the section opens with the seeded comparison
+    finding = Finding(f"{lead(seeded)} Over the whole one-seed grid: {grid[0].lower()}{grid[1:]}",
+                      f"at 1,000 failures {seeded.short}; on failures of mixed types {mixed.short}"
+                      + ("; the paper's per-failure split" if paper_split(folder_cells("repair") + folder_cells("mixed")) else ""))
     per_arch = defaultdict(set)
     for c in cells:
         per_arch[c["arch"]].add(c["corruption"])
@@ -311,9 +318,21 @@ def partial(name: str) -> str:
             "these tables read it once every seed is done.")
 
 
+PAPER_SPLIT = ("Split: the paper's, each failure drawn on its own (`split_by: failure`), so a held-out failure "
+               "can be a collected photo at another severity (docs/repair.md, \"Leak-free split\"); SUMMARY.md "
+               "section 5 is leak-free.")
+
+
+def paper_split(cells: list[dict]) -> bool:
+    """Whether the cells' Dc/De split is the paper's per-failure one (cells made before ``split_by`` was
+    recorded used it too)."""
+    return all(c.get("split_by", "failure") == "failure" for c in cells if c["method"] != "original")
+
+
 def bench_source(name: str, cells: list[dict], prof: dict, pattern: str = "cells/*.json") -> str:
+    split = f" {PAPER_SPLIT}" if name != "rq1" and paper_split(cells) else ""
     return (f"Source: [`{name}/{pattern}`]({name}/) ({len(cells)} cells; machine: {machine(prof)}). "
-            f"Regenerate: `{NOW[name]}`.")
+            f"Regenerate: `{NOW[name]}`.{split}")
 
 
 def section_mixed() -> str:
@@ -401,7 +420,8 @@ def section_fewdc() -> tuple[str, str]:
                f"at {max(sizes):,} failures it beats fine-tuning in {wins[('finetune', max(sizes))][0]} of "
                f"{wins[('finetune', max(sizes))][1]}.")
     finding = Finding(finding, f"at {min(mid)}-{max(mid)} failures DeepRepair repairs more of De than fine-tuning in "
-                               f"{ff[0]} of {ff[1]} (corruption, seed) pairs and than AugMix in {fa[0]} of {fa[1]}")
+                               f"{ff[0]} of {ff[1]} (corruption, seed) pairs and than AugMix in {fa[0]} of {fa[1]}"
+                               + ("; the paper's per-failure split" if cells and paper_split(cells) else ""))
     t = table(["De (%) at \\|Dc\\| =", *map(str, sizes)], out)
     corr = sorted({r["corruption"] for r in rows})
     note = (f"Mean over {len(corr)} corruptions x {len({r['seed'] for r in rows})} seeds, resnet-20, model selection "

@@ -76,3 +76,14 @@ def test_readme_headlines_link_to_summary_sections_and_stay_short():
         assert target in anchors, target
         assert len(row.split(" | ", 1)[1].split()) <= 60, row
     assert mod.anchor("5. Net effect: what (leak-free; real)") == "5-net-effect-what-leak-free-real"
+
+
+def test_results_on_the_papers_per_failure_split_say_so():
+    """A bench source line names the paper's per-failure split (not leak-free) where its cells used it."""
+    mod = _summary()
+    failure = [{"method": "deeprepair", "split_by": "failure"}, {"method": "original", "split_by": "image"}]
+    image = [{"method": "deeprepair", "split_by": "image"}]
+    assert mod.paper_split(failure) and mod.paper_split([{"method": "finetune"}]) and not mod.paper_split(image)
+    assert mod.PAPER_SPLIT in mod.bench_source("mixed", failure, {})
+    assert mod.PAPER_SPLIT not in mod.bench_source("mixed", image, {})
+    assert mod.lead("finding.\n\n| table |") == "finding."
