@@ -6,23 +6,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..bounds import wilson
 from ..data import ImageSet
 from ..engine import predict
 
 
 def _pred(model: nn.Module, x: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
     return predict(model, x, device=device, precision=precision)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """Wilson score interval for a proportion k/n (95% by default)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [float(max(0.0, c - h)), float(min(1.0, c + h))]
 
 
 def _rates(right_b: np.ndarray, right_a: np.ndarray) -> dict:
