@@ -218,7 +218,7 @@ def test_demo_without_model_explains_how_to_get_one(data_dir, tmp_path, capsys, 
 
 def test_demo_falls_back_to_the_bundled_digits_offline(tmp_path, capsys, monkeypatch):
     import deeprepair.data as data
-    import deeprepair.demo as demo_module
+    import deeprepair.workflows.demo as demo_module
 
     def no_network(root):
         raise DeepRepairError("cannot download https://www.cs.toronto.edu/...: Name or service not known")

@@ -13,7 +13,7 @@ its own layer and the layers below it, never one above:
     5  style, cluster, augment       style transfer, k-means/Eq. 4, AugMix/StyleAug
     6  mining, evaluate              failures, Dc/De split; accuracy on corrupted sets
     7  repair                        the repair loop, baselines, regression control, reports
-    8  bench, demo, workflows        the benchmark grid and its report; the demo pipeline; what each command does
+    8  bench, workflows              the benchmark grid and its report; what each command does (the demo too)
     9  cli, cli_parser, __main__     the command line (its flags in cli_parser)
 
 Imports under ``if TYPE_CHECKING:`` are for annotations only and do not count. Imports inside
@@ -42,7 +42,7 @@ LAYERS = [
     {"style", "cluster", "augment"},
     {"mining", "evaluate"},
     {"repair"},
-    {"bench", "demo", "workflows"},
+    {"bench", "workflows"},
     {"cli", "cli_parser", "__main__"},
 ]
 

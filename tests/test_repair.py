@@ -346,7 +346,7 @@ def test_gate_without_held_out_failures_still_bounds_the_break_rate(setup):
 
 def _brute_force_threshold(sc, cb, ca, sf, fb, fa, max_break, bound, heldout=None):
     """The threshold search as first written: one pass over every candidate."""
-    from deeprepair.repair.report import wilson
+    from deeprepair.bounds import wilson
 
     rows = []
     for t in np.unique(np.concatenate([sc, sf, [np.inf, -np.inf]])):
@@ -364,7 +364,7 @@ def _brute_force_threshold(sc, cb, ca, sf, fb, fa, max_break, bound, heldout=Non
 def _brute_force_keep(sc, cb, ca, sf, fb, fa, max_break, bound, keep):
     """``keep`` as specified: the highest allowed threshold whose validation repair is >= keep
     times the repair with everything routed, else the plain choice."""
-    from deeprepair.repair.report import wilson
+    from deeprepair.bounds import wilson
 
     def allowed(t):
         broke = int((cb & ~np.where(sc > t, ca, cb)).sum())

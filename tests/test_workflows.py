@@ -45,7 +45,7 @@ def test_train_then_repair_from_python(tmp_path, smooth_images):
     from deeprepair.repair import RepairConfig
     from deeprepair.train import TrainConfig
     from deeprepair.workflows import ModelSpec
-    from deeprepair.workflows.repairing import run_repair
+    from deeprepair.workflows.repair import run_repair
     from deeprepair.workflows.training import train_to_file
 
     data = tmp_path / "data"

@@ -118,7 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from .workflows.evaluation import mine_corruptions, mine_real
+    from .workflows.mine import mine_corruptions, mine_real
 
     if args.real:
         return _emit(args, mine_real(_spec(args), args.real, args.out, collect=args.collect, seed=args.seed,
@@ -165,7 +165,7 @@ def repair_config(args: argparse.Namespace, style_options: dict):
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from .workflows.inputs import style_options
-    from .workflows.repairing import run_repair
+    from .workflows.repair import run_repair
 
     resolve_repair_options(args)
     cfg = repair_config(args, style_options(args.style, args.style_mode, args.style_checkpoint))

@@ -5,7 +5,7 @@ import types as _types
 
 from . import gate as _gate  # noqa: F401  registers the routed-repair ("gate") checkpoint kind
 from .core import METHODS, RepairConfig, repair
-from .report import compare, repair_report_markdown
+from .compare import compare, repair_report_markdown
 
 __all__ = ["METHODS", "RepairConfig", "compare", "repair", "repair_report_markdown"]
 

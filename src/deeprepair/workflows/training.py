@@ -1,5 +1,8 @@
 """``deeprepair train`` and ``train-style``: train a classifier, or the adain style backend's
-decoder, into a checkpoint file; both keep a state after every epoch and resume from it."""
+decoder, into a checkpoint file; both keep a state after every epoch and resume from it.
+
+Named ``training``, not after its command: ``deeprepair.train`` is the library module it calls, and
+no module name appears twice in the package."""
 
 from __future__ import annotations
 
