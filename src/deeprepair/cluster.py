@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DeepRepairError
-
-STRATEGIES = ("eq4", "uniform", "per-class")
+from .repair_config import SAMPLINGS
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
@@ -111,8 +110,8 @@ class ReferenceSampler:
     features: str = "pixels"   # or "style" (an improvement the benchmark compares)
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> ReferenceSampler:
-        if self.strategy not in STRATEGIES:
-            raise DeepRepairError(f"sampling must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy not in SAMPLINGS:
+            raise DeepRepairError(f"sampling must be one of {SAMPLINGS}, got {self.strategy!r}")
         if len(x) == 0:
             raise DeepRepairError("the failure set is empty: collect at least one failure image")
         if self.n_clusters < 1:

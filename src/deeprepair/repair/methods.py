@@ -118,7 +118,8 @@ class CutMix(Objective):
         return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm]), {"student": out, "inputs": mixed}
 
 
-# SENSEI's natural variations for CIFAR (facts.md): (low, high) per gene
+# SENSEI's natural variations for CIFAR (Gao et al. 2020, "Fuzz testing based data augmentation to
+# improve robustness of deep neural networks", ICSE; docs/repair.md, the methods): (low, high) per gene
 SENSEI_RANGES = np.array([[-15, 15], [-3, 3], [-3, 3], [-0.1, 0.1], [0.9, 1.1], [-32, 32], [0.8, 1.2]], float)
 SENSEI_IDENTITY = np.array([0, 0, 0, 0, 1, 0, 1], float)
 
