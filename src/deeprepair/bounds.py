@@ -77,10 +77,11 @@ def paired_change_lower(right_before: np.ndarray, right_after: np.ndarray, confi
 
 
 def mean_std(values, digits: int = 2, scale: float = 1.0) -> str:
-    """``"m ± s"`` (sample std, ddof 1) of a few seeds' values; ``"m"`` for one value, ``"n/a"`` for none."""
-    v = [scale * float(x) for x in values if x is not None]
-    if not v:
+    """``"m ± s"`` (sample std, ddof 1) of a few seeds' values, each statistic times ``scale`` (100:
+    shares as percentages); ``"m"`` for one value, ``"n/a"`` for none (``None`` values are left out)."""
+    v = np.array([float(x) for x in values if x is not None])
+    if not len(v):
         return "n/a"
     if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
+        return f"{v[0] * scale:.{digits}f}"
+    return f"{v.mean() * scale:.{digits}f} ± {v.std(ddof=1) * scale:.{digits}f}"

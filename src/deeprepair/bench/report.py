@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounds import mean_std
 from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
+from ..tables import markdown_table
 from .profile import frontier_row
 
 
@@ -48,24 +50,14 @@ def load_cells(out: Path) -> list[dict]:
     return [read_cell(p) for p in sorted((Path(out) / "cells").glob("*.json"))]
 
 
-def _agg(vals: list[float]) -> tuple[float, float, int]:
-    a = np.array(vals, float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan"), len(a)
-
-
-def _fmt(t: tuple[float, float, int], scale: float = 100) -> str:
-    m, s, n = t
-    return f"{m * scale:.2f}" + (f" ± {s * scale:.2f}" if n > 1 else "")
-
-
 def grid(cells: list[dict], key) -> dict:
-    """{arch: {method: {corruption: (mean, std, n)}}} of key(cell) over seeds."""
+    """{arch: {method: {corruption: [key(cell) of each seed]}}}."""
     acc = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for c in cells:
         v = key(c)
         if v is not None:
             acc[c["arch"]][c["method"]][c["corruption"]].append(v)
-    return {a: {m: {k: _agg(v) for k, v in d.items()} for m, d in ms.items()} for a, ms in acc.items()}
+    return {a: {m: dict(d) for m, d in ms.items()} for a, ms in acc.items()}
 
 
 def _png(fig) -> str:
@@ -77,13 +69,9 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
     """DeepRepair's De accuracy minus ``method``'s (points), one value per (arch, corruption) both ran."""
-    return [(de[a]["deeprepair"][c][0] - de[a][method][c][0]) * 100 for a in archs if method in de[a]
+    return [(np.mean(de[a]["deeprepair"][c]) - np.mean(de[a][method][c])) * 100 for a in archs if method in de[a]
             for c in de[a][method] if c in de[a]["deeprepair"]]
 
 
@@ -130,10 +118,10 @@ def lives_with(cells: list[dict], prof: dict) -> list[str]:
             for label, get in LIVES_WITH:
                 seeds = [[get(c["metrics"]) for c in cs] for cs in per[m].values()]
                 seeds = [np.mean(v) for v in seeds if v and all(x is not None for x in v)]
-                row.append(_fmt(_agg(seeds)) if seeds else "-")
+                row.append(mean_std(seeds, scale=100) if seeds else "-")
             row.append(str(len(per[m])))
             rows.append(row)
-        out += [f"### {arch}", "", _table(rows, ["method"] + [label for label, _ in LIVES_WITH] + ["seeds"]), ""]
+        out += [f"### {arch}", "", markdown_table(["method"] + [label for label, _ in LIVES_WITH] + ["seeds"], rows, numbers=False), ""]
     return out
 
 
@@ -182,9 +170,9 @@ def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
         rows = []
         for meth in [m for m in prof["methods"] + prof.get("ablation", []) if m in ms]:
             for a, seeds in ms[meth].items():
-                rows.append([meth, f"{a:g}"] + [_fmt(_agg([s[i] for s in seeds])) if not np.isnan(seeds[0][i]) else "-"
+                rows.append([meth, f"{a:g}"] + [mean_std([s[i] for s in seeds], scale=100) if not np.isnan(seeds[0][i]) else "-"
                                                 for i in range(len(FRONTIER))] + [str(len(seeds))])
-        md += [f"### {arch}", "", _table(rows, ["method", "alpha"] + [lab for lab, _ in FRONTIER] + ["seeds"]), ""]
+        md += [f"### {arch}", "", markdown_table(["method", "alpha"] + [lab for lab, _ in FRONTIER] + ["seeds"], rows, numbers=False), ""]
         fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.8))
         for meth, alphas in ms.items():
             xs = [np.mean([s[3] for s in seeds]) * 100 for seeds in alphas.values()]
@@ -248,8 +236,8 @@ def _models(out: Path) -> list[str]:
              str(m.get("precision") or "-"), f"`{m['train_command']}`" if m.get("train_command") else "-"]
             for a, m in rec.items() if isinstance(m, dict)]
     return ["", "## Models (as their checkpoints record them)", "",
-            _table(rows, ["arch", "parameters", "epochs", "clean acc. (%)", "training (min)", "median epoch (s)",
-                          "precision", "command"])]
+            markdown_table(["arch", "parameters", "epochs", "clean acc. (%)", "training (min)", "median epoch (s)",
+                            "precision", "command"], rows, numbers=False)]
 
 
 def _table1(cells: list[dict], prof: dict, arch: str) -> list[str]:
@@ -260,7 +248,7 @@ def _table1(cells: list[dict], prof: dict, arch: str) -> list[str]:
             n_de = c["metrics"].get("de_images", 0)
             t1[c["corruption"]] = [f"{c['failures']:,}", f"{c['failures'] - n_de:,}", f"{n_de:,}"]
     return ["", f"## {arch}", "", "### Table 1: failures (Dc+De), collected (Dc), held out (De)", "",
-            _table([[k, *t1[k]] for k in prof["corruptions"] if k in t1], ["corruption", "Dc+De", "Dc", "De"])]
+            markdown_table(["corruption", "Dc+De", "Dc", "De"], [[k, *t1[k]] for k in prof["corruptions"] if k in t1], numbers=False)]
 
 
 def _table2(de: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
@@ -269,29 +257,30 @@ def _table2(de: dict, arch: str, methods: list[str], corrs: list[str]) -> list[s
     for c in corrs:
         vals = {m: de[arch][m].get(c) for m in methods}
         cand = [m for m in methods if m not in ("oracle", "original") and vals[m]]
-        best = max(cand, key=lambda m: vals[m][0]) if cand else None
-        rows.append([c] + [("**" + _fmt(vals[m]) + "**" if m == best else _fmt(vals[m])) if vals[m] else "-"
+        best = max(cand, key=lambda m: np.mean(vals[m])) if cand else None
+        rows.append([c] + [(f"**{mean_std(vals[m], scale=100)}**" if m == best else mean_std(vals[m], scale=100))
+                           if vals[m] else "-"
                            for m in methods])
     means = []
     for m in methods:
-        v = [de[arch][m][c][0] for c in corrs if c in de[arch][m]]
+        v = [np.mean(de[arch][m][c]) for c in corrs if c in de[arch][m]]
         means.append(f"{np.mean(v) * 100:.2f}" if v else "-")
     rows.append(["**mean**"] + means)
     return ["", "### Table 2: accuracy on the held-out failures De (repair rate; the original gets 0)", "",
             "Best non-oracle method per row in bold; `oracle` knows the true corruption (an upper bound).", "",
-            _table(rows, ["corruption"] + methods)]
+            markdown_table(["corruption"] + methods, rows, numbers=False)]
 
 
 def _clean_break_time(clean: dict, brk: dict, secs: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
     rows = []
     for m in methods:
-        cl = [clean[arch][m][c][0] for c in corrs if c in clean[arch][m]]
-        br = [brk[arch][m][c][0] for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
-        tt = [secs[arch][m][c][0] for c in corrs if c in secs[arch][m] and secs[arch][m][c][0] is not None]
+        cl = [np.mean(clean[arch][m][c]) for c in corrs if c in clean[arch][m]]
+        br = [np.mean(brk[arch][m][c]) for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
+        tt = [np.mean(secs[arch][m][c]) for c in corrs if c in secs[arch][m]]
         rows.append([m, f"{np.mean(cl) * 100:.2f}" if cl else "-", f"{np.mean(br) * 100:.2f}" if br else "-",
                      f"{np.mean(tt):.0f}" if tt else "-"])
     return ["", "### Clean accuracy, break rate and repair time (means over corruptions)", "",
-            _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
+            markdown_table(["method", "clean acc. (%)", "break rate (%)", "repair time (s)"], rows, numbers=False)]
 
 
 def _head_to_head(de: dict, arch: str, methods: list[str]) -> list[str]:
@@ -307,7 +296,7 @@ def _head_to_head(de: dict, arch: str, methods: list[str]) -> list[str]:
             rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}",
                          f"{min(diff):+.2f} .. {max(diff):+.2f}"])
     return ["", "### DeepRepair against each method (De accuracy, per corruption)", "",
-            _table(rows, ["method", "DeepRepair higher", "mean difference (points)", "range"])]
+            markdown_table(["method", "DeepRepair higher", "mean difference (points)", "range"], rows, numbers=False)]
 
 
 def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
@@ -325,17 +314,18 @@ def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str],
             f"Accuracy of each repaired model on a fixed random subsample of up to {prof.get('cross_subsample', '?'):,} "
             "held-out failures of every corruption this architecture has: on its own corruption and, averaged, "
             "on the others (means over the repaired models).", "",
-            _table(rows, ["method", "own corruption (%)", "other corruptions (%)"])]
+            markdown_table(["method", "own corruption (%)", "other corruptions (%)"], rows, numbers=False)]
 
 
 def _table3(de: dict, arch: str, corrs: list[str]) -> list[str]:
     """Table 3: the ablation, no-cluster (uniform sampling) vs clustering + Eq. 4."""
     if not ("deeprepair" in de[arch] and "dr-uniform" in de[arch]):
         return []
-    rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
+    rows = [[c, mean_std(de[arch]["dr-uniform"][c], scale=100), mean_std(de[arch]["deeprepair"][c], scale=100)]
+            for c in corrs
             if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
     return ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
-            _table(rows, ["corruption", "no-cluster", "DeepRepair (Eq. 4)"])]
+            markdown_table(["corruption", "no-cluster", "DeepRepair (Eq. 4)"], rows, numbers=False)]
 
 
 def _fig2(cells: list[dict], arch: str) -> list:
@@ -357,8 +347,8 @@ def _fig3(de: dict, clean: dict, arch: str, methods: list[str], corrs: list[str]
     """Fig. 3: clean vs De accuracy after repair, per method."""
     fig, ax = _pyplot().subplots(figsize=(5, 3.5))
     for m in methods:
-        cl = [clean[arch][m][c][0] * 100 for c in corrs if c in clean[arch][m]]
-        d = [de[arch][m][c][0] * 100 for c in corrs if c in de[arch][m]]
+        cl = [np.mean(clean[arch][m][c]) * 100 for c in corrs if c in clean[arch][m]]
+        d = [np.mean(de[arch][m][c]) * 100 for c in corrs if c in de[arch][m]]
         if cl and d:
             ax.scatter(np.mean(cl), np.mean(d), label=m)
             ax.annotate(m, (np.mean(cl), np.mean(d)), fontsize=7)
@@ -424,7 +414,7 @@ def _all_archs_head_to_head(de: dict, prof: dict) -> list[str]:
             rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}"])
     return ["", "## All architectures: DeepRepair against each method", "",
             "Over every (architecture, corruption) pair both were run on; De accuracy, seed means.", "",
-            _table(rows, ["method", "DeepRepair higher", "mean difference (points)"])]
+            markdown_table(["method", "DeepRepair higher", "mean difference (points)"], rows, numbers=False)]
 
 
 def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
@@ -524,24 +514,24 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
         raise DeepRepairError(f"{out} holds no runs of a dc_sizes profile")
     seeds = sorted({s for d in de.values() for by in d.values() for s in by})
     head = ["arch", "method"] + [f"{n:,} collected" for n in sizes]
-    curve = {k: [_agg([float(np.mean(v)) for v in d[n].values()]) if d.get(n) else None for n in sizes]
+    curve = {k: [[float(np.mean(v)) for v in d[n].values()] if d.get(n) else None for n in sizes]  # per-seed means
              for k, d in de.items()}
-    rows = [[a, m] + [_fmt(t) if t else "-" for t in ts] for (a, m), ts in curve.items()]
+    rows = [[a, m] + [mean_std(t, scale=100) if t else "-" for t in ts] for (a, m), ts in curve.items()]
     md = [f"# Benchmark report: profile `{prof['name']}`, De against |Dc|", "", prof.get("about", ""), "",
           f"Runs: {', '.join(f'`{p}/`' for p in parts)} (each a bench folder with its own report). Seeds in "
           f"the cells: {', '.join(map(str, seeds))} (a figure without ± is one seed's).", "",
           "## De (%) against |Dc|, each seed's mean over the corruptions (mean ± std over seeds)", "",
-          _table(rows, head), "", "## Per corruption (mean ± std over seeds)", ""]
+          markdown_table(head, rows, numbers=False), "", "## Per corruption (mean ± std over seeds)", ""]
     corr_rows = sorted({(a, c, m) for a, c, m, _ in per_corr})
-    md.append(_table([[a, c, m] + [_fmt(_agg(per_corr[(a, c, m, n)])) if per_corr.get((a, c, m, n)) else "-"
-                                    for n in sizes] for a, c, m in corr_rows],
-                     ["arch", "corruption", "method"] + head[2:]))
+    md.append(markdown_table(["arch", "corruption", "method"] + head[2:],
+                             [[a, c, m] + [mean_std(per_corr[(a, c, m, n)], scale=100) if per_corr.get((a, c, m, n))
+                                           else "-" for n in sizes] for a, c, m in corr_rows], numbers=False))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for (a, m), ts in curve.items():
         pts = [(n, t) for n, t in zip(sizes, ts) if t]
-        ax.errorbar([n for n, _ in pts], [t[0] * 100 for _, t in pts],
-                    yerr=[0 if t[2] < 2 else t[1] * 100 for _, t in pts], marker="o", capsize=3,
+        ax.errorbar([n for n, _ in pts], [np.mean(t) * 100 for _, t in pts],
+                    yerr=[0 if len(t) < 2 else np.std(t, ddof=1) * 100 for _, t in pts], marker="o", capsize=3,
                     label=m if len({a for a, _ in curve}) == 1 else f"{a} {m}")
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])

@@ -9,6 +9,7 @@ import torch.nn as nn
 from ..bounds import wilson
 from ..data import ImageSet
 from ..engine import predict
+from ..tables import markdown_table
 
 
 def _pred(model: nn.Module, x: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
@@ -98,8 +99,8 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
     if "clean_unseen" in cmp:
         rows.append((f"clean test images not in Dc ({cmp['clean_unseen']['images']:,})", cmp["clean_unseen"]["before"],
                      cmp["clean_unseen"]["after"]))
-    lines = [f"# Repair report: {name}", "", "| accuracy (%) | before | after |", "|---|---:|---:|"]
-    lines += [f"| {r} | {pct(b)} | {pct(a)} |" for r, b, a in rows]
+    lines = [f"# Repair report: {name}", "",
+             markdown_table(["accuracy (%)", "before", "after"], [[r, pct(b), pct(a)] for r, b, a in rows])]
     if "shifted" in cmp:
         sh = cmp["shifted"]
         lines += ["", f"- on the shifted images the repair never saw: {pct(sh['fix_rate'])}% of the wrong ones fixed, "
@@ -145,6 +146,6 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
         lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
                      f"{report['precision']})")
     if cmp.get("de_groups"):
-        lines += ["", "| held-out group | images | before (%) | after (%) |", "|---|---:|---:|---:|"]
-        lines += [f"| {g} | {v['n']} | {pct(v['before'])} | {pct(v['after'])} |" for g, v in cmp["de_groups"].items()]
+        lines += ["", markdown_table(["held-out group", "images", "before (%)", "after (%)"],
+                                     [[g, v["n"], pct(v["before"]), pct(v["after"])] for g, v in cmp["de_groups"].items()])]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import torch.nn as nn
 from ..data import ImageSet, load_failure_set
 from ..errors import DeepRepairError
 from ..repair_config import RepairConfig
+from ..tables import markdown_table
 from .inputs import ModelSpec, Outcome, Progress, check_images, load_split, no_progress, open_model, out_dir
 
 DIGITS_EPOCHS = 15  # the offline demo's tiny model: ~97% on the digits' test split
@@ -112,22 +113,20 @@ def demo_table(results: dict, split, corruption: str, n_test: int, about: dict) 
     """The numbers to look at first, before and after each repair."""
     pct = lambda v: f"{v * 100:.1f}"  # noqa: E731
     first = next(iter(results.values()))["compare"]
-    lines = [f"data: {about.get('data', '?')}",
-             f"demo: {Path(str(about.get('model', 'model'))).name} under {corruption} (5 severities x {n_test:,} test "
-             f"images): {len(split.index):,} failures -> {len(split.dc):,} collected (Dc) from "
-             f"{len(split.dc_sources()):,} photos; {len(split.de):,} failures of the other photos held out (De)",
-             "", f"| model | {corruption}, photos never seen (%) | its break rate (%) | clean, photos not in Dc (%) "
-             "| clean break rate (%) | De, unseen failures (%) | time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|",
-             f"| original | {pct(first['shifted']['before'])} | - | {pct(first['clean_unseen']['before'])} | - | "
-             f"{pct(first.get('de_before', 0))} | - |"]  # fmt: skip
+    rows = [["original", pct(first["shifted"]["before"]), "-", pct(first["clean_unseen"]["before"]), "-",
+             pct(first.get("de_before", 0)), "-"]]
     for method, r in results.items():
         c = r["compare"]
         label = f"{method} (the default recipe)" if method == RepairConfig().method else method
-        lines.append(f"| {label} | {pct(c['shifted']['after'])} | {pct(c['shifted']['break_rate'])} | "
-                     f"{pct(c['clean_unseen']['after'])} | {pct(c['clean_unseen']['break_rate'])} | "
-                     f"{pct(c.get('de_after', 0))} | {r['repair']['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+        rows.append([label, pct(c["shifted"]["after"]), pct(c["shifted"]["break_rate"]), pct(c["clean_unseen"]["after"]),
+                     pct(c["clean_unseen"]["break_rate"]), pct(c.get("de_after", 0)), f"{r['repair']['seconds']:.0f}"])
+    head = ["model", f"{corruption}, photos never seen (%)", "its break rate (%)", "clean, photos not in Dc (%)",
+            "clean break rate (%)", "De, unseen failures (%)", "time (s)"]
+    return "\n".join([f"data: {about.get('data', '?')}",
+                      f"demo: {Path(str(about.get('model', 'model'))).name} under {corruption} (5 severities x "
+                      f"{n_test:,} test images): {len(split.index):,} failures -> {len(split.dc):,} collected (Dc) "
+                      f"from {len(split.dc_sources()):,} photos; {len(split.de):,} failures of the other photos held "
+                      "out (De)", "", markdown_table(head, rows)]) + "\n"
 
 
 def demo_data(data: str | None, out: Path, *, offline: bool, seed: int, device, limit: int = 0,
