@@ -833,7 +833,7 @@ def section_few(cells1000: list[dict], prof1000: dict) -> tuple[str, str]:
                            f"fine-tuning's with 1,000; clean break {ms(brk[m])}%, {len(de[m])} seed"
                            f"{'s' * (len(de[m]) != 1)})" for m in prof["methods"] if m != "original" and de.get(m))
                + "; the target is 80%.")
-    return (f"### Few failures (|Dc| = {prof['collect']})\n\n{finding}\n\n{t}\n\nIssue 22's target: De >= 80% of plain fine-tuning's "
+    return (f"### Few failures (|Dc| = {prof['collect']})\n\n{finding}\n\n{t}\n\nThe target for few failures: De >= 80% of plain fine-tuning's "
             f"De with 1,000 failures ({ms(de_ft)} over {len(de_ft)} seed{'s' * (len(de_ft) != 1)}; the De sets differ: "
             "each profile holds out the failures it did not collect):\n\n"
             + table(["method", "seeds", "De >= 80% of fine-tuning's at 1,000"], rows)
@@ -931,7 +931,7 @@ def section_net() -> tuple[str, dict[str, str]]:
         note = ("Shifted images = the evaluation half of the photos that are not in Dc (the other half is the "
                 "unlabelled field half, given only to the `+ field photos` methods); clean = CIFAR-10's test set. "
                 "± = sample std over seeds.")
-        note += "\n\nIssue 22's targets (one network; means over seeds):\n\n" + targets_cinic(cells, prof)
+        note += "\n\nThe targets for a repair that is better, net (one network; means over seeds):\n\n" + targets_cinic(cells, prof)
         out.append(f"### Real failures (CINIC-10 ImageNet photos)\n\n{f}\n\n{t}\n\n{note}\n\n"
                    f"Source: [`cinic/cells/*.json`](cinic/) ({len(cells)} cells; machine: {machine(prof)}). "
                    f"Regenerate: `deeprepair bench --profile cinic --data DIR --out benchmarks/results/cinic`.\n")
@@ -954,7 +954,7 @@ def section_net() -> tuple[str, dict[str, str]]:
                 f"{ms(brk['ft-focal+interp'])}% (plain fine-tuning: {ms(de['finetune'])}% at {ms(brk['finetune'])}%)")
         out.append(f"### CIFAR-10-C, leak-free split\n\n{f}\n\n{t}\n\nEach figure: the mean over {', '.join(corr)} for "
                    "one seed (seeds with every corruption done), then mean ± sample std over seeds.\n\n"
-                   "Issue 22's targets (one network; each corruption's mean over seeds; wall times from the cells, "
+                   "The targets for a repair that is better, net (one network; each corruption's mean over seeds; wall times from the cells, "
                    "measured in one run on one machine while other work shared its cores):\n\n"
                    f"{targets_leakfree(cells, prof)}\n\n"
                    f"Source: [`leakfree/cells/*.json`](leakfree/) ({len(cells)} cells; machine: {machine(prof)}). "

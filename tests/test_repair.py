@@ -1,4 +1,5 @@
-"""Repair end to end on small synthetic data: it fixes failures, is seeded, and resumes."""
+"""Repair end to end on small synthetic data: it fixes failures, is seeded, and resumes; it touches
+less (``tune``) and protects what was right (focal distillation, L2 pull, unlabelled field images)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from deeprepair.data import ImageSet
 from deeprepair.engine import predict
 from deeprepair.errors import DeepRepairError
 from deeprepair.models import Classifier, create_model
 from deeprepair.repair import RepairConfig, compare, repair
+from deeprepair.repair.losses import distill_loss, focal_weights
+from deeprepair.repair.tuning import first_block, tuned_modules
 from deeprepair.train import TrainConfig, fit
 
 CLASSES = ["red", "green", "blue"]
@@ -473,3 +477,148 @@ def test_mlp_router_on_deep_and_style_features_saves_loads_and_keeps_the_global_
     assert torch.equal(a(clean), b(clean)) and (a(fails).mean() > a(clean).mean())
     with pytest.raises(DeepRepairError, match="gate_router"):
         RepairConfig.preset("paper", gate_router="forest").check(10)
+
+# ------------------------------------------- touching less, protecting what was right
+# (tune; focal distillation, L2 pull; unlabelled field images; the presets that combine them)
+
+CPU = torch.device("cpu")
+SMALL = dict(epochs=1, train_subset=60, batch_size=32, lr=0.05, precision="fp32", method="finetune")
+
+
+def test_first_block_of_registry_models_is_the_stem_and_first_stage():
+    r20 = Classifier(create_model("resnet-20", 10))
+    names = first_block(r20, (32, 32, 3))
+    assert "net.conv1" in names and "net.bn1" in names
+    assert {"net.blocks.2.conv2", "net.blocks.2.bn2"} <= set(names)
+    assert not any(n.startswith(("net.blocks.3", "net.fc")) for n in names)
+    wrn = Classifier(create_model("wrn-16-2", 10))
+    wn = first_block(wrn, (32, 32, 3))
+    assert wn and not any("fc" in n or "linear" in n for n in wn) and len(wn) < len(tuned_modules(wrn, "all", (32, 32, 3)))
+
+
+def test_first_block_rule_on_a_user_model_whose_stem_downsamples_at_once():
+    """An ImageNet-style stem (stride-2 conv, then a stage at that size) stays with its stage."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, 1, 1), nn.ReLU(),  # stage 1 keeps 16x16
+                        nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),  # stage 2 halves it
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    assert first_block(Classifier(net), (32, 32, 3)) == ["net.0", "net.1", "net.3"]
+
+
+@pytest.mark.parametrize("tune", ["first-block", "bn", "head"])
+def test_tune_leaves_every_other_parameter_and_buffer_bit_identical(setup, tune):
+    model, train, dc, _ = setup
+    repaired, report = repair(model, train, dc, RepairConfig.preset("paper", tune=tune, **SMALL), device=CPU)
+    tuned = set(tuned_modules(model, tune, train.x.shape[1:]))
+    before, after = dict(model.named_modules()), dict(repaired.named_modules())
+    changed = 0
+    for name, m in before.items():
+        own = {k: v for k, v in m.state_dict().items() if "." not in k}  # its own parameters and buffers
+        for k, v in own.items():
+            same = torch.equal(v, after[name].state_dict()[k])
+            if name in tuned:
+                changed += not same
+            else:
+                assert same, f"{name}.{k} changed although --tune {tune} does not tune it"
+    assert changed > 0 and 0 < report["tuned_parameters"] < sum(p.numel() for p in model.parameters())
+
+
+def test_focal_weights_are_zero_where_the_original_is_wrong():
+    teacher = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    y = torch.tensor([0, 0, 2, 1])
+    w = focal_weights(teacher, y)
+    assert w.tolist() == [1.0, 0.0, 1.0, 0.0]
+    student = torch.randn(4, 3)
+    # inputs the original got wrong contribute nothing, whatever the student says there
+    other = student.clone()
+    other[[1, 3]] = torch.randn(2, 3) * 10
+    assert torch.allclose(distill_loss(student, teacher, 2.0, w), distill_loss(other, teacher, 2.0, w))
+    assert distill_loss(student, teacher, 2.0) != distill_loss(other, teacher, 2.0)
+
+
+def test_focal_distillation_and_l2_pull_change_the_repair(setup):
+    model, train, dc, _ = setup
+    plain, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU)
+    focal, _ = repair(model, train, dc, RepairConfig.preset("paper", distill=1.0, distill_focus="right", **SMALL), device=CPU)
+    pulled, _ = repair(model, train, dc, RepairConfig.preset("paper", l2_pull=5.0, **SMALL), device=CPU)
+    dist = lambda m: sum(((a - b) ** 2).sum() for a, b in zip(m.parameters(), model.parameters())).item()  # noqa: E731
+    assert dist(pulled) < dist(plain)
+    assert dist(focal) != dist(plain)
+
+
+def test_field_images_need_no_labels_and_are_used(setup):
+    model, train, dc, de = setup
+    field = de.x[:30]  # an array of images: nothing carries a label
+    with_field, report = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=field)
+    without, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU)
+    assert report["field_images"] == 30
+    assert any(not torch.equal(a, b) for a, b in zip(with_field.state_dict().values(), without.state_dict().values()))
+
+
+def test_bad_field_and_options_are_one_line_errors(setup):
+    model, train, dc, _ = setup
+    with pytest.raises(DeepRepairError, match="field images"):
+        repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=np.zeros((3, 8, 8, 3), np.uint8))
+    for bad in (dict(tune="last-layer"), dict(distill_focus="wrong"), dict(l2_pull=-1.0), dict(distill=float("nan"))):
+        with pytest.raises(DeepRepairError):
+            repair(model, train, dc, RepairConfig.preset("paper", **{**SMALL, **bad}), device=CPU)
+
+
+def test_presets_are_named_recipes():
+    safe = RepairConfig.preset("safe", seed=3)
+    assert safe.gate and safe.distill == 1.0 and safe.seed == 3
+    with pytest.raises(DeepRepairError, match="preset"):
+        RepairConfig.preset("nope")
+
+
+def test_the_default_is_protect_and_paper_is_the_papers_method():
+    from deeprepair.repair_config import DEFAULT_PRESET
+
+    assert DEFAULT_PRESET == "protect" and RepairConfig() == RepairConfig.preset("protect")
+    d, p = RepairConfig(), RepairConfig.preset("paper")
+    assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
+    assert (p.method, p.distill, p.distill_focus, p.interpolate, p.gate) == ("deeprepair", 0.0, "all", False, False)
+    safe = RepairConfig.preset("safe")  # as measured in regressions.md section 11
+    assert safe.gate and not safe.interpolate and safe.distill_focus == "all" and safe.method == "deeprepair"
+
+
+def test_default_repair_keeps_the_validation_break_rate_within_max_break(setup):
+    """The default recipe's promise, read on the validation split it was chosen on: the returned
+    network breaks at most max_break of the held-back training images it got right, and the
+    paper's recipe at the same budget is reported the same way."""
+    model, train, dc, _ = setup
+    small = {**SMALL, "lr": 0.2}
+    protected, report = repair(model, train, dc, RepairConfig(**small), device=CPU)
+    assert report["interpolation"] is not None and 0.0 <= report["interpolation"]["alpha"] <= 1.0
+    assert report["validation_final"]["val_break"] <= RepairConfig().max_break
+    _, plain = repair(model, train, dc, RepairConfig.preset("paper", **small), device=CPU)
+    assert plain["interpolation"] is None and "val_break" in plain["validation_final"]
+
+
+def test_pseudo_labels_are_kept_only_where_the_weak_view_is_confident():
+    from deeprepair.repair.losses import pseudo_label_loss
+
+    weak = torch.tensor([[9.0, 0.0, 0.0], [0.1, 0.0, 0.0]])  # confident class 0; unsure
+    strong = torch.randn(2, 3)
+    loss, kept = pseudo_label_loss(weak, strong, 0.95)
+    assert kept == 0.5
+    assert torch.allclose(loss, nn.functional.cross_entropy(strong[:1], torch.tensor([0])) / 2)
+    other = strong.clone()
+    other[1] = torch.randn(3) * 10  # the unsure image's strong view contributes nothing
+    assert torch.allclose(pseudo_label_loss(weak, other, 0.95)[0], loss)
+    assert pseudo_label_loss(weak, strong, 1.0)[1] == 0.0
+
+
+def test_field_images_taught_with_their_own_answers_need_no_labels(setup):
+    model, train, dc, de = setup
+    field = de.x[:30]
+    cfg = RepairConfig.preset("paper", field_labels="self", field_threshold=0.5, **SMALL)
+    a, report = repair(model, train, dc, cfg, device=CPU, field=field)
+    b, _ = repair(model, train, dc, cfg, device=CPU, field=field)
+    teacher, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=field)
+    assert report["field_images"] == 30 and report["config"]["field_labels"] == "self"
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # seeded
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), teacher.state_dict().values()))
+    for bad in (dict(field_labels="mine"), dict(field_threshold=0.0)):
+        with pytest.raises(DeepRepairError, match="field_"):
+            repair(model, train, dc, RepairConfig.preset("paper", **{**SMALL, **bad}), device=CPU, field=field)

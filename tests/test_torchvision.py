@@ -1,9 +1,9 @@
-"""Issue 23 item 2: users' torchvision models through the whole path.
+"""Users' torchvision models go through the whole path.
 
 torchvision's ResNet-18 (and -50) given as ``--factory torchvision.models:resnet18``, on a 64 px and
 a 224 px RGB image folder, a grey 28 px PNG folder and true 1-channel 28 px data: corrupt -> train
 -> mine -> repair -> evaluate through the CLI, and the user's own weights file loaded without
-unpickling code. The registered models go through the same path in tests/test_any_size.py.
+unpickling code. The registered models go through the same path in tests/test_image_sizes.py.
 
 torchvision is an optional extra (``pip install -e '.[torchvision]'``, which pins torch 2.14.1 and
 torchvision 0.29.1; docs/torchvision.md): where it cannot be imported, e.g. next to the project's
@@ -23,7 +23,7 @@ except Exception as exc:  # ImportError, or a torchvision built for another torc
 
 import torch
 
-from test_any_size import FOLDER_IDS, FOLDERS, cli, cli_error, grey_npz, image_folder, whole_path
+from test_image_sizes import FOLDER_IDS, FOLDERS, cli, cli_error, grey_npz, image_folder, whole_path
 
 RESNET18 = ["--factory", "torchvision.models:resnet18"]
 USE18 = [*RESNET18, "--num-classes", "2"]

@@ -43,7 +43,7 @@ def flag(default, help: str, *, choices: tuple | None = None, range: str | None 
 # (held-back Dt images) stays <= max_break; add field images (repair(field=...)) when there are
 # any. It was chosen on validation numbers only, over the same protection around DeepRepair
 # (benchmarks/results/SUMMARY.md, section 5). ``paper``: DeepRepair as the paper states it, at
-# this project's CPU budget (the default until issue 22; every bench method builds on it).
+# this project's CPU budget (the default before ``protect``; every bench method builds on it).
 # ``safe``: the no-regressions recipe of benchmarks/results/regressions.md section 11 (two
 # networks behind a router); its train_subset is a share of the training set, resolved by
 # ``repair.core.resolve_config``.

@@ -35,7 +35,7 @@ METHOD_OPTIONS: dict[str, dict] = {
                  "style_options": {"checkpoint": "checkpoints/style-resnet-20.safetensors"}},
     "dr-style-clusters": {"method": "deeprepair", "cluster_features": "style"},
     "oracle": {"method": "oracle"},
-    # issue 22's candidates: touch less (tune) and protect what was right (focal distillation,
+    # a repair that is better, net: touch less (tune) and protect what was right (focal distillation,
     # unlabelled field photos; "field": the runner passes a real profile's field half)
     "ft-focal": {"method": "finetune", "distill": 1.0, "distill_focus": "right"},
     "dr-focal": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right"},

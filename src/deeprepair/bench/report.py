@@ -75,7 +75,7 @@ def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
             for c in de[a][method] if c in de[a]["deeprepair"]]
 
 
-# what a user lives with (issue 22): (label, getter on a cell's metrics) averaged over corruptions per seed
+# what a user lives with: (label, getter on a cell's metrics) averaged over corruptions per seed
 LIVES_WITH = [
     ("shifted, never seen (%)", lambda m: m["shifted"]["after"]),
     ("change there (points)", lambda m: m["shifted"]["after"] - m["shifted"]["before"]),

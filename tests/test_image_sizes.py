@@ -1,5 +1,5 @@
-"""Issue 23 item 1: every corruption, style backend, augmentation op and registered model on images
-of any size (28 px grey, 64 px and 224 px RGB here) and 1 or 3 channels.
+"""Every corruption, style backend, augmentation op and registered model works on images of any
+size (28 px grey, 64 px and 224 px RGB here) and 1 or 3 channels.
 
 Degradation is measured with ``deeprepair.metrics`` (mean SSIM and PSNR to the clean image over a
 few synthetic images with structure at several scales). Known non-monotone severities (see
