@@ -397,12 +397,13 @@ def test_registry_model_whole_path_on_image_folders(tmp_path, monkeypatch, size,
 def test_user_factory_whole_path_on_grey_npz(tmp_path):
     """A user's module (--factory; here a registered builder, so no torchvision is needed) on true
     1-channel data: tried at the data's 28 x 28 x 1, its 3-value normalisation copies the grey
-    channel to R, G and B; the repaired module is a state dict that evaluate reads with the same flags."""
+    channel to R, G and B; the repaired module is its own weights (model.safetensors) that evaluate reads
+    with the same flags."""
     from deeprepair.models.checkpoint import load_model
 
     data = grey_npz(tmp_path / "data")
     factory = ["--factory", "deeprepair.models.resnet:resnet_20"]
-    whole_path(data, tmp_path, factory, [*factory, "--num-classes", "2"], "model_state.pt")
+    whole_path(data, tmp_path, factory, [*factory, "--num-classes", "2"], "model.safetensors")
     model, meta = load_model(tmp_path / "model.safetensors", factory=factory[1], num_classes=2, input_size=(28, 28, 1))
     assert meta["input_size"] == [28, 28, 1] and meta["mean"] == [0.5] * 3 and meta["classes"] == ["0", "1"]
 

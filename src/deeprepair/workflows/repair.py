@@ -77,7 +77,7 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     from ..train import data_fingerprint
 
     out = Path(out)
-    for done in ("model.safetensors", "model_state.pt"):  # model_state.pt: a user's own module, repaired
+    for done in ("model.safetensors", "model_state.pt"):  # model_state.pt: a user's own module, as repaired before
         if (out / done).exists() and not force:
             raise DeepRepairError(f"{out / done} exists; choose another --out or pass --force to replace it")
     got = _load_inputs(spec, data, failures, eval_failures=eval_failures, field=field, eval_shifted=eval_shifted,
@@ -101,18 +101,15 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     full, md = _compare_and_save(spec, got, repaired, report, out, failures, eval_failures, gate_holdout, command)
     state.unlink(missing_ok=True)
     run_file.unlink(missing_ok=True)
-    saved = "model_state.pt" if _own_module(got["meta"]) else "model.safetensors"  # users' own module: a state dict
-    return Outcome(full, [md, f"wrote {out}/{saved}, report.json and report.md"])
+    return Outcome(full, [md, f"wrote {out}/model.safetensors, report.json and report.md"])
 
 
 def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: Path, failures: str,
                       eval_failures: str | None, gate_holdout: str | None, command: str) -> tuple[dict, str]:
     """Compare the original and the repaired model, save the repaired one and report.json/.md."""
-    import torch
-
     from ..data import sha256_file
     from ..data.io import atomic_write_bytes
-    from ..models.checkpoint import save_checkpoint
+    from ..models.checkpoint import save_checkpoint, save_user_weights
     from ..repair import compare, repair_report_markdown
 
     groups = None
@@ -132,8 +129,9 @@ def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: P
              if Path(failures).is_file() else None, "repair_config": report["config"],
              "clean_accuracy": cmp["clean_after"], "repair_command": command,
              "gate": report.get("gate"), "gate_holdout": str(gate_holdout) if gate_holdout else None}  # fmt: skip
-    if _own_module(meta):
-        torch.save(repaired.state_dict(), out / "model_state.pt")  # users' own module: plain state dict
+    if _own_module(meta):  # the module's own weights and its normalisation, read back with its --factory
+        save_user_weights(repaired.net, out / "model.safetensors", rmeta)
+        (out / "model_state.pt").unlink(missing_ok=True)  # the form this was written in before (with --force)
     else:
         save_checkpoint(repaired.cpu(), out / "model.safetensors", rmeta)
     full = {"compare": cmp, "repair": report, "metadata": rmeta}
