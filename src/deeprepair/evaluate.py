@@ -76,6 +76,19 @@ def iter_predictions(model: nn.Module, source: CorruptedSource, names: Sequence[
             yield name, s, imgs, pred
 
 
+def predict_corrupted(model: nn.Module, source: CorruptedSource, name: str, *, device: torch.device,
+                      precision: str = "auto", progress: Callable[[int], None] | None = None
+                      ) -> tuple[list[np.ndarray], np.ndarray]:
+    """(predictions per severity, the images of every severity stacked, severity-major): what mining
+    a corruption reads (``deeprepair mine``, the demo, bench)."""
+    preds, stack = [], []
+    for _, _, imgs, pred in iter_predictions(model, source, [name], device=device, precision=precision,
+                                             progress=progress):
+        preds.append(pred)
+        stack.append(imgs)
+    return preds, np.concatenate(stack)
+
+
 def evaluate_model(model: nn.Module, source: CorruptedSource, names: Sequence[str] | None = None, *,
                    device: torch.device, precision: str = "auto",
                    progress: Callable[[int], None] | None = None) -> dict:

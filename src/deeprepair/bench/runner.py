@@ -107,7 +107,7 @@ class Context:
         the original's predictions on the whole stack; files under OUT/mine/<arch>/, skipped when
         present. A ``real`` profile predicts its real photos once instead (split per seed); the
         ``mixed`` pseudo-corruption is drawn from the others (``_mine_mixed``)."""
-        from ..evaluate import CorruptedSource, iter_predictions
+        from ..evaluate import CorruptedSource, predict_corrupted
         from ..mining import find_failures
 
         model, _, _ = self.model(arch)
@@ -124,13 +124,9 @@ class Context:
                 continue
             if progress:
                 progress(f"mining {arch} / {c}")
-            preds, stack = [], []
-            for _, s, imgs, pred in iter_predictions(model, source, [c], device=self.device):
-                preds.append(pred)
-                stack.append(imgs)
+            preds, stack = predict_corrupted(model, source, c, device=self.device)
             split = find_failures(c, preds, self.test.y, self.prof["collect"], self.test.num_classes, seed=0,
                                   split_by=self.split_by())
-            stack = np.concatenate(stack)
             rng = np.random.default_rng(3)
             sub = np.sort(rng.choice(len(split.de), min(self.prof["cross_subsample"], len(split.de)), replace=False))
             dc_i, de_i = split.index[split.dc], split.index[split.de]

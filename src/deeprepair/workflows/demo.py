@@ -65,18 +65,15 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     copy of ``model`` with each method, compare; write ``out``/demo.md and demo.json. Returns
     ``{"results": {method: {"compare", "repair"}}, "table": markdown, "seconds"}``."""
     from ..data.io import atomic_write_bytes
-    from ..evaluate import CorruptedSource, iter_predictions
+    from ..evaluate import CorruptedSource, predict_corrupted
     from ..mining import export_collected, find_failures
     from ..repair import compare, repair, repair_report_markdown
 
     t0 = time.perf_counter()
     source = CorruptedSource(test.x, test.y, seed=seed)
-    preds, stack = [], []
     with progress(len(test) * 5, f"demo: corrupt + predict ({corruption})") as bar:
-        for _, s, imgs, pred in iter_predictions(model, source, [corruption], device=device,
-                                                 precision=precision, progress=bar.update):
-            preds.append(pred)
-            stack.append(imgs)
+        preds, stack = predict_corrupted(model, source, corruption, device=device, precision=precision,
+                                         progress=bar.update)
     n_fail = int(sum((p != test.y).sum() for p in preds))
     if n_fail < 2 * collect:  # keep at least half of the failures held out, to measure the repair on
         collect = n_fail // 2
@@ -84,7 +81,6 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     split = find_failures(corruption, preds, test.y, collect, test.num_classes, seed)
     if len(split.dc) == 0:
         raise DeepRepairError(f"the model makes no mistakes under {corruption}: nothing to repair")
-    stack = np.concatenate(stack)
     failures = load_failure_set(export_collected(split, stack, test.classes, out / f"{corruption}.dc.npz"),
                                 test.classes)
     de_sel = split.index[split.de]

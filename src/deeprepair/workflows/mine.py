@@ -79,19 +79,14 @@ def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, s
               device, precision: str, bar):
     """(the FailureSplit of one corruption, whether it is new): read back when mined before, else
     mined and written."""
-    from ..evaluate import iter_predictions
+    from ..evaluate import predict_corrupted
     from ..mining import FailureSplit, export_collected, find_failures
 
     if (out / f"{name}.split.npz").is_file() and (out / f"{name}.dc.npz").is_file():
         bar.update(len(test) * 5)
         return FailureSplit.load(out, name), False
-    preds, stack = [], []
-    for _, s, imgs, pred in iter_predictions(model, src, [name], device=device, precision=precision,
-                                             progress=bar.update):
-        preds.append(pred)
-        stack.append(imgs)
+    preds, stack = predict_corrupted(model, src, name, device=device, precision=precision, progress=bar.update)
     split = find_failures(name, preds, src.labels(), collect, test.num_classes, seed, split_by)
-    stack = np.concatenate(stack)
     if export_heldout:
         export_collected(split, stack, test.classes, out / f"{name}.de.npz", part="de")
     export_collected(split, stack, test.classes, out / f"{name}.dc.npz")
