@@ -357,48 +357,55 @@ def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg:
 
 
 def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, field, device, precision,
-                 state_path: Path | None, progress, select_last: bool, before: dict) -> tuple[dict, list, dict | None, dict]:
+                 state_path: Path | None, progress, select_last: bool, before: dict) -> tuple[list, dict]:
     """Fine-tune ``cfg.average`` copies of ``model`` with seeds seed, seed + 1, ... on the same
-    split, and average their selected states (protection.py, "Averaging"). Returns the state to
-    load, the runs' outcomes, what averaging did (None for one run) and what was tuned."""
-    runs, states, tuned = [], [], None
+    split (protection.py, "Averaging"); ``model`` itself is left as it was. Returns the runs'
+    outcomes and what was tuned."""
+    runs, tuned = [], None
     for k in range(cfg.average):
-        net = copy.deepcopy(model) if k < cfg.average - 1 else model
+        net = copy.deepcopy(model)
         run_cfg = cfg if k == 0 else dataclasses.replace(cfg, seed=cfg.seed + k)
         tuning = Tuning(net, cfg.tune, split.x.shape[1:])
         tuned = tuned or {"tuned_parameters": tuning.count(), "tuned_modules": len(tuning.modules)}
         reg = Regularisers(net, cfg, tuning, field, device, precision)
         path = state_path if (state_path is None or k == 0) else state_path.with_name(f"{state_path.stem}.run{k}{state_path.suffix}")
-        run = fine_tune(net, split, objective, tuning, reg, run_cfg, device, precision, path, progress, select_last,
-                        before["val_score"])
-        runs.append(run)
-        states.append(run.best_state)
-    if cfg.average == 1:
-        return states[0], runs, None, tuned
+        runs.append(fine_tune(net, split, objective, tuning, reg, run_cfg, device, precision, path, progress,
+                              select_last, before["val_score"]))
+        del net, reg
+    return runs, tuned
+
+
+def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision) -> dict | None:
+    """Load into ``model`` the uniform weight average of the runs that moved off the original
+    (their selected states), recomputing BatchNorm's statistics on the fine-tuning images when
+    the average scores below the best run on validation and that helps; what it did (None for
+    one run)."""
     chosen = [r for r in runs if r.best_epoch]  # runs that kept the original (epoch 0) add nothing
-    if not chosen:
-        return states[0], runs, {"runs": cfg.average, "averaged": 0}, tuned
-    soup = average_states([r.best_state for r in chosen])
-    model.load_state_dict(soup)
+    if len(runs) == 1 or not chosen:
+        model.load_state_dict((chosen or runs)[0].best_state)
+        return None if len(runs) == 1 else {"runs": len(runs), "averaged": 0}
+    model.load_state_dict(average_states([r.best_state for r in chosen]))
     model.eval()
     score = validation_score(model, split, device, precision)["val_score"]
     best_single = max(r.best_score for r in chosen)
-    info = {"runs": cfg.average, "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
+    info = {"runs": len(runs), "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
             "val_score_average": score, "bn_recomputed": False}
     if score is not None and best_single is not None and score < best_single:
+        averaged = {k: v.detach().clone() for k, v in model.state_dict().items()}
         recalibrate_bn(model, split.x, device, seed=cfg.seed)
         rescore = validation_score(model, split, device, precision)["val_score"]
         if rescore > score:
             info.update(bn_recomputed=True, val_score_average=rescore)
-            soup = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return soup, runs, info, tuned
+        else:
+            model.load_state_dict(averaged)
+    return info
 
 
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
            device: torch.device | None = None, state_path: str | Path | None = None,
            progress: Callable[[int], None] | None = None, clean_heldout: ImageSet | None = None,
            field: np.ndarray | None = None, val: ImageSet | None = None, field_eval: ImageSet | None = None,
-           **overrides) -> tuple[nn.Module, dict]:
+           keep_runs: bool = False, **overrides) -> tuple[nn.Module, dict]:
     """Fine-tune a copy of ``model`` (a ``Classifier``, input [0, 1]) on a subset of ``train``
     plus the collected ``failures`` with the chosen method; return it and a report.
 
@@ -417,6 +424,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     images the repair is evaluated on): the repair is distilled from the original on them and
     BatchNorm sees them. ``field_eval``: labelled field photos (never evaluated on): the repaired
     network must not be worse on them by an exact one-sided bound, else the original is returned.
+    ``keep_runs`` (Python only, for studies): the report's ``_variant(k, max_break)`` gives the
+    network the same protection makes of the first k runs at another limit.
     """
     cfg = resolve_config(config, overrides, len(train))
     check_inputs(model, train, failures, cfg, field)
@@ -447,10 +456,11 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                           "the validation set" if val is not None else "the held-back training images")
     objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
     before = validation_score(model, split, device, precision)
-    state, runs, averaging, tuned = average_runs(model, split, objective, cfg, field, device, precision,
-                                          Path(state_path) if state_path else None, progress, select_last, before)
+    runs, tuned = average_runs(model, split, objective, cfg, field, device, precision,
+                               Path(state_path) if state_path else None, progress, select_last, before)
     run = runs[0]
-    model.load_state_dict(state)
+    pristine = copy.deepcopy(model) if keep_runs else None
+    averaging = combine_runs(model, runs, split, cfg, device, precision)
     model.to(memory_format=torch.contiguous_format).eval()
     interp = routing = checked = None
     if any(r.best_epoch for r in runs):
@@ -477,6 +487,20 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "interpolation": interp, "gate": routing, "averaging": averaging, "calibration": calibration,
         "field_check": checked, "kept_original": kept_original(interp, checked, runs),
     }
+    if keep_runs:  # Python only (bench): the same protection over the first k runs at another limit
+
+        def variant(k: int, max_break: float) -> tuple[nn.Module, dict]:
+            net = copy.deepcopy(pristine)
+            info = combine_runs(net, runs[:k], split, cfg, device, precision)
+            net.to(memory_format=torch.contiguous_format).eval()
+            if not any(r.best_epoch for r in runs[:k]):
+                return net, {"alpha": 0.0, "averaging": info}
+            net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break),
+                                             device, precision, clean_heldout, right0)
+            return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
+                         "validation_final": final_validation(net, split, right0, device, precision)}
+
+        report["_variant"] = variant
     return model, report
 
 
