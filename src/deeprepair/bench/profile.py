@@ -52,6 +52,10 @@ METHOD_OPTIONS: dict[str, dict] = {
     # the default: fine-tuning, focal distillation, 3 runs averaged, the mix certified by the exact bound
     "ft-focal+avg3+certified": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "interpolate": True,
                                 "average": 3, "mix_bound": "clopper-pearson"},
+    # ... with labelled field photos (a real profile's field half): the field check
+    "ft-focal+avg3+certified+fieldcheck": {"method": "finetune", "distill": 1.0, "distill_focus": "right",
+                                           "interpolate": True, "average": 3, "mix_bound": "clopper-pearson",
+                                           "field_check": True},
     # field photos taught with the repairing network's own confident answers (FixMatch-style pseudo-labels)
     "dr-focal+pseudo+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                                "field_labels": "self", "interpolate": True},

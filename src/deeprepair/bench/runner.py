@@ -251,19 +251,20 @@ def calibration_photos(ctx: Context, f: dict, seed: int) -> np.ndarray:
 
 
 def _repair_cell(ctx: Context, model, m: str, c: str, seed: int, dc: ImageSet, field: np.ndarray | None = None,
-                 val: ImageSet | None = None):
+                 val: ImageSet | None = None, field_eval: ImageSet | None = None):
     from ..repair import RepairConfig, repair
 
     if m == "original":
         return model, {"seconds": 0.0, "history": []}
     opts = dict(METHOD_OPTIONS[m])
     opts.pop("field", None)
+    opts.pop("field_check", None)
     if opts.get("method") == "oracle":
         opts["oracle_corruption"] = c
     # every method builds on the paper's recipe, so a cell means what its hash says whatever the default is
     cfg = RepairConfig.preset("paper", **{**ctx.prof["repair"], **opts, "seed": seed})
     torch.manual_seed(seed)
-    return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field, val=val,
+    return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field, val=val, field_eval=field_eval,
                   keep_runs=bool(ctx.prof.get("variants")) and cfg.interpolate)
 
 
@@ -334,17 +335,26 @@ def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     real = r["real"]
     dc = real.subset(r["dc"])
     uses_field = METHOD_OPTIONS[m].get("field", False)
+    checks = METHOD_OPTIONS[m].get("field_check", False)  # the field half, labelled: the field check
+    val = cal = None
+    if ctx.prof.get("calibration"):  # CIFAR-10 test photos certify the break limit; the clean scores leave them out
+        cal = calibration_photos(ctx, {"dc_sources": np.zeros(0, np.int64)}, seed)
+        val = ctx.test.subset(cal)
     t0 = time.perf_counter()
-    repaired, report = _repair_cell(ctx, model, m, c, seed, dc, real.x[r["field"]] if uses_field else None)
+    repaired, report = _repair_cell(ctx, model, m, c, seed, dc, real.x[r["field"]] if uses_field else None, val=val,
+                                    field_eval=real.subset(r["field"]) if checks else None)
+    report.pop("_variant", None)
     ev = real.subset(r["eval"])
     ev_wrong = ev.subset(np.flatnonzero(r["pred"][r["eval"]] != ev.y))
-    sets = dict(failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev)
+    sets = dict(failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev, dc_sources=cal)
     cmp = compare(model, repaired, ctx.test, device=ctx.device, **sets)
     if not uses_field:
         cmp["shifted_all_unseen"] = compare(model, repaired, ev, shifted=real.subset(r["unseen"]),
                                             device=ctx.device)["shifted"]
     return _finish(ctx, path, cell, model_id, cmp, report, t0, cross={}, failures=int(r["failures"]),
-                   collected=len(r["dc"]), field_photos=len(r["field"]) if uses_field else 0,
+                   collected=len(r["dc"]), field_photos=len(r["field"]) if (uses_field or checks) else 0,
+                   **({"calibration_images": len(val), "field_check": report.get("field_check")} if val is not None
+                      else {}),
                    **_frontier(ctx, model, repaired, m, sets))
 
 

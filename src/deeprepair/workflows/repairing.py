@@ -61,7 +61,23 @@ def _load_inputs(spec: ModelSpec, data, failures: str, *, eval_failures, field, 
         except DeepRepairError as e:
             raise DeepRepairError(f"--field-eval: {e}".replace("failure images", "images")) from None
         check_images(got["field_eval"], meta, "--field-eval")
+    _never_evaluated_on(got)
     return got
+
+
+def _never_evaluated_on(got: dict) -> None:
+    """What calibrates (--val) or checks (--field-eval) a repair must not also measure it."""
+    from ..train import image_digests
+
+    for name in ("val", "field_eval"):
+        ds = got[name]
+        if ds is None:
+            continue
+        mine = image_digests(ds.x)
+        for flag, other in (("--eval-failures", got["heldout"]), ("--eval-shifted", got["shifted"])):
+            if other is not None and np.isin(mine, image_digests(other.x)).any():
+                raise DeepRepairError(f"--{name.replace('_', '-')} and {flag} share images: a repair is never measured "
+                                      f"on the images that chose it; give {flag} other photos")
 
 
 def calibration_set(train, meta: dict, val: str | None):
@@ -153,7 +169,7 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
         path.unlink(missing_ok=True)
     run_file.unlink(missing_ok=True)
     saved = "model_state.pt" if _own_module(got["meta"]) else "model.safetensors"  # users' own module: a state dict
-    return Outcome(full, [md, f"wrote {out}/{saved}, report.json and report.md"])
+    return Outcome(full, [md, f"wrote {out}/{saved}, report.json, report.md and report.html (figures)"])
 
 
 def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: Path, failures: str,
@@ -191,7 +207,25 @@ def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: P
     atomic_write_bytes(out / "report.json", json.dumps(full, indent=2).encode())
     md = repair_report_markdown(Path(failures).name, cmp, report)
     atomic_write_bytes(out / "report.md", md.encode())
+    atomic_write_bytes(out / "report.html", _pictures(got, repaired, report, md, failures, spec.precision).encode())
     return full, md
+
+
+def _pictures(got: dict, repaired, report: dict, md: str, failures: str, precision: str) -> str:
+    """report.html: the validation frontier, the galleries and accuracy per class (repair/pictures.py)."""
+    from ..engine import predict
+    from ..repair.pictures import repair_html
+
+    test, ho, dev = got["test"], got["heldout"], got["device"]
+    src = dc_sources(failures, len(test))
+    unseen = None if src is None else ~np.isin(np.arange(len(test)), src)
+    kw = {}
+    if ho is not None:
+        kw = dict(heldout_x=ho.x, heldout_y=ho.y, heldout_before=predict(got["model"], ho.x, device=dev, precision=precision),
+                  heldout_after=predict(repaired, ho.x, device=dev, precision=precision))
+    return repair_html(f"Repair report: {Path(failures).name}", md, report, list(test.classes), test_x=test.x,
+                       test_y=test.y, test_before=predict(got["model"], test.x, device=dev, precision=precision),
+                       test_after=predict(repaired, test.x, device=dev, precision=precision), unseen=unseen, **kw)
 
 
 def dc_sources(failures: str, n_test: int) -> np.ndarray | None:
