@@ -118,3 +118,42 @@ def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
     (tmp_path / "bad.json").write_text(json.dumps({**prof, "frontier": [0.5, 1.0]}))
     with pytest.raises(DeepRepairError, match="frontier"):
         load_profile(str(tmp_path / "bad.json"))
+
+
+def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_path, smooth_images):
+    """calibration: repair certifies its limit on that many clean test photos that are not sources
+    of Dc, drawn per seed; De, the shifted set and the clean unseen photos all leave them out; the
+    default's cell also scores its variants (k runs averaged x limits) from its own runs."""
+    from deeprepair.bench.runner import Context, calibration_photos
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split, seed, n in (("train", 1, 100), ("test", 2, 300)):
+        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    prof = {**load_profile("smoke"), "name": "cal", "corruptions": ["fog"], "ablation": [], "collect": 20,
+            "data": {"train_subset": 0, "test_subset": 0},
+            "methods": ["original", "ft-focal+avg3+certified"], "shifted": True, "split_by": "image",
+            "calibration": 120, "variants": {"average": [1, 2], "max_break": [0.5]},
+            "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32, "average": 2,
+                       "max_break": 0.5}}
+    (tmp_path / "cal.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / "cal.json"), "--data", str(data_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    cell = cells["ft-focal+avg3+certified"]
+    assert cell["calibration_images"] == 120
+    prot = cell["protection"]
+    assert prot["calibration"]["source"] == "val" and prot["interpolation"]["bound"] == "clopper-pearson"
+    assert prot["interpolation"]["break_bound"] <= 0.5
+    assert [(v["average"], v["max_break"]) for v in cell["variants"]] == [(1, 0.5), (2, 0.5)]
+    ctx = Context(load_profile(str(tmp_path / "cal.json")), str(data_dir), out, __import__("torch").device("cpu"))
+    f = ctx.failures("resnet-20", "fog")
+    cal = calibration_photos(ctx, f, 0)
+    assert len(cal) == 120 and not np.isin(cal, f["dc_sources"]).any()
+    n_free = len(ctx.test) - len(f["dc_sources"])
+    assert cell["metrics"]["clean_unseen"]["images"] == n_free - 120  # the calibration photos are left out
+    assert cell["metrics"]["de_images"] == int((~np.isin(f["de_photo"], cal)).sum())
+    (tmp_path / "bad.json").write_text(json.dumps({**prof, "variants": {"average": [0], "max_break": [0.01]}}))
+    with pytest.raises(DeepRepairError, match="variants"):
+        load_profile(str(tmp_path / "bad.json"))
