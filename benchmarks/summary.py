@@ -5,8 +5,6 @@ around them are written by people. Runs nothing and needs no data.
     python benchmarks/summary.py [--check]    # --check: exit 1 if a table is stale, write nothing
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import re
@@ -26,8 +24,9 @@ RETIRED_AT = "1e66f62"  # the last commit with the retired study scripts (result
 LABELS = {"finetune": "fine-tune (CE on Dt + Dc)", "augmix": "AugMix", "deeprepair": "DeepRepair", "cutout": "Cutout",
           "mixup": "Mixup", "cutmix": "CutMix", "fewshot": "few-shot (CE on Dc only)", "sensei": "SENSEI",
           "oracle": "oracle (AugMix + the true corruption)", "dr-uniform": "DeepRepair, no clustering",
-          "dr-safe": "DeepRepair --safe (two networks and a router)",
-          "ft-focal+interp": "fine-tune + focal distillation, interpolated (`protect`, the default)"}
+          "dr-safe": "DeepRepair --safe (two networks and a router)", "ft-focal+interp": "fine-tune + focal "
+          "distillation, interpolated (the earlier default)", "ft-focal+avg3+certified": "fine-tune + focal "
+          "distillation, 3 runs averaged, certified mix (`protect`, the default)"}
 PARTS = {"dr": "DeepRepair", "ft": "fine-tune", "fb": ", first block", "first": ", first block", "block": "",
          "fourier": ", fourier", "adain": ", adain", "focal": " + focal distillation", "field": " + field photos",
          "pseudo": " + field pseudo-labels", "interp": ", interpolated"}
@@ -215,7 +214,7 @@ def speed() -> str:
              "augment_speed"],
             ["style ops' share of a DeepRepair training step (resnet-20)", f"{100 * au['style_share']:.1f}%",
              "augment_speed"],
-            ["one repair, the default vs `--preset paper` (resnet-20, 1,000 fog failures, median wall)",
+            ["one repair, the earlier default (one run) vs `--preset paper` (resnet-20, 1,000 fog failures, median wall)",
              f"{wall['protect (default)']:.0f} s vs {wall['paper']:.0f} s = {rs['ratio']:.2f}x", "repair_speed"]]
     prov = {n: load(f"{n}.json")["provenance"] for n in dict.fromkeys(r[2] for r in rows)}
     return (table(["what", "measured", "source", "machine"],

@@ -120,7 +120,8 @@ def test_one_label_per_method_name():
     label = _summary().label
     assert label("deeprepair") == "DeepRepair" and label("finetune") == "fine-tune (CE on Dt + Dc)"
     assert label("dr-fb-focal+field") == "DeepRepair, first block + focal distillation + field photos"
-    assert label("ft-focal+interp").endswith("(`protect`, the default)")
+    assert label("ft-focal+avg3+certified").endswith("(`protect`, the default)")
+    assert label("ft-focal+interp") == "fine-tune + focal distillation, interpolated (the earlier default)"
     assert label("no-such-method") == "no-such-method" and label("bn-adapt") == "bn-adapt"
 
 
