@@ -214,7 +214,7 @@ def speed() -> str:
              "augment_speed"],
             ["style ops' share of a DeepRepair training step (resnet-20)", f"{100 * au['style_share']:.1f}%",
              "augment_speed"],
-            ["one repair, the earlier default (one run) vs `--preset paper` (resnet-20, 1,000 fog failures, median wall)",
+            ["one repair, the earlier default (one run) vs `--preset paper` (resnet-20, 1,000 fog failures, median)",
              f"{wall['protect (default)']:.0f} s vs {wall['paper']:.0f} s = {rs['ratio']:.2f}x", "repair_speed"]]
     prov = {n: load(f"{n}.json")["provenance"] for n in dict.fromkeys(r[2] for r in rows)}
     return (table(["what", "measured", "source", "machine"],
