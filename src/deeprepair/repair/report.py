@@ -178,7 +178,7 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
     if not (report.get("gate") or report.get("interpolation")) and cmp["break_rate"] > cfg.get("max_break", 0.01):
         lines.append(f"- no regression control was used and {pct(cmp['break_rate'])}% of the clean images the model "
                      f"got right now fail; `--gate` (routed repair) keeps the original's answers on inputs that do "
-                     f"not look like the failures (docs/repair.md, Regression control)")
+                     f"not look like the failures (docs/repair.md, Protection)")
     if report.get("seconds"):
         lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
                      f"{report['precision']})")
