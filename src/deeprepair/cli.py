@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       schedule=args.schedule, label_smoothing=args.label_smoothing,
                       precision=args.precision, weight_decay=args.weight_decay,
-                      channels_last=not args.no_channels_last, compile=args.compile)  # fmt: skip
+                      channels_last=not args.no_channels_last, compile=args.compile,
+                      val_split=args.val_split)  # fmt: skip
     if args.factory is None and (args.mean or args.std or args.init):
         raise DeepRepairError("--mean, --std and --init are for --factory models; a registered --arch is "
                               "trained from scratch with the normalisation 0.5")
@@ -172,7 +173,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return _emit(args, run_repair(
         _spec(args), args.data, args.failures, args.out, cfg, eval_failures=args.eval_failures, field=args.field,
         eval_shifted=args.eval_shifted, gate_holdout=args.gate_holdout, force=args.force,
-        preset="safe" if args.safe else None, limit=args.limit, command=" ".join(sys.argv), progress=_bars(args)))
+        preset="safe" if args.safe else None, limit=args.limit, command=" ".join(sys.argv), progress=_bars(args),
+        val=args.val, field_eval=args.field_eval))
 
 
 def cmd_style(args: argparse.Namespace) -> int:

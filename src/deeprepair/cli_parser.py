@@ -60,8 +60,10 @@ BELOW_ONE = _number(float, 0, 1, hi_open=True)  # [0, 1): a rate that must leave
 SHARE = _number(float, 0, 1, lo_open=True)  # (0, 1]
 UNIT = _number(float, 0, 1)  # [0, 1]
 LEARNING_RATE = _number(float, 0, 100, lo_open=True)  # (0, 100]: beyond, weights overflow in one step
+BREAK_LIMIT = _number(float, 0, 0.5, lo_open=True)  # (0, 0.5]: a break limit a bound can certify
 RANGE_TYPES = {"count": COUNT, "positive_int": POSITIVE_INT, "seed": SEED, "nonnegative": NONNEGATIVE,
-               "below_one": BELOW_ONE, "share": SHARE, "learning_rate": LEARNING_RATE}  # repair_config.RANGES
+               "below_one": BELOW_ONE, "share": SHARE, "learning_rate": LEARNING_RATE,
+               "break_limit": BREAK_LIMIT}  # repair_config.RANGES
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -174,6 +176,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--weight-decay", type=NONNEGATIVE, default=5e-4)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle"])
     p.add_argument("--label-smoothing", type=BELOW_ONE, default=0.0)
+    p.add_argument("--val-split", type=_number(float, 0, 0.5, hi_open=True), default=0.1, help="share of the "
+                   "training images held out, stratified by class and never trained on; recorded in the checkpoint, "
+                   "repair certifies its break limit on them (0: train on every image; repair then needs --val)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory (faster for DenseNet's "
@@ -257,6 +262,13 @@ def _repair_parser(sub) -> None:
     p.add_argument("--gate-holdout", metavar="PATH", help="with --gate: labelled clean images the original model "
                    "was not trained on (its validation split; never your test set), .npz (x, y) or class folders; "
                    "the threshold then also keeps clean accuracy on them >= the original's")
+    p.add_argument("--val", metavar="DIR_OR_NPZ", help="labelled images your model never trained on (.npz x, y or "
+                   "class folders; never the images you evaluate on): the break limit is certified on them. Default: "
+                   "the validation split that `deeprepair train` held out, recorded in the checkpoint; without "
+                   "either, held-back training images (an optimistic limit; the report says so)")
+    p.add_argument("--field-eval", metavar="DIR_OR_NPZ", help="labelled field photos (.npz x, y or class folders, "
+                   "e.g. `mine --real`'s eval share; never the images you evaluate on): the repair must not be worse "
+                   "on them by an exact one-sided 95%% bound, else the original is kept")
     _config_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
 

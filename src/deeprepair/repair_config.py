@@ -25,7 +25,8 @@ DISTILL_FOCI = ("all", "right")
 FIELD_LABELS = ("original", "self")  # what unlabelled field images are taught with
 
 # the ranges a flag's value must lie in (deeprepair.cli turns each into a range-checked parser type)
-RANGES = ("count", "positive_int", "seed", "nonnegative", "below_one", "share", "learning_rate")
+RANGES = ("count", "positive_int", "seed", "nonnegative", "below_one", "share", "learning_rate", "break_limit")
+MIX_BOUNDS = ("clopper-pearson", "point")  # how the weight mix holds --max-break (repair/protection.py)
 
 
 def flag(default, help: str, *, choices: tuple | None = None, range: str | None = None,
@@ -50,8 +51,9 @@ def flag(default, help: str, *, choices: tuple | None = None, range: str | None 
 DEFAULT_PRESET = "protect"
 PRESETS: dict[str, dict] = {
     "protect": {},
-    "paper": {"method": "deeprepair", "distill": 0.0, "distill_focus": "all", "interpolate": False},
-    "safe": {"method": "deeprepair", "epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0,
+    "paper": {"method": "deeprepair", "distill": 0.0, "distill_focus": "all", "interpolate": False, "average": 1,
+              "mix_bound": "point"},
+    "safe": {"method": "deeprepair", "average": 1, "epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0,
              "distill_focus": "all", "interpolate": False, "gate": True, "gate_router": "mlp",
              "gate_features": "deep+style"},
 }
@@ -100,8 +102,15 @@ class RepairConfig:
     distill_t: float = 2.0           # its temperature
     interpolate: bool = flag(True, "regression control: mix original and repaired weights (WiSE-FT), choosing "
                              "the mix on the validation split (--no-interpolate: keep the fine-tuned weights, the paper)")
-    max_break: float = flag(0.01, "with --interpolate or --gate: largest validation break rate allowed",
-                            range="below_one")
+    max_break: float = flag(0.01, "with --interpolate or --gate: the break limit, in (0, 0.5]: the share of the "
+                            "images the original gets right that the repair may get wrong, certified on the "
+                            "validation images (--mix-bound)", range="break_limit")
+    mix_bound: str = flag("clopper-pearson", "how the weight mix holds --max-break: the exact one-sided upper "
+                          "confidence bound of the validation break rate (clopper-pearson) or the rate itself "
+                          "(point: no guarantee)", choices=MIX_BOUNDS)
+    confidence: float = 0.95         # ... of the break bound and of the field check
+    average: int = flag(3, "protection: fine-tune this many repairs with seeds seed, seed+1, ... and average their "
+                        "weights before the mix (1: one run)", range="positive_int")
     gate: bool = flag(False, "regression control: route inputs that look like the failures to the repaired model "
                       "and the rest to the original (saves both; repair/gate.py)")
     gate_features: str = flag("deep", "what the --gate router looks at: the original model's features and logits "
@@ -180,6 +189,14 @@ class RepairConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise DeepRepairError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not 0 <= self.max_break <= 0.5:
+            raise DeepRepairError(f"max_break must be in [0, 0.5] (the command line: (0, 0.5]), got {self.max_break!r}")
+        if self.mix_bound not in MIX_BOUNDS:
+            raise DeepRepairError(f"mix_bound must be one of {MIX_BOUNDS}, got {self.mix_bound!r}")
+        if not 0.5 <= self.confidence < 1:
+            raise DeepRepairError(f"confidence must be in [0.5, 1), got {self.confidence!r}")
+        if self.average < 1:
+            raise DeepRepairError("average must be >= 1 (the number of repairs averaged)")
         if self.field_batch < 1:
             raise DeepRepairError("field_batch must be >= 1")
 

@@ -49,6 +49,13 @@ METHOD_OPTIONS: dict[str, dict] = {
     "dr-focal+field+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                               "interpolate": True},
     "ft-focal+interp": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "interpolate": True},
+    # the default: fine-tuning, focal distillation, 3 runs averaged, the mix certified by the exact bound
+    "ft-focal+avg3+certified": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "interpolate": True,
+                                "average": 3, "mix_bound": "clopper-pearson"},
+    # ... with labelled field photos (a real profile's field half): the field check
+    "ft-focal+avg3+certified+fieldcheck": {"method": "finetune", "distill": 1.0, "distill_focus": "right",
+                                           "interpolate": True, "average": 3, "mix_bound": "clopper-pearson",
+                                           "field_check": True},
     # field photos taught with the repairing network's own confident answers (FixMatch-style pseudo-labels)
     "dr-focal+pseudo+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
                                "field_labels": "self", "interpolate": True},
@@ -101,6 +108,15 @@ def load_profile(name_or_path: str) -> dict:
                                                for a in alphas):
         raise DeepRepairError(f"profile {path}: frontier must be a list of weights strictly between 0 and 1 "
                               "(the original is 0, the repaired network 1)")
+    cal = prof.get("calibration", 0)
+    if not isinstance(cal, int) or isinstance(cal, bool) or cal < 0:
+        raise DeepRepairError(f"profile {path}: calibration must be a whole number of clean test photos (0: none)")
+    var = prof.get("variants")
+    if var is not None and not (isinstance(var, dict) and set(var) == {"average", "max_break"}
+                                and all(isinstance(k, int) and k >= 1 for k in var["average"])
+                                and all(isinstance(b, (int, float)) and 0 < b <= 0.5 for b in var["max_break"])):
+        raise DeepRepairError(f"profile {path}: variants must be {{\"average\": [K, ...], \"max_break\": [limit, ...]}} "
+                              "with K >= 1 and limits in (0, 0.5]")
     prof.setdefault("ablation", [])
     prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
     return prof
@@ -148,7 +164,8 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
     """Hash of everything a cell's result depends on: same hash, same cell."""
     key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
            "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
-           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size", "frontier") if k in prof},
+           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size", "frontier", "calibration", "variants")
+              if k in prof},
            # the paper's per-failure split keeps the hashes of the runs made before the split existed
            **({} if prof.get("split_by", "image") == "failure" else {"split_by": prof.get("split_by", "image")}),
            "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,

@@ -59,7 +59,7 @@ def digits_fallback(out: Path, seed: int, device, progress: Progress = no_progre
 def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, corruption: str = "fog",
              collect: int = 500, methods: tuple[str, ...] = ("finetune", "deeprepair", "augmix"), epochs: int = 2,
              train_subset: int = 5000, seed: int = 0, precision: str = "auto", device=None,
-             progress: Progress = no_progress, say: Callable[[str], None] = lambda line: None,
+             average: int | None = None, progress: Progress = no_progress, say: Callable[[str], None] = lambda line: None,
              about: dict | None = None) -> dict:
     """Corrupt ``test`` at 5 severities, collect ``collect`` failures from whole photos, repair a
     copy of ``model`` with each method, compare; write ``out``/demo.md and demo.json. Returns
@@ -67,7 +67,10 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     from ..data.io import atomic_write_bytes
     from ..evaluate import CorruptedSource, predict_corrupted
     from ..mining import export_collected, find_failures
+    from ..bounds import clopper_pearson_min_n
+    from ..engine import predict
     from ..repair import compare, repair, repair_report_markdown
+    from ..train import holdout_split
 
     t0 = time.perf_counter()
     source = CorruptedSource(test.x, test.y, seed=seed)
@@ -83,19 +86,36 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
         raise DeepRepairError(f"the model makes no mistakes under {corruption}: nothing to repair")
     failures = load_failure_set(export_collected(split, stack, test.classes, out / f"{corruption}.dc.npz"),
                                 test.classes)
-    de_sel = split.index[split.de]
-    heldout = ImageSet(stack[de_sel], split.y[split.de], test.classes) if len(de_sel) else None
-    groups = {f"severity {s}": split.severity[split.de] == s for s in range(1, 6)} if heldout else None
+    # the break limit is certified on half of the clean photos that are not sources of Dc (labelled images
+    # the model never trained on, as --val); every number below leaves them out
+    free = np.setdiff1d(np.arange(len(test)), split.dc_sources())
+    cal = free[holdout_split(test.y[free], 0.5, seed)]
+    val = test.subset(cal)
+    bound = "clopper-pearson"
+    n_right = int((predict(model, val.x, device=device, precision=precision) == val.y).sum())
+    if n_right < clopper_pearson_min_n(RepairConfig().max_break):
+        bound = "point"
+        say(f"demo: {n_right} calibration images right is too few to certify a {RepairConfig().max_break:.0%} limit "
+            f"(it needs >= {clopper_pearson_min_n(RepairConfig().max_break)}); the limit is held as a point estimate")
+    excluded = np.union1d(split.dc_sources(), cal)
+    de_keep = split.de[~np.isin(split.index[split.de] % len(test), cal)]
+    de_sel = split.index[de_keep]
+    heldout = ImageSet(stack[de_sel], split.y[de_keep], test.classes) if len(de_sel) else None
+    groups = {f"severity {s}": split.severity[de_keep] == s for s in range(1, 6)} if heldout else None
     unseen = split.unseen()  # what a user lives with: every image of the photos the repair never saw
+    unseen = unseen[~np.isin(unseen % len(test), cal)]
     shifted = ImageSet(stack[unseen], np.tile(test.y, 5)[unseen], test.classes)
     results = {}
     for method in methods:
-        cfg = RepairConfig(method=method, epochs=epochs, train_subset=train_subset, seed=seed, precision=precision)
-        n_ft = min(len(train) - min(1000, len(train) // 10), train_subset or len(train)) + len(failures)
-        with progress(n_ft * epochs, f"demo: repair ({method})") as bar:
-            repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update)
+        cfg = RepairConfig(method=method, epochs=epochs, train_subset=train_subset, seed=seed, precision=precision,
+                           mix_bound=bound)
+        if method != RepairConfig().method or average is not None:  # the comparisons: one run each
+            cfg.average = average if (average is not None and method == RepairConfig().method) else 1
+        n_ft = min(len(train), train_subset or len(train)) + len(failures)
+        with progress(n_ft * epochs * cfg.average, f"demo: repair ({method})") as bar:
+            repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update, val=val)
         cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
-                      shifted=shifted, dc_sources=split.dc_sources(), device=device, precision=precision)
+                      shifted=shifted, dc_sources=excluded, device=device, precision=precision)
         results[method] = {"compare": cmp, "repair": report}
     table = demo_table(results, split, corruption, len(test), about or {})
     atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
@@ -109,15 +129,19 @@ def demo_table(results: dict, split, corruption: str, n_test: int, about: dict) 
     """The numbers to look at first, before and after each repair."""
     pct = lambda v: f"{v * 100:.1f}"  # noqa: E731
     first = next(iter(results.values()))["compare"]
-    rows = [["original", pct(first["shifted"]["before"]), "-", pct(first["clean_unseen"]["before"]), "-",
+    rows = [["original", pct(first["shifted"]["before"]), "-", pct(first["clean_unseen"]["before"]), "-", "-",
              pct(first.get("de_before", 0)), "-"]]
     for method, r in results.items():
         c = r["compare"]
         label = f"{method} (the default recipe)" if method == RepairConfig().method else method
+        mix = r["repair"].get("interpolation") or {}
+        stated = (f"<= {mix['break_bound'] * 100:.2f}" if mix.get("bound") == "clopper-pearson"
+                  else "none (point estimate)" if mix else "none")
         rows.append([label, pct(c["shifted"]["after"]), pct(c["shifted"]["break_rate"]), pct(c["clean_unseen"]["after"]),
-                     pct(c["clean_unseen"]["break_rate"]), pct(c.get("de_after", 0)), f"{r['repair']['seconds']:.0f}"])
+                     f"{c['clean_unseen']['break_rate'] * 100:.2f}", stated, pct(c.get("de_after", 0)),
+                     f"{r['repair']['seconds']:.0f}"])
     head = ["model", f"{corruption}, photos never seen (%)", "its break rate (%)", "clean, photos not in Dc (%)",
-            "clean break rate (%)", "De, unseen failures (%)", "time (s)"]
+            "clean break rate: measured (%)", "stated, 95% bound (%)", "De, unseen failures (%)", "time (s)"]
     return "\n".join([f"data: {about.get('data', '?')}",
                       f"demo: {Path(str(about.get('model', 'model'))).name} under {corruption} (5 severities x "
                       f"{n_test:,} test images): {len(split.index):,} failures -> {len(split.dc):,} collected (Dc) "

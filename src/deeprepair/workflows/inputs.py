@@ -171,12 +171,12 @@ def resume_guard(state: Path, run_id: dict) -> Path:
 
 
 @contextlib.contextmanager
-def forget_on_failure(record: Path, state: Path):
+def forget_on_failure(record: Path, *states: Path):
     """Remove the run ``record`` of ``resume_guard`` when the run fails before saving any state
     (bad input found inside it): nothing is left behind for a run that never started."""
     try:
         yield
     except BaseException:
-        if not state.exists():
+        if not any(s.exists() for s in states):
             record.unlink(missing_ok=True)
         raise
