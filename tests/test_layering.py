@@ -5,7 +5,7 @@ Every module of ``src/deeprepair`` belongs to the layer of its top-level name
 its own layer and the layers below it, never one above:
 
     0  the root package (only ``__version__`` at import time), errors, heap, metrics, bounds,
-       tables (Markdown), repair_config (RepairConfig, presets, the repair flags; plain data, no torch)
+       tables (Markdown), figures (matplotlib, PNG), repair_config (RepairConfig, presets, the repair flags; plain data, no torch)
     1  data                          arrays, datasets, failure sets, atomic files
     2  corruptions                   CIFAR-10-C generator (writes through data)
     3  models, engine, distributed   architectures, checkpoints; device, autocast, predict; torchrun ranks
@@ -34,7 +34,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "deeprepair"
 
 LAYERS = [
-    {"deeprepair", "errors", "heap", "metrics", "bounds", "tables", "repair_config"},
+    {"deeprepair", "errors", "heap", "metrics", "bounds", "tables", "figures", "repair_config"},
     {"data"},
     {"corruptions"},
     {"models", "engine", "distributed"},

@@ -16,6 +16,7 @@ from .data import list_corruptions, read_corruption, read_labels
 from .data.io import atomic_write_bytes
 from .engine import predict
 from .errors import DeepRepairError
+from .figures import png, pyplot
 from .tables import markdown_table
 
 
@@ -137,10 +138,7 @@ def severity_table(result: dict) -> str:
 
 def plot_accuracy(results: dict[str, dict], path: str | Path) -> Path:
     """Fig. 2 style: per corruption, accuracy at each severity (bars) for each model, clean as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = list(results)
     names = list(next(iter(results.values()))["corruptions"])
@@ -162,12 +160,7 @@ def plot_accuracy(results: dict[str, dict], path: str | Path) -> Path:
     fig.legend(handles, labels, ncol=6, fontsize=8, loc="upper center", frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     path = Path(path)
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png(fig, dpi=110))
     return path
 
 

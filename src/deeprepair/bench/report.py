@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from ..bounds import mean_std
 from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
+from ..figures import png_base64, pyplot
 from ..tables import markdown_table
 from .profile import frontier_row
 
@@ -58,15 +58,6 @@ def grid(cells: list[dict], key) -> dict:
         if v is not None:
             acc[c["arch"]][c["method"]][c["corruption"]].append(v)
     return {a: {m: dict(d) for m, d in ms.items()} for a, ms in acc.items()}
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
@@ -173,7 +164,7 @@ def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
                 rows.append([meth, f"{a:g}"] + [mean_std([s[i] for s in seeds], scale=100) if not np.isnan(seeds[0][i]) else "-"
                                                 for i in range(len(FRONTIER))] + [str(len(seeds))])
         md += [f"### {arch}", "", markdown_table(["method", "alpha"] + [lab for lab, _ in FRONTIER] + ["seeds"], rows, numbers=False), ""]
-        fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.8))
+        fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
         for meth, alphas in ms.items():
             xs = [np.mean([s[3] for s in seeds]) * 100 for seeds in alphas.values()]
             for ax, i in zip(axes, (0, 1)):
@@ -188,17 +179,8 @@ def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
         axes[1].axhline(0.0, color="grey", lw=0.8)
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{arch}: the interpolation path, original (alpha 0) to repaired (alpha 1)")
-        figs.append((f"frontier-{arch}", _png(fig)))
+        figs.append((f"frontier-{arch}", png_base64(fig, dpi=90)))
     return md, figs
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _header(cells: list[dict], prof: dict, provenance: dict | None) -> list[str]:
@@ -333,19 +315,19 @@ def _fig2(cells: list[dict], arch: str) -> list:
     orig = {c["corruption"]: c["original_acc_by_severity"] for c in cells if c["arch"] == arch and c["method"] == "original"}
     if not orig:
         return []
-    fig, ax = _pyplot().subplots(figsize=(max(6, 0.6 * len(orig)), 3))
+    fig, ax = pyplot().subplots(figsize=(max(6, 0.6 * len(orig)), 3))
     for s in range(5):
         ax.bar(np.arange(len(orig)) + (s - 2) * 0.16, [orig[c][s] * 100 for c in orig], 0.16, label=f"s{s + 1}")
     ax.set_xticks(range(len(orig)), list(orig), rotation=45, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Fig. 2: {arch} before repair, per severity")
     ax.legend(ncol=5, fontsize=7)
-    return [(f"fig2-{arch}", _png(fig))]
+    return [(f"fig2-{arch}", png_base64(fig, dpi=90))]
 
 
 def _fig3(de: dict, clean: dict, arch: str, methods: list[str], corrs: list[str]) -> list:
     """Fig. 3: clean vs De accuracy after repair, per method."""
-    fig, ax = _pyplot().subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     for m in methods:
         cl = [np.mean(clean[arch][m][c]) * 100 for c in corrs if c in clean[arch][m]]
         d = [np.mean(de[arch][m][c]) * 100 for c in corrs if c in de[arch][m]]
@@ -355,7 +337,7 @@ def _fig3(de: dict, clean: dict, arch: str, methods: list[str], corrs: list[str]
     ax.set_xlabel("clean test accuracy (%)")
     ax.set_ylabel("held-out failure accuracy (%)")
     ax.set_title(f"Fig. 3: {arch}, means over corruptions")
-    return [(f"fig3-{arch}", _png(fig))]
+    return [(f"fig3-{arch}", png_base64(fig, dpi=90))]
 
 
 def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) -> list:
@@ -363,7 +345,7 @@ def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) ->
     heat_methods = [m for m in methods if m != "original"]
     if not (heat_methods and len(corrs) > 1):
         return []
-    fig, axes = _pyplot().subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
     for ax, m in zip(axes[0], heat_methods):
         mat = np.full((len(corrs), len(corrs)), np.nan)
         for c in cells:
@@ -378,7 +360,7 @@ def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) ->
         ax.set_yticks([])
     axes[0, 0].set_ylabel("repaired for (rows)")
     fig.suptitle(f"Fig. 4: {arch}, accuracy on each corruption's held-out failures (columns)", fontsize=9)
-    return [(f"fig4-{arch}", _png(fig))]
+    return [(f"fig4-{arch}", png_base64(fig, dpi=90))]
 
 
 def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
@@ -386,7 +368,7 @@ def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
     pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
     if not (len(pair) == 2 and len(corrs) > 1):
         return []
-    fig, ax = _pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
+    fig, ax = pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
     for k, (m, label) in enumerate(zip(pair, ("no-cluster", "cluster (Eq. 4)"))):
         vals = []
         for cn in corrs:
@@ -398,7 +380,7 @@ def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
     ax.set_ylabel("accuracy on the other\ncorruptions' De (%)")
     ax.set_title(f"Fig. 5: {arch}, ablation, repaired for one corruption (x) and tested on the others")
     ax.legend(fontsize=7)
-    return [(f"fig5-{arch}", _png(fig))]
+    return [(f"fig5-{arch}", png_base64(fig, dpi=90))]
 
 
 def _all_archs_head_to_head(de: dict, prof: dict) -> list[str]:
@@ -526,7 +508,7 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
     md.append(markdown_table(["arch", "corruption", "method"] + head[2:],
                              [[a, c, m] + [mean_std(per_corr[(a, c, m, n)], scale=100) if per_corr.get((a, c, m, n))
                                            else "-" for n in sizes] for a, c, m in corr_rows], numbers=False))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for (a, m), ts in curve.items():
         pts = [(n, t) for n, t in zip(sizes, ts) if t]
@@ -540,7 +522,7 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
     ax.set_ylabel("De accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figs = [("fewdc-curve", _png(fig))]
+    figs = [("fewdc-curve", png_base64(fig, dpi=90))]
     md += ["", "![De against |Dc|](figures/fewdc-curve.png)"]
     return "\n".join(md) + "\n", figs
 

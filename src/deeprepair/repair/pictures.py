@@ -10,28 +10,19 @@ beside report.md, for what people would rather look at than read:
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 
+from ..figures import png_base64, pyplot
+
 GALLERY = 24  # images per gallery
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _frontier(mix: dict) -> str | None:
     """Break bound against validation repair per mix; against the mix weight itself when no
     failures were held out for validation (fewer than 200 collected)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = mix.get("grid") or []
     if not rows:
@@ -51,12 +42,12 @@ def _frontier(mix: dict) -> str | None:
     ax.set_ylabel("validation failures repaired (%)" if has_fix else "mix weight a (no failures held out)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_base64(fig, dpi=110)
 
 
 def _gallery(x: np.ndarray, before: np.ndarray, after: np.ndarray, y: np.ndarray, classes: list[str],
              title: str) -> str | None:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = min(len(x), GALLERY)
     if not n:
@@ -71,11 +62,11 @@ def _gallery(x: np.ndarray, before: np.ndarray, after: np.ndarray, y: np.ndarray
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
             ax.set_title(f"{classes[before[i]]}\n-> {classes[after[i]]}\n(true {classes[y[i]]})", fontsize=6)
     fig.suptitle(title, fontsize=9)
-    return _png(fig)
+    return png_base64(fig, dpi=110)
 
 
 def _per_class(y: np.ndarray, before: np.ndarray, after: np.ndarray, classes: list[str]) -> str:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = len(classes)
     acc_b = [100 * float((before[y == c] == c).mean()) if (y == c).any() else 0.0 for c in range(k)]
@@ -89,7 +80,7 @@ def _per_class(y: np.ndarray, before: np.ndarray, after: np.ndarray, classes: li
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png_base64(fig, dpi=110)
 
 
 def repair_html(title: str, markdown: str, report: dict, classes: list[str], *, test_x: np.ndarray,
