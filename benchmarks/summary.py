@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from statistics import fmean as mean
 
-from deeprepair.bench.report import FRONTIER, LIVES_WITH, frontier_points
+from deeprepair.bench.report import CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, frontier_points
 from deeprepair.bounds import mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,7 +266,20 @@ def frontier(name: str) -> str:
             + f"\n\nFigure: [`{name}/figures/frontier-resnet-20.png`]({name}/figures/frontier-resnet-20.png). " + src)
 
 
-BLOCKS = {"rq1": rq1, "repair-seeds": partial(seeded, "repair"), "mixed": partial(seeded, "mixed"),
+def certified(name: str) -> str:
+    """The limit on images no repair saw (bench certified_rows); for real photos, each seed's change there."""
+    cells, prof, src = folder(name)
+    text = table(CERTIFIED_HEAD, [[label(r[0].split(",")[0]) + r[0][len(r[0].split(",")[0]):], *r[1:]]
+                                  for r in certified_rows(cells)])
+    if prof.get("real"):
+        rows = [[label(c["method"]), c["seed"], f"{100 * (c['metrics']['shifted']['after'] - c['metrics']['shifted']['before']):+.2f}",
+                 "kept" if c["interpolation_alpha"] == 0 or "original is kept" in str(c.get("protection")) else "repaired"]
+                for c in sorted(cells, key=lambda c: (c["method"], c["seed"])) if c["method"] != "original"]
+        text += "\n\n" + table(["repair", "seed", "held-out photos, change (points)", "the original"], rows)
+    return text + "\n\n" + src
+
+
+BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "cinic-certified": partial(certified, "cinic-certified"), "repair-seeds": partial(seeded, "repair"), "mixed": partial(seeded, "mixed"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,
           "cinic": partial(net, "cinic"), "leakfree": partial(net, "leakfree"), "validation": validation,
           "leakfree100": partial(net, "leakfree100"), "frontier": partial(frontier, "frontier"),
