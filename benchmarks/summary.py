@@ -20,19 +20,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from deeprepair.bench import METHOD_OPTIONS
-from deeprepair.bench.report import FRONTIER, LIVES_WITH, frontier_points
+from deeprepair.bench import label, recipe_options
+from deeprepair.bench.profile import as_today
+from deeprepair.bench.report import FRONTIER, LIVES_WITH, frontier_points, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SUMMARY = RESULTS / "SUMMARY.md"
 TARGET = "break <= 1%, clean >= the original's, >= 90% of the De gain kept"
-NAMES = {"finetune": "fine-tune (CE on Dt + Dc)", "augmix": "AugMix", "deeprepair": "DeepRepair",
-         "dr-uniform": "DeepRepair, no clustering", "dr-eq4": "DeepRepair (Eq. 4), wavelet",
-         "dr-eq4-fourier": "DeepRepair (Eq. 4), fourier", "dr-eq4-adain": "DeepRepair (Eq. 4), adain",
-         "dr-fourier": "DeepRepair, fourier", "dr-adain": "DeepRepair, adain",
-         "original": "original", "cutout": "Cutout", "mixup": "Mixup", "cutmix": "CutMix",
-         "fewshot": "few-shot (CE on Dc only)", "sensei": "SENSEI", "oracle": "oracle (AugMix + the true corruption)"}
+NAMES = {m: label(m) for m in ("finetune", "augmix", "deeprepair", "deeprepair-uniform", "deeprepair-fourier",
+                                "deeprepair-adain", "original", "cutout", "mixup", "cutmix", "fewshot", "sensei",
+                                "oracle")}  # a method's name in the tables: the registry's label (deeprepair.bench.label)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -183,8 +181,8 @@ def models_block() -> str:
 
 # -- 1. repair vs baselines ---------------------------------------------------------------------
 def bench_cells() -> tuple[list[dict], dict]:
-    cells = [json.loads(p.read_text()) for p in sorted((RESULTS / "cpu" / "cells").glob("*.json"))]
-    return cells, load("cpu/profile.json")
+    cells = [as_today(json.loads(p.read_text())) for p in sorted((RESULTS / "cpu" / "cells").glob("*.json"))]
+    return cells, read_record(RESULTS / "cpu/profile.json")
 
 
 def repair_runs() -> tuple[list[dict], str, str]:
@@ -277,7 +275,7 @@ def section_repair_seeds() -> str:
 
 def folder_cells(name: str) -> list[dict]:
     folder = RESULTS / name
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("cells/*.json")) + sorted(folder.glob("dc*/cells/*.json"))]
+    return [as_today(json.loads(p.read_text())) for p in sorted(folder.glob("cells/*.json")) + sorted(folder.glob("dc*/cells/*.json"))]
 
 
 def seeds_done(cells: list[dict]) -> set:
@@ -302,7 +300,7 @@ def bench_folder(name: str) -> tuple[list[dict], dict | None]:
         return [], None
     folder = RESULTS / name
     record = folder / "profile.json" if (folder / "profile.json").is_file() else next(folder.glob("dc*/profile.json"))
-    return cells, json.loads(record.read_text())
+    return cells, read_record(record)
 
 
 def partial(name: str) -> str:
@@ -634,7 +632,7 @@ def section_speed() -> tuple[str, str]:
         rows.append([f"training {model}, img/s (fp32 -> fastest, `{fastest}`)",
                      f"{modes['fp32']:.0f} -> {modes[fastest]:.0f}", "train_speed.json", tr["provenance"]])
     rs = load("repair_speed.json")
-    rows.append(["one repair, the default recipe vs `--preset paper` (resnet-20, 1,000 fog failures, median wall)",
+    rows.append(["one repair, the default recipe vs `--preset deeprepair-paper` (resnet-20, 1,000 fog failures, median wall)",
                  f"{rs['median_wall_s']['protect (default)']:.0f} s vs {rs['median_wall_s']['paper']:.0f} s = "
                  f"{rs['ratio']:.2f}x (target <= 1x)", "repair_speed.json", rs["provenance"]])
     for r in inf["rows"]:
@@ -657,17 +655,11 @@ def section_speed() -> tuple[str, str]:
 
 
 # -- 5. the net effect of a repair (issue 22) --------------------------------------------------------
-NET_NAMES = {"dr-focal": "DeepRepair + focal distillation", "dr-fb-focal": "DeepRepair, first block + focal distillation",
-             "dr-first-block": "DeepRepair, first block", "ft-focal": "fine-tune + focal distillation",
-             "dr-focal+field": "DeepRepair + focal distillation + field photos",
-             "dr-fb-focal+field": "DeepRepair, first block + focal distillation + field photos",
-             "ft-focal+field": "fine-tune + focal distillation + field photos",
-             "dr-focal+interp": "DeepRepair + focal distillation, interpolated",
-             "ft-focal+interp": "fine-tune + focal distillation, interpolated (`protect`, the default)",
-             "dr-safe": "DeepRepair --safe (routed: two networks and a router)",
-             "dr-focal+field+interp": "DeepRepair + focal distillation + field photos, interpolated (--interpolate)",
-             "dr-focal+pseudo+interp": "DeepRepair + focal distillation + field photos as pseudo-labels, interpolated",
-             "ft-focal+pseudo+interp": "fine-tune + focal distillation + field photos as pseudo-labels, interpolated"}
+NET_NAMES = {m: label(m) for m in ("deeprepair+focal", "deeprepair-first-block+focal", "deeprepair-first-block",
+                                    "finetune+focal", "deeprepair+focal+field", "deeprepair-first-block+focal+field",
+                                    "finetune+focal+field", "deeprepair+focal+mix", "finetune+focal+mix",
+                                    "deeprepair+distill+gate", "deeprepair+focal+field+mix",
+                                    "deeprepair+focal+pseudo+mix", "finetune+focal+pseudo+mix")}
 
 
 def net_cells(name: str) -> tuple[list[dict], dict | None]:
@@ -675,7 +667,7 @@ def net_cells(name: str) -> tuple[list[dict], dict | None]:
     folder = RESULTS / name
     if not (folder / "profile.json").is_file():
         return [], None
-    return [json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*.json"))], load(f"{name}/profile.json")
+    return [as_today(json.loads(p.read_text())) for p in sorted((folder / "cells").glob("*.json"))], read_record(folder / "profile.json")
 
 
 def per_seed(cells: list[dict], get) -> dict[str, list[float]]:
@@ -737,7 +729,7 @@ def targets_cinic(cells: list[dict], prof: dict) -> str:
     for m in prof["methods"]:
         if m == "original" or not change.get(m):
             continue
-        field = METHOD_OPTIONS[m].get("field", False)
+        field = recipe_options(m).get("field", False)
         need = 0.02 if field else 0.0
         tie = len(change[m]) > 1 and abs(mean(change[m]) - need) < statistics.stdev(change[m])
         rows.append([NET_NAMES.get(m, NAMES.get(m, m)), len(change[m]),
@@ -801,11 +793,11 @@ def validation_choice(cells: list[dict], max_break: float = 0.01) -> tuple[str, 
                     acc[c["method"]][k].append(v[k])
     if not acc:
         return "", None
-    ok = {m: mean(a["val_break"]) <= max_break and m != "dr-safe" and bool(a["val_failures_acc"]) for m, a in acc.items()}
+    ok = {m: mean(a["val_break"]) <= max_break and m != "deeprepair+distill+gate" and bool(a["val_failures_acc"]) for m, a in acc.items()}
     best = max((m for m in acc if ok[m]), key=lambda m: mean(acc[m]["val_failures_acc"]), default=None)
     rows = [[NET_NAMES.get(m, NAMES.get(m, m)), len(a["val_break"]), ms(a["val_break"]),
              ms(a["val_failures_acc"]) if a["val_failures_acc"] else "-", ms(a["val_train_acc"]),
-             "two networks" if m == "dr-safe" else ("**chosen**" if m == best else ("yes" if ok[m] else "no"))]
+             "two networks" if m == "deeprepair+distill+gate" else ("**chosen**" if m == best else ("yes" if ok[m] else "no"))]
             for m, a in sorted(acc.items(), key=lambda kv: -mean(kv[1]["val_failures_acc"] or [0]))]
     return table(["method", "cells", f"validation break on Dt (%; limit {max_break * 100:.0f}%)",
                   "validation Dc repaired (%)", "validation Dt accuracy (%)", "one network within the limit"], rows), best
@@ -900,7 +892,7 @@ def section_frontier(de_ft: list[float] | None) -> tuple[str, str]:
     if not out:
         return "", ""
     return ("### Why the one-network targets are out of reach: the interpolation path\n\n"
-            "`protect` and `--interpolate` return a mix theta = (1 - w) theta_original + w theta_repaired with w chosen "
+            "`finetune+focal+mix` and `--interpolate` return a mix theta = (1 - w) theta_original + w theta_repaired with w chosen "
             "on validation. Here every w of a grid is scored on the held-out sets instead (reported, never used to "
             "choose), to show what any choice of w could reach.\n\n" + "\n".join(out)), " ".join(findings)
 
@@ -921,13 +913,13 @@ def section_net() -> tuple[str, dict[str, str]]:
              + (f" ({probes} of them one-seed probes)" if probes else "") + " leave the model "
              f"worse on the photos no method saw; the best, {NET_NAMES.get(best, NAMES.get(best, best))}, changes "
              f"accuracy there by {ms(change[best])} points"
-             + (f", the default (`protect`) by {ms(change['ft-focal+interp'])}" if change.get("ft-focal+interp")
-                and best != "ft-focal+interp" else "") + ".")
+             + (f", the default (`finetune+focal+mix`) by {ms(change['finetune+focal+mix'])}" if change.get("finetune+focal+mix")
+                and best != "finetune+focal+mix" else "") + ".")
         findings["cinic"] = f
         findings["cinic-short"] = (
             f"on real photos {len(worse)} of {sum(1 for m in change if m != 'original' and change[m])} methods leave "
-            "the model worse" + (f"; the default changes accuracy there by {ms(change['ft-focal+interp'])} points"
-                                 if change.get("ft-focal+interp") else ""))
+            "the model worse" + (f"; the default changes accuracy there by {ms(change['finetune+focal+mix'])} points"
+                                 if change.get("finetune+focal+mix") else ""))
         note = ("Shifted images = the evaluation half of the photos that are not in Dc (the other half is the "
                 "unlabelled field half, given only to the `+ field photos` methods); clean = CIFAR-10's test set. "
                 "± = sample std over seeds.")
@@ -948,10 +940,10 @@ def section_net() -> tuple[str, dict[str, str]]:
                          f"{ms(change[m])} points" for m in prof["methods"] if m in done and m != "original") + ".")
         findings["leakfree"] = f
         de, brk = cols["De (%)"], cols["clean break (%)"]
-        if de.get("ft-focal+interp") and de.get("finetune"):
+        if de.get("finetune+focal+mix") and de.get("finetune"):
             findings["leakfree-short"] = (
-                f"on CIFAR-10-C it repairs {ms(de['ft-focal+interp'])}% of De at a clean break of "
-                f"{ms(brk['ft-focal+interp'])}% (plain fine-tuning: {ms(de['finetune'])}% at {ms(brk['finetune'])}%)")
+                f"on CIFAR-10-C it repairs {ms(de['finetune+focal+mix'])}% of De at a clean break of "
+                f"{ms(brk['finetune+focal+mix'])}% (plain fine-tuning: {ms(de['finetune'])}% at {ms(brk['finetune'])}%)")
         out.append(f"### CIFAR-10-C, leak-free split\n\n{f}\n\n{t}\n\nEach figure: the mean over {', '.join(corr)} for "
                    "one seed (seeds with every corruption done), then mean ± sample std over seeds.\n\n"
                    "Issue 22's targets (one network; each corruption's mean over seeds; wall times from the cells, "
@@ -964,11 +956,11 @@ def section_net() -> tuple[str, dict[str, str]]:
             f = (f"Chosen on validation numbers alone (the repaired network's break rate on 1,000 held-back training "
                  f"images, <= 1%, then the most held-out Dc repaired): {NET_NAMES.get(best, NAMES.get(best, best))}"
                  if best else "On validation numbers alone no one-network recipe keeps the break rate within 1%")
-            findings["default"] = f + ("; `protect` is the default of `repair`, the demo and the Python API." if best else ".")
+            findings["default"] = f + ("; `finetune+focal+mix` is the default of `repair`, the demo and the Python API." if best else ".")
             out.append(f"### The default, chosen on validation only\n\n{f}. The numbers are each cell's `validation_final` "
                        "(the network `repair` returns, after any interpolation) on the validation split that the repair "
                        "itself selects on: 1,000 held-back training images (Dt) and the held-out tenth of Dc; never De "
-                       "or the test set. They are optimistic for every method alike (epochs, and `protect`'s mix, are "
+                       "or the test set. They are optimistic for every method alike (epochs, and the default's weight mix, are "
                        f"chosen on the same images); only the (corruption, seed) cells that every method has with the record are counted (cells made before it existed are not); ± = sample std over cells.\n\n{choice}\n\n"
                        f"Source: [`leakfree/cells/*.json`](leakfree/) (their `repair.validation_final`; machine: "
                        f"{machine(prof)}). Regenerate: `deeprepair bench --profile leakfree --data DIR --out "
@@ -1035,7 +1027,7 @@ def build() -> tuple[str, dict[str, str]]:
                  ("With few collected failures?", f_few.short),
                  ("What does repair break?", f"{f_ctl.short}; {f_gate.short}"),
                  ("How fast?", f_speed.short),
-                 ("Net effect of the default (`protect`)?", net_short)]
+                 ("Net effect of the default (`finetune+focal+mix`)?", net_short)]
     readme = table(["question (SUMMARY.md section)", "answer (generated)"],
                    [[f"[{q}](benchmarks/results/SUMMARY.md#{anchor(title)})", a]
                     for title, (q, a) in zip(TITLES, headlines)])
