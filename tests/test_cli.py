@@ -409,7 +409,8 @@ def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_pa
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
     base = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
-            "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style", "adain"]
+            "--method", "deeprepair", "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style",
+            "adain"]
     assert main(base + ["--out", str(tmp_path / "noadain")]) == 2
     assert "--style-checkpoint" in capsys.readouterr().err
     assert main(base + ["--style-checkpoint", str(ck), "--out", str(tmp_path / "rep"), "--json"]) == 0

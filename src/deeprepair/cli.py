@@ -163,11 +163,31 @@ def repair_config(args: argparse.Namespace, style_options: dict):
                         style_options=style_options)
 
 
+def given_repair_options(args: argparse.Namespace) -> dict[str, str]:
+    """The repair options the user wrote (RepairConfig field -> flag), before presets fill the rest."""
+    from dataclasses import fields
+
+    given = {f.name: "--" + f.name.replace("_", "-") for f in fields(RepairConfig)
+             if "help" in f.metadata and getattr(args, f.name, None) is not None}
+    for name, flag in (("style_options", "--style-mode"), ("style_options", "--style-checkpoint"),
+                       ("gate_holdout", "--gate-holdout")):
+        if getattr(args, flag[2:].replace("-", "_")):
+            given[name] = flag
+    return given
+
+
 def cmd_repair(args: argparse.Namespace) -> int:
+    from .repair.methods import unread_options
     from .workflows.inputs import style_options
     from .workflows.repairing import run_repair
 
+    given = given_repair_options(args)
     resolve_repair_options(args)
+    recipe = (f"--preset {args.preset}" + (f" with --method {args.method}" if "method" in given else "") if args.preset
+              else f"--method {args.method}" if "method" in given else f"the default recipe (--method {args.method})")
+    unread = unread_options(repair_config(args, {}), given, field=bool(args.field), recipe=recipe)
+    if unread:  # an option that would change nothing is refused, before any input is read
+        raise DeepRepairError(unread)
     cfg = repair_config(args, style_options(args.style, args.style_mode, args.style_checkpoint))
     return _emit(args, run_repair(
         _spec(args), args.data, args.failures, args.out, cfg, eval_failures=args.eval_failures, field=args.field,

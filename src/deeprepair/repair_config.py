@@ -123,7 +123,7 @@ PROTECTIONS: dict[str, Protection] = {
     "L2 pull": Protection("--l2-pull", (), lambda c, f: c.l2_pull > 0),
     "weight mix": Protection("--interpolate", ("max_break",), lambda c, f: c.interpolate),
     "gate": Protection("--gate", ("max_break", "gate_features", "gate_router", "gate_calibration", "gate_bound",
-                                  "gate_keep"), lambda c, f: c.gate),
+                                  "gate_keep", "gate_holdout"), lambda c, f: c.gate),  # gate_holdout: a command's input
     "field images": Protection("--field", ("field_weight", "field_labels", "field_batch"), lambda c, f: f),
     "pseudo-labels": Protection("--field-labels self", ("field_threshold",),
                                 lambda c, f: f and c.field_labels == "self"),

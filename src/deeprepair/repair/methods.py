@@ -92,6 +92,47 @@ def method_names() -> tuple[str, ...]:
     return tuple(_METHODS)
 
 
+def unread_options(cfg, given: dict[str, str], *, field: bool = False, recipe: str | None = None) -> str | None:
+    """The options in ``given`` (RepairConfig field -> the flag as written, e.g. ``"style_options":
+    "--style-checkpoint"``) that neither ``cfg``'s method nor one of its active protections
+    (``repair_config.PROTECTIONS``; ``field``: field images were given) reads, as one line naming what
+    does read them (the first such reader, with every flag it reads that was given); None when every
+    one is read. ``recipe``: how the user chose the recipe, for the message (default ``--method
+    <method>``). The options every fine-tuning method reads (budget, selection) are read by all but
+    the label-free methods, which read only their own."""
+    from ..repair_config import PROTECTIONS
+
+    m = get_method(cfg.method)
+    who = (recipe or f"--method {m.name}") + (" (label-free adaptation)" if m.test_time else "")
+    tuning = [x for x in _METHODS.values() if not x.test_time]
+    by_methods = {f for x in tuning for f in x.reads}  # the options of one fine-tuning method or another
+    active = [p for p in PROTECTIONS.values() if p.active(cfg, field)]
+    unread: dict[tuple, list[str]] = {}  # (reader, what the recipe does not do, the fix) -> the flags only it reads
+    for name, flag in given.items():
+        if name in m.reads or name in ("method", "seed"):
+            continue
+        if name in by_methods:
+            readers = [f"--method {x.name}" for x in tuning if name in x.reads]
+            key = (" or ".join(readers), "read", f"choose {' or '.join(readers)}")
+        elif m.test_time:
+            also = "".join(f" and --method {x.name}" for x in _METHODS.values() if x.test_time and name in x.reads)
+            key = (f"the fine-tuning methods{also}", "read", "choose a fine-tuning --method")
+        else:
+            owners = [(n, p) for n, p in PROTECTIONS.items() if name in p.reads]
+            if not owners or any(p in active for _, p in owners):
+                continue
+            key = (" or ".join(f"the {n} ({p.switch})" for n, p in owners), "use",
+                   f"add {' or '.join(p.switch for _, p in owners)}")
+        unread.setdefault(key, []).append(flag)
+    if not unread:
+        return None
+    (reader, verb, fix), flags = next(iter(unread.items()))
+    flags = list(dict.fromkeys(flags))
+    one = len(flags) == 1
+    return (f"{' and '.join(flags)} {'is' if one else 'are'} read by {reader}; {who} does not {verb} "
+            f"{'it' if one else 'them'}: {fix}, or drop {' and '.join(flags)}")
+
+
 def get_method(name: str) -> Method:
     """The registered method ``name`` (a one-line error lists the others)."""
     _load()
