@@ -11,7 +11,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from . import __version__
-from .repair_config import PRESETS, RANGES, RENAMED_PRESETS, SAFE_PRESET, RepairConfig  # plain data: building the parser does not import torch
+from .repair_config import DEFAULT_PRESET, PRESETS, RANGES, RENAMED_PRESETS, SAFE_PRESET, RepairConfig  # plain data: building the parser does not import torch
 
 
 class _MethodNames(Sequence):
@@ -239,9 +239,12 @@ def _evaluate_and_mine_parsers(sub) -> None:
 
 
 def _preset_flags(name: str) -> str:
-    """A preset as the flags it sets (a float train_subset is a share of the training images)."""
+    """A preset as the flags it sets beyond the default recipe's (a float train_subset is a share of
+    the training images)."""
     flags = []
     for key, value in PRESETS[name].items():
+        if value == PRESETS[DEFAULT_PRESET][key]:
+            continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + key.replace("_", "-"))
