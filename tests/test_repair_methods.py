@@ -104,3 +104,14 @@ def test_the_method_flag_reads_its_choices_from_the_registry():
     action = next(a for a in build_parser()._subparsers._group_actions[0].choices["repair"]._actions
                   if a.dest == "method")
     assert action.choices is REPAIR_METHODS
+
+
+def test_reading_the_registry_imports_every_module_of_the_repair_package():
+    """So a method in a module of its own under repair/ registers without being imported anywhere else."""
+    import pkgutil
+
+    import deeprepair.repair as pkg
+
+    M.method_names()
+    modules = {f"deeprepair.repair.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)}
+    assert {"deeprepair.repair.testtime", "deeprepair.repair.methods"} <= modules <= set(sys.modules)
