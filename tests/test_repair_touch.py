@@ -44,7 +44,7 @@ def test_first_block_rule_on_a_user_model_whose_stem_downsamples_at_once():
 @pytest.mark.parametrize("tune", ["first-block", "bn", "head"])
 def test_tune_leaves_every_other_parameter_and_buffer_bit_identical(setup, tune):  # noqa: F811
     model, train, dc, _ = setup
-    repaired, report = repair(model, train, dc, RepairConfig.preset("paper", tune=tune, **SMALL), device=CPU)
+    repaired, report = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", tune=tune, **SMALL), device=CPU)
     tuned = set(tuned_modules(model, tune, train.x.shape[1:]))
     before, after = dict(model.named_modules()), dict(repaired.named_modules())
     changed = 0
@@ -74,9 +74,9 @@ def test_focal_weights_are_zero_where_the_original_is_wrong():
 
 def test_focal_distillation_and_l2_pull_change_the_repair(setup):  # noqa: F811
     model, train, dc, _ = setup
-    plain, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU)
-    focal, _ = repair(model, train, dc, RepairConfig.preset("paper", distill=1.0, distill_focus="right", **SMALL), device=CPU)
-    pulled, _ = repair(model, train, dc, RepairConfig.preset("paper", l2_pull=5.0, **SMALL), device=CPU)
+    plain, _ = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **SMALL), device=CPU)
+    focal, _ = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", distill=1.0, distill_focus="right", **SMALL), device=CPU)
+    pulled, _ = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", l2_pull=5.0, **SMALL), device=CPU)
     dist = lambda m: sum(((a - b) ** 2).sum() for a, b in zip(m.parameters(), model.parameters())).item()  # noqa: E731
     assert dist(pulled) < dist(plain)
     assert dist(focal) != dist(plain)
@@ -85,8 +85,8 @@ def test_focal_distillation_and_l2_pull_change_the_repair(setup):  # noqa: F811
 def test_field_images_need_no_labels_and_are_used(setup):  # noqa: F811
     model, train, dc, de = setup
     field = de.x[:30]  # an array of images: nothing carries a label
-    with_field, report = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=field)
-    without, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU)
+    with_field, report = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **SMALL), device=CPU, field=field)
+    without, _ = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **SMALL), device=CPU)
     assert report["field_images"] == 30
     assert any(not torch.equal(a, b) for a, b in zip(with_field.state_dict().values(), without.state_dict().values()))
 
@@ -94,27 +94,27 @@ def test_field_images_need_no_labels_and_are_used(setup):  # noqa: F811
 def test_bad_field_and_options_are_one_line_errors(setup):  # noqa: F811
     model, train, dc, _ = setup
     with pytest.raises(DeepRepairError, match="field images"):
-        repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=np.zeros((3, 8, 8, 3), np.uint8))
+        repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **SMALL), device=CPU, field=np.zeros((3, 8, 8, 3), np.uint8))
     for bad in (dict(tune="last-layer"), dict(distill_focus="wrong"), dict(l2_pull=-1.0), dict(distill=float("nan"))):
         with pytest.raises(DeepRepairError):
-            repair(model, train, dc, RepairConfig.preset("paper", **{**SMALL, **bad}), device=CPU)
+            repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **{**SMALL, **bad}), device=CPU)
 
 
 def test_presets_are_named_recipes():
-    safe = RepairConfig.preset("safe", seed=3)
+    safe = RepairConfig.preset("deeprepair+distill+gate", seed=3)
     assert safe.gate and safe.distill == 1.0 and safe.seed == 3
     with pytest.raises(DeepRepairError, match="preset"):
         RepairConfig.preset("nope")
 
 
-def test_the_default_is_protect_and_paper_is_the_papers_method():
+def test_the_default_is_the_protected_fine_tune_and_deeprepair_paper_is_the_papers_method():
     from deeprepair.repair_config import DEFAULT_PRESET
 
-    assert DEFAULT_PRESET == "protect" and RepairConfig() == RepairConfig.preset("protect")
-    d, p = RepairConfig(), RepairConfig.preset("paper")
+    assert DEFAULT_PRESET == "finetune+focal+mix" and RepairConfig() == RepairConfig.preset("finetune+focal+mix")
+    d, p = RepairConfig(), RepairConfig.preset("deeprepair-paper")
     assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
     assert (p.method, p.distill, p.distill_focus, p.interpolate, p.gate) == ("deeprepair", 0.0, "all", False, False)
-    safe = RepairConfig.preset("safe")  # as measured in regressions.md section 11
+    safe = RepairConfig.preset("deeprepair+distill+gate")  # --safe, as measured in regressions.md section 11
     assert safe.gate and not safe.interpolate and safe.distill_focus == "all" and safe.method == "deeprepair"
 
 
@@ -136,7 +136,7 @@ def test_default_repair_certifies_its_break_limit_on_the_validation_images(setup
     assert all(r["passed"] for r in mix["grid"] if r["alpha"] <= mix["alpha"])
     assert report["calibration"]["source"] == "val" and report["calibration"]["images"] == 400
     assert report["averaging"]["runs"] == 2 and len(report["averaging"]["val_scores"]) == 2
-    _, plain = repair(model, train, dc, RepairConfig.preset("paper", **{**SMALL, "lr": 0.2}), device=CPU)
+    _, plain = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **{**SMALL, "lr": 0.2}), device=CPU)
     assert plain["interpolation"] is None and "val_break" in plain["validation_final"]
 
 
@@ -195,13 +195,13 @@ def test_pseudo_labels_are_kept_only_where_the_weak_view_is_confident():
 def test_field_images_taught_with_their_own_answers_need_no_labels(setup):  # noqa: F811
     model, train, dc, de = setup
     field = de.x[:30]
-    cfg = RepairConfig.preset("paper", field_labels="self", field_threshold=0.5, **SMALL)
+    cfg = RepairConfig.preset("deeprepair-paper", field_labels="self", field_threshold=0.5, **SMALL)
     a, report = repair(model, train, dc, cfg, device=CPU, field=field)
     b, _ = repair(model, train, dc, cfg, device=CPU, field=field)
-    teacher, _ = repair(model, train, dc, RepairConfig.preset("paper", **SMALL), device=CPU, field=field)
+    teacher, _ = repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **SMALL), device=CPU, field=field)
     assert report["field_images"] == 30 and report["config"]["field_labels"] == "self"
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # seeded
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), teacher.state_dict().values()))
     for bad in (dict(field_labels="mine"), dict(field_threshold=0.0)):
         with pytest.raises(DeepRepairError, match="field_"):
-            repair(model, train, dc, RepairConfig.preset("paper", **{**SMALL, **bad}), device=CPU, field=field)
+            repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **{**SMALL, **bad}), device=CPU, field=field)

@@ -37,7 +37,11 @@ def test_repair_flags_are_the_flagged_config_fields_with_their_defaults_in_the_h
         assert a.option_strings == want and a.default is None, name
         if f.default is not None and not isinstance(f.default, bool):
             assert f"(default: {f.default})" in a.help, name
-        if f.metadata["choices"]:
+        if f.metadata["choices"] == "methods":  # the method registry's names
+            from deeprepair.repair import METHODS
+
+            assert tuple(a.choices) == METHODS, name
+        elif f.metadata["choices"]:
             assert list(a.choices) == list(f.metadata["choices"]), name
 
 
@@ -57,7 +61,7 @@ def test_train_then_repair_from_python(tmp_path, smooth_images):
     assert done.result["checkpoint"] == str(ckpt) and ckpt.is_file()
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(8, seed=9), y=np.arange(8) % 10)
-    cfg = RepairConfig.preset("safe", method="finetune", gate=False, distill=0.0)  # train_subset: a share, 0.8
+    cfg = RepairConfig.preset("deeprepair+distill+gate", method="finetune", gate=False, distill=0.0)  # train_subset: a share, 0.8
     out = run_repair(ModelSpec(str(ckpt)), str(data), str(fails), tmp_path / "rep", cfg)
     assert out.result["repair"]["config"]["train_subset"] == 16 and (tmp_path / "rep" / "report.md").is_file()
     with pytest.raises(DeepRepairError, match="exists"):

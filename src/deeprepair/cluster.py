@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DeepRepairError
-
-STRATEGIES = ("eq4", "uniform", "per-class")
+from .repair_config import SAMPLINGS as STRATEGIES  # the one list of sampling strategies
 
 
 def standardise(x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
-from .profile import frontier_row
+from .profile import as_today, current_name, frontier_row
 
 
 def read_json_object(path: Path, what: str) -> dict:
@@ -41,7 +41,16 @@ def read_cell(path: Path) -> dict:
     if bad:
         raise DeepRepairError(f"{path} is not a finished benchmark cell (missing or malformed: {', '.join(bad)}); "
                               "delete it and rerun `deeprepair bench` with the same --out to remake it")
-    return c
+    return as_today(c)  # a cell written under a former name reads under today's
+
+
+def read_record(path: Path) -> dict:
+    """A results folder's profile record (its methods under today's names)."""
+    prof = read_json_object(path, "benchmark profile record")
+    for key in ("methods", "ablation"):
+        if isinstance(prof.get(key), list):
+            prof[key] = [current_name(m) if isinstance(m, str) else m for m in prof[key]]
+    return prof
 
 
 def load_cells(out: Path) -> list[dict]:
@@ -368,10 +377,10 @@ def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str],
 
 def _table3(de: dict, arch: str, corrs: list[str]) -> list[str]:
     """Table 3: the ablation, no-cluster (uniform sampling) vs clustering + Eq. 4."""
-    if not ("deeprepair" in de[arch] and "dr-uniform" in de[arch]):
+    if not ("deeprepair" in de[arch] and "deeprepair-uniform" in de[arch]):
         return []
-    rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
-            if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
+    rows = [[c, _fmt(de[arch]["deeprepair-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
+            if c in de[arch]["deeprepair-uniform"] and c in de[arch]["deeprepair"]]
     return ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
             _table(rows, ["corruption", "no-cluster", "DeepRepair (Eq. 4)"])]
 
@@ -431,7 +440,7 @@ def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) ->
 
 def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
     """Fig. 5: the ablation's variants on the other corruptions."""
-    pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
+    pair = [m for m in ("deeprepair-uniform", "deeprepair") if m in de[arch]]
     if not (len(pair) == 2 and len(corrs) > 1):
         return []
     fig, ax = _pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
@@ -469,7 +478,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``: per architecture the
     paper's Tables 1-3 and Figs. 2-5, then DeepRepair against each method over the whole run."""
     cells = load_cells(out)
-    prof = prof or read_json_object(Path(out) / "profile.json", "benchmark profile record")
+    prof = prof or read_record(Path(out) / "profile.json")
     if not isinstance(prof.get("name"), str):
         raise DeepRepairError(f"{Path(out) / 'profile.json'} names no profile; rerun `deeprepair bench` to remake it")
     de = grid(cells, lambda c: c["metrics"].get("de_after"))
@@ -555,7 +564,7 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
     per_corr = defaultdict(list)  # (arch, corruption, method, size) -> values over seeds
     prof = None
     for part in parts:
-        prof = read_json_object(Path(out) / part / "profile.json", "benchmark profile record")
+        prof = read_record(Path(out) / part / "profile.json")
         n = prof.get("dc_size") or prof["collect"]
         sizes.append(n)
         for c in load_cells(Path(out) / part):

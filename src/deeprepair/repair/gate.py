@@ -30,10 +30,9 @@ import torch.nn as nn
 from ..data import ImageSet
 from ..engine import autocast, batches, predict, to_float
 from ..models.checkpoint import register_checkpoint_kind
+from ..repair_config import GATE_FEATURES, GATE_ROUTERS
 from ..style.wavelet import style_features
 
-GATE_FEATURES = ("deep", "style", "deep+style")
-GATE_ROUTERS = ("linear", "mlp")
 
 
 def _head(model: nn.Module) -> nn.Linear | None:
