@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Wall time of one repair: the default recipe (`protect`) against the paper's (`--preset paper`).
+"""Wall time of one repair: the default recipe (`finetune+focal+mix`) against the paper's (`--preset deeprepair-paper`).
 
 Issue 22's target: the default repair takes no longer than the paper's recipe at the same budget
 (3 epochs over 10,000 training images + Dc, on 2 cores). Both repair the committed resnet-20
@@ -46,7 +46,7 @@ def main() -> None:
     flat = np.concatenate(stack)  # severity blocks in order, as split.index counts them
     dc = ImageSet(flat[split.index[split.dc]], split.y[split.dc], train.classes)
 
-    recipes = {"protect (default)": RepairConfig(), "paper": RepairConfig.preset("paper")}
+    recipes = {"protect (default)": RepairConfig(), "paper": RepairConfig.preset("deeprepair-paper")}
     runs = []
     for i in range(args.repeats):
         for name, cfg in (recipes.items() if i % 2 == 0 else reversed(list(recipes.items()))):

@@ -14,28 +14,15 @@ from functools import partial
 from pathlib import Path
 from statistics import fmean as mean
 
-from deeprepair.bench.report import FRONTIER, LIVES_WITH, frontier_points
+from deeprepair.bench import label
+from deeprepair.bench.profile import as_today, current_name
+from deeprepair.bench.report import CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, frontier_points, read_record
 from deeprepair.bounds import mean_std
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SUMMARY = RESULTS / "SUMMARY.md"
 RETIRED_AT = "1e66f62"  # the last commit with the retired study scripts (results/retired/README.md)
-LABELS = {"finetune": "fine-tune (CE on Dt + Dc)", "augmix": "AugMix", "deeprepair": "DeepRepair", "cutout": "Cutout",
-          "mixup": "Mixup", "cutmix": "CutMix", "fewshot": "few-shot (CE on Dc only)", "sensei": "SENSEI",
-          "oracle": "oracle (AugMix + the true corruption)", "dr-uniform": "DeepRepair, no clustering",
-          "dr-safe": "DeepRepair --safe (two networks and a router)", "ft-focal+interp": "fine-tune + focal "
-          "distillation, interpolated (the earlier default)", "ft-focal+avg3+certified": "fine-tune + focal "
-          "distillation, 3 runs averaged, certified mix (`protect`, the default)"}
-PARTS = {"dr": "DeepRepair", "ft": "fine-tune", "fb": ", first block", "first": ", first block", "block": "",
-         "fourier": ", fourier", "adain": ", adain", "focal": " + focal distillation", "field": " + field photos",
-         "pseudo": " + field pseudo-labels", "interp": ", interpolated"}
-
-
-def label(method: str) -> str:
-    """The words every table uses for a bench method name: the one place that maps them."""
-    words = re.split(r"[-+]", method)
-    return LABELS.get(method) or ("".join(PARTS[w] for w in words) if all(w in PARTS for w in words) else method)
 
 
 ms = partial(mean_std, scale=100)  # mean ± sample std over seeds, in points
@@ -57,8 +44,8 @@ def table(header: list[str], rows: list[list]) -> str:
 def folder(name: str) -> tuple[list[dict], dict, str]:
     """The cells of results/<name> (``dc<N>/cells`` too), its profile record and its source line."""
     root = RESULTS / name
-    cells = [json.loads(p.read_text()) for p in sorted(root.glob("cells/*.json")) + sorted(root.glob("dc*/cells/*"))]
-    prof = json.loads((sorted(root.glob("profile.json")) + sorted(root.glob("dc*/profile.json")))[0].read_text())
+    cells = [as_today(json.loads(p.read_text())) for p in sorted(root.glob("cells/*.json")) + sorted(root.glob("dc*/cells/*"))]
+    prof = read_record((sorted(root.glob("profile.json")) + sorted(root.glob("dc*/profile.json")))[0])
     split = {c.get("split_by", "failure") for c in cells if c["method"] != "original"}
     how = "" if prof.get("real") or name == "rq1" else "; split: " + ("per failure, the paper's" if split == {"failure"}
                                                                        else "by photo, leak-free")
@@ -266,7 +253,20 @@ def frontier(name: str) -> str:
             + f"\n\nFigure: [`{name}/figures/frontier-resnet-20.png`]({name}/figures/frontier-resnet-20.png). " + src)
 
 
-BLOCKS = {"rq1": rq1, "repair-seeds": partial(seeded, "repair"), "mixed": partial(seeded, "mixed"),
+def certified(name: str) -> str:
+    """The limit on images no repair saw (bench certified_rows); for real photos, each seed's change there."""
+    cells, prof, src = folder(name)
+    text = table(CERTIFIED_HEAD, [[label(r[0].split(",")[0]) + r[0][len(r[0].split(",")[0]):], *r[1:]]
+                                  for r in certified_rows(cells)])
+    if prof.get("real"):
+        rows = [[label(c["method"]), c["seed"], f"{100 * (c['metrics']['shifted']['after'] - c['metrics']['shifted']['before']):+.2f}",
+                 "kept" if c["interpolation_alpha"] == 0 or "original is kept" in str(c.get("protection")) else "repaired"]
+                for c in sorted(cells, key=lambda c: (c["method"], c["seed"])) if c["method"] != "original"]
+        text += "\n\n" + table(["repair", "seed", "held-out photos, change (points)", "the original"], rows)
+    return text + "\n\n" + src
+
+
+BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "cinic-certified": partial(certified, "cinic-certified"), "repair-seeds": partial(seeded, "repair"), "mixed": partial(seeded, "mixed"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,
           "cinic": partial(net, "cinic"), "leakfree": partial(net, "leakfree"), "validation": validation,
           "leakfree100": partial(net, "leakfree100"), "frontier": partial(frontier, "frontier"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeprepair.bench import METHOD_OPTIONS, list_cells, load_profile
+from deeprepair.bench import list_cells, load_profile, recipe_options
 from deeprepair.bench.profile import cell_hash, expand
 from deeprepair.cli import main
 from deeprepair.errors import DeepRepairError
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
                                                ("fewdc", 5, 5 + 3 * 5 * 3), ("mixed", 1, 16 + 3 * 16 * 3)])
 def test_study_profiles_load_and_list_their_cells(name, runs, cells):
     prof = load_profile(name)
-    assert all(m in METHOD_OPTIONS for m in prof["methods"] + prof["ablation"])
+    assert all(recipe_options(m)["method"] for m in prof["methods"] + prof["ablation"] if m != "original")
     parts = expand(prof)
     assert len(parts) == runs and all(len(list_cells(p)) == cells for _, p in parts)
 
@@ -97,24 +97,24 @@ def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
     scored at the given weights between the original's (0) and its own (1); the report tabulates
     and plots the path. The weights are in the hash and must lie strictly inside (0, 1)."""
     prof = {**load_profile("smoke"), "name": "fr", "corruptions": ["fog"], "ablation": [], "collect": 20,
-            "methods": ["original", "ft-focal", "ft-focal+interp"], "shifted": True, "split_by": "image",
+            "methods": ["original", "finetune+focal", "finetune+focal+mix"], "shifted": True, "split_by": "image",
             "frontier": [0.5], "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
     (tmp_path / "fr.json").write_text(json.dumps(prof))
     out = tmp_path / "bench"
     assert main(["bench", "--profile", str(tmp_path / "fr.json"), "--data", str(data_dir), "--out", str(out),
                  "--quiet"]) == 0
     cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
-    assert "frontier" not in cells["original"] and "frontier" not in cells["ft-focal+interp"]
-    (row,) = cells["ft-focal"]["frontier"]
+    assert "frontier" not in cells["original"] and "frontier" not in cells["finetune+focal+mix"]
+    (row,) = cells["finetune+focal"]["frontier"]
     assert row["alpha"] == 0.5 and 0 <= row["break_rate"] <= 1 and 0 <= row["de_after"] <= 1
     assert {"shifted_after", "shifted_break_rate", "clean_unseen_break_rate"} <= set(row)
     report = (out / "report.md").read_text().split("## The trade-off along the interpolation path")[1].split("\n## ")[0]
-    assert re.search(r"\| ft-focal \| 0 \| 0\.00 \| 0\.00 \| 0\.00 \| 0\.00 \| 1 \|", report)  # the original
-    assert "| ft-focal | 0.5 |" in report and "| ft-focal | 1 |" in report and "ft-focal+interp |" not in report
+    assert re.search(r"\| finetune\+focal \| 0 \| 0\.00 \| 0\.00 \| 0\.00 \| 0\.00 \| 1 \|", report)  # the original
+    assert "| finetune+focal | 0.5 |" in report and "| finetune+focal | 1 |" in report and "finetune+focal+mix |" not in report
     assert (out / "figures" / "frontier-resnet-20.png").stat().st_size > 1000
     p = load_profile(str(tmp_path / "fr.json"))
-    assert cell_hash(p, "resnet-20", "fog", "ft-focal", 0, "m") != cell_hash({**p, "frontier": [0.25]}, "resnet-20",
-                                                                             "fog", "ft-focal", 0, "m")
+    assert cell_hash(p, "resnet-20", "fog", "finetune+focal", 0, "m") != cell_hash({**p, "frontier": [0.25]}, "resnet-20",
+                                                                             "fog", "finetune+focal", 0, "m")
     (tmp_path / "bad.json").write_text(json.dumps({**prof, "frontier": [0.5, 1.0]}))
     with pytest.raises(DeepRepairError, match="frontier"):
         load_profile(str(tmp_path / "bad.json"))
@@ -132,7 +132,7 @@ def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_
         np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
     prof = {**load_profile("smoke"), "name": "cal", "corruptions": ["fog"], "ablation": [], "collect": 20,
             "data": {"train_subset": 0, "test_subset": 0},
-            "methods": ["original", "ft-focal+avg3+certified"], "shifted": True, "split_by": "image",
+            "methods": ["original", "finetune+focal+avg3+certified"], "shifted": True, "split_by": "image",
             "calibration": 120, "variants": {"average": [1, 2], "max_break": [0.5]},
             "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32, "average": 2,
                        "max_break": 0.5}}
@@ -141,7 +141,7 @@ def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_
     assert main(["bench", "--profile", str(tmp_path / "cal.json"), "--data", str(data_dir), "--out", str(out),
                  "--quiet"]) == 0
     cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
-    cell = cells["ft-focal+avg3+certified"]
+    cell = cells["finetune+focal+avg3+certified"]
     assert cell["calibration_images"] == 120
     prot = cell["protection"]
     assert prot["calibration"]["source"] == "val" and prot["interpolation"]["bound"] == "clopper-pearson"

@@ -390,7 +390,7 @@ def test_cli_method_list_matches_the_library():
     from deeprepair.cli import REPAIR_METHODS
     from deeprepair.repair import METHODS
 
-    assert tuple(REPAIR_METHODS) == METHODS
+    assert tuple(REPAIR_METHODS) == METHODS and "deeprepair" in METHODS
 
 
 def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_path, smooth_images, capsys):
@@ -408,8 +408,9 @@ def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_pa
 
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
-    base = ["repair", "--mix-bound", "point", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
-            "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style", "adain"]
+    base = ["repair", "--mix-bound", "point", "--model", str(trained), "--data", str(data_dir), "--failures",
+            str(fails), "--method", "deeprepair", "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style",
+            "adain"]
     assert main(base + ["--out", str(tmp_path / "noadain")]) == 2
     assert "--style-checkpoint" in capsys.readouterr().err
     assert main(base + ["--style-checkpoint", str(ck), "--out", str(tmp_path / "rep"), "--json"]) == 0
@@ -463,8 +464,8 @@ def test_safe_preset_fills_only_the_flags_left_unset():
     resolve_repair_options(plain, 50000)
     assert (plain.epochs, plain.train_subset, plain.dc_repeat, plain.distill, plain.gate,
             plain.gate_router, plain.gate_features) == (3, 10000, 1, 1.0, False, "linear", "deep")
-    assert (plain.method, plain.distill_focus, plain.interpolate) == ("finetune", "right", True)  # protect
-    paper = build_parser().parse_args(base + ["--preset", "paper"])
+    assert (plain.method, plain.distill_focus, plain.interpolate) == ("finetune", "right", True)  # the default
+    paper = build_parser().parse_args(base + ["--preset", "deeprepair-paper"])
     resolve_repair_options(paper, 50000)
     assert (paper.method, paper.distill, paper.distill_focus, paper.interpolate, paper.gate) == (
         "deeprepair", 0.0, "all", False, False)
@@ -522,8 +523,8 @@ def test_real_failures_workflow_mine_then_repair_with_field_photos(trained, data
     # the preset is one flag and the flags given with it win
     from deeprepair.cli import build_parser, resolve_repair_options
 
-    a = build_parser().parse_args(["repair", "--model", "m", "--failures", "f", "--out", "o", "--preset", "safe",
-                                   "--tune", "bn"])
+    a = build_parser().parse_args(["repair", "--model", "m", "--failures", "f", "--out", "o", "--preset",
+                                   "deeprepair+distill+gate", "--tune", "bn"])
     resolve_repair_options(a, 50000)
     assert a.gate and a.tune == "bn" and a.train_subset == 40000
 

@@ -37,7 +37,11 @@ def test_repair_flags_are_the_flagged_config_fields_with_their_defaults_in_the_h
         assert a.option_strings == want and a.default is None, name
         if f.default is not None and not isinstance(f.default, bool):
             assert f"(default: {f.default})" in a.help, name
-        if f.metadata["choices"]:
+        if f.metadata["choices"] == "methods":  # the method registry's names
+            from deeprepair.repair import METHODS
+
+            assert tuple(a.choices) == METHODS, name
+        elif f.metadata["choices"]:
             assert list(a.choices) == list(f.metadata["choices"]), name
 
 
@@ -57,7 +61,7 @@ def test_train_then_repair_from_python(tmp_path, smooth_images):
     assert done.result["checkpoint"] == str(ckpt) and ckpt.is_file()
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(8, seed=9), y=np.arange(8) % 10)
-    cfg = RepairConfig.preset("safe", method="finetune", gate=False, distill=0.0)  # train_subset: a share, 0.8
+    cfg = RepairConfig.preset("deeprepair+distill+gate", method="finetune", gate=False, distill=0.0)  # train_subset: a share, 0.8
     out = run_repair(ModelSpec(str(ckpt)), str(data), str(fails), tmp_path / "rep", cfg)
     assert out.result["repair"]["config"]["train_subset"] == 16 and (tmp_path / "rep" / "report.md").is_file()
     with pytest.raises(DeepRepairError, match="exists"):
@@ -92,7 +96,8 @@ def test_a_repaired_factory_module_is_safetensors_and_its_old_pt_form_still_read
     net = create_model("resnet-20", 10)
     torch.save(net.state_dict(), tmp_path / "own.pt")
     spec = ModelSpec(str(tmp_path / "own.pt"), factory=factory, num_classes=10, mean=[0.4] * 3, std=[0.2] * 3)
-    cfg = RepairConfig.preset("paper", method="finetune", epochs=1, batch_size=8, train_subset=16, precision="fp32")
+    cfg = RepairConfig.preset("deeprepair-paper", method="finetune", epochs=1, batch_size=8, train_subset=16,
+                              precision="fp32")
     done = run_repair(spec, data, fails, tmp_path / "rep", cfg)
     rep = tmp_path / "rep" / "model.safetensors"
     assert rep.is_file() and not (tmp_path / "rep" / "model_state.pt").exists()
@@ -127,7 +132,8 @@ def test_a_repaired_torchscript_module_is_safetensors_read_with_its_original(tmp
     torch.manual_seed(0)
     script = tmp_path / "own.ts"
     torch.jit.save(torch.jit.script(create_model("resnet-20", 10).eval()), script)
-    cfg = RepairConfig.preset("paper", method="finetune", epochs=1, batch_size=8, train_subset=16, precision="fp32")
+    cfg = RepairConfig.preset("deeprepair-paper", method="finetune", epochs=1, batch_size=8, train_subset=16,
+                              precision="fp32")
     done = run_repair(ModelSpec(str(script)), data, fails, tmp_path / "rep", cfg)
     rep = tmp_path / "rep" / "model.safetensors"
     model, meta = load_model(rep)

@@ -15,7 +15,7 @@ from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
 from ..figures import png_base64, pyplot
 from ..tables import markdown_table
-from .profile import frontier_row
+from .profile import as_today, current_name, frontier_row
 
 
 def read_json_object(path: Path, what: str) -> dict:
@@ -43,7 +43,16 @@ def read_cell(path: Path) -> dict:
     if bad:
         raise DeepRepairError(f"{path} is not a finished benchmark cell (missing or malformed: {', '.join(bad)}); "
                               "delete it and rerun `deeprepair bench` with the same --out to remake it")
-    return c
+    return as_today(c)  # a cell written under a former name reads under today's
+
+
+def read_record(path: Path) -> dict:
+    """A results folder's profile record (its methods under today's names)."""
+    prof = read_json_object(path, "benchmark profile record")
+    for key in ("methods", "ablation"):
+        if isinstance(prof.get(key), list):
+            prof[key] = [current_name(m) if isinstance(m, str) else m for m in prof[key]]
+    return prof
 
 
 def load_cells(out: Path) -> list[dict]:
@@ -112,8 +121,47 @@ def lives_with(cells: list[dict], prof: dict) -> list[str]:
                 row.append(mean_std(seeds, scale=100) if seeds else "-")
             row.append(str(len(per[m])))
             rows.append(row)
-        out += [f"### {arch}", "", markdown_table(["method"] + [label for label, _ in LIVES_WITH] + ["seeds"], rows, numbers=False), ""]
+        out += [f"### {arch}", "", markdown_table(["method"] + [label for label, _ in LIVES_WITH] + ["seeds"], rows,
+                                                 numbers=False), ""]
     return out
+
+
+def certified_rows(cells: list[dict]) -> list[list]:
+    """Per (method or variant, limit): the cells whose clean break on the unseen test photos kept
+    the limit, how many clean accuracy did not drop, De and the measured break (mean over the
+    corruptions per seed, then mean ± sample std over seeds), and the validation repair the
+    choice of K may read (never De or the test set). Variants are a cell's own runs averaged
+    (``variants``); a method row is the cell itself at its configured limit."""
+    acc = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # row -> seed -> metric -> values
+    for c in cells:
+        lim = ((c.get("protection") or {}).get("interpolation") or {}).get("max_break")
+        rows = [(c["method"], lim, c["metrics"].get("de_after"), c["metrics"].get("clean_unseen"),
+                 (c["repair"].get("validation_final") or {}).get("val_failures_acc"))]
+        rows += [(f"{c['method']}, {v['average']} run{'s' * (v['average'] > 1)} averaged", v["max_break"],
+                  v["de_after"], v["clean_unseen"], (v.get("validation_final") or {}).get("val_failures_acc"))
+                 for v in c.get("variants", [])]
+        for name, limit, de, cu, val in rows:
+            if c["method"] == "original" or not cu:
+                continue
+            a = acc[(name, limit)][c["seed"]]
+            a["de"].append(de)
+            a["break"].append(cu["break_rate"])
+            a["kept"].append(limit is not None and cu["break_rate"] <= limit)
+            a["clean_ok"].append(cu["after"] >= cu["before"])
+            a["val"].append(val)
+    out = []
+    for (name, limit), seeds in acc.items():
+        cell = [x for s in seeds.values() for x in s["kept"]]
+        ok = [x for s in seeds.values() for x in s["clean_ok"]]
+        per = lambda k: [float(np.mean(s[k])) for s in seeds.values() if None not in s[k]]  # noqa: E731
+        out.append([name, "-" if limit is None else f"{limit * 100:g}%", len(seeds),
+                    f"{sum(cell)}/{len(cell)}" if limit is not None else "-", f"{sum(ok)}/{len(ok)}",
+                    *(mean_std(per(k), scale=100) if per(k) else "-" for k in ("de", "break", "val"))])
+    return out
+
+
+CERTIFIED_HEAD = ["repair", "limit", "seeds", "cells within the limit (clean, unseen)", "cells with clean >= the original's",
+                  "De (%)", "clean break, measured (%)", "validation Dc repaired (%)"]
 
 
 # the interpolation path (a profile's "frontier"): (label, getter on a frontier row; ``before`` = the
@@ -301,11 +349,10 @@ def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str],
 
 def _table3(de: dict, arch: str, corrs: list[str]) -> list[str]:
     """Table 3: the ablation, no-cluster (uniform sampling) vs clustering + Eq. 4."""
-    if not ("deeprepair" in de[arch] and "dr-uniform" in de[arch]):
+    if not ("deeprepair" in de[arch] and "deeprepair-uniform" in de[arch]):
         return []
-    rows = [[c, mean_std(de[arch]["dr-uniform"][c], scale=100), mean_std(de[arch]["deeprepair"][c], scale=100)]
-            for c in corrs
-            if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
+    rows = [[c, mean_std(de[arch]["deeprepair-uniform"][c], scale=100), mean_std(de[arch]["deeprepair"][c], scale=100)]
+            for c in corrs if c in de[arch]["deeprepair-uniform"] and c in de[arch]["deeprepair"]]
     return ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
             markdown_table(["corruption", "no-cluster", "DeepRepair (Eq. 4)"], rows, numbers=False)]
 
@@ -365,7 +412,7 @@ def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) ->
 
 def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
     """Fig. 5: the ablation's variants on the other corruptions."""
-    pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
+    pair = [m for m in ("deeprepair-uniform", "deeprepair") if m in de[arch]]
     if not (len(pair) == 2 and len(corrs) > 1):
         return []
     fig, ax = pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
@@ -403,7 +450,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``: per architecture the
     paper's Tables 1-3 and Figs. 2-5, then DeepRepair against each method over the whole run."""
     cells = load_cells(out)
-    prof = prof or read_json_object(Path(out) / "profile.json", "benchmark profile record")
+    prof = prof or read_record(Path(out) / "profile.json")
     if not isinstance(prof.get("name"), str):
         raise DeepRepairError(f"{Path(out) / 'profile.json'} names no profile; rerun `deeprepair bench` to remake it")
     de = grid(cells, lambda c: c["metrics"].get("de_after"))
@@ -412,6 +459,11 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     secs = grid(cells, lambda c: c["repair"].get("seconds"))
     md = _header(cells, prof, provenance)
     md += _models(Path(out)) + [""] + lives_with(cells, prof)
+    if prof.get("calibration"):
+        md += ["## The break limit on images the repair never saw", "",
+               "Break measured on the clean test photos that are neither sources of Dc nor calibration photos; "
+               "variants are the cell's own runs averaged and mixed at each limit.", "",
+               markdown_table(CERTIFIED_HEAD, certified_rows(cells), numbers=False), ""]
     fr_md, figs = frontier(cells, prof)
     md += fr_md
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
@@ -484,7 +536,7 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
     per_corr = defaultdict(list)  # (arch, corruption, method, size) -> values over seeds
     prof = None
     for part in parts:
-        prof = read_json_object(Path(out) / part / "profile.json", "benchmark profile record")
+        prof = read_record(Path(out) / part / "profile.json")
         n = prof.get("dc_size") or prof["collect"]
         sizes.append(n)
         for c in load_cells(Path(out) / part):

@@ -21,7 +21,7 @@ from ..data import ImageSet, load_dataset
 from ..data.io import atomic_write_bytes, sha256_file
 from ..engine import machine, pick_device, predict
 from ..errors import DeepRepairError
-from .profile import METHOD_OPTIONS, MIXED, arch_corruptions, cell_hash, frontier_row
+from .profile import MIXED, RENAMED, arch_corruptions, cell_hash, frontier_row, recipe_options
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MACHINE = machine()
@@ -230,9 +230,16 @@ def list_cells(prof: dict) -> list[tuple[str, str, str, int]]:
 
 
 def cell_file(ctx: Context, cell: tuple[str, str, str, int]) -> Path:
+    """Where the cell's result is: its file, or the one written under the method's former name (same
+    hash; ``profile.RENAMED``) when only that exists."""
     arch, c, m, s = cell
     _, _, model_id = ctx.model(arch)
-    return ctx.out / "cells" / f"{arch}__{c}__{m}__s{s}__{cell_hash(ctx.prof, arch, c, m, s, model_id)}.json"
+    h = cell_hash(ctx.prof, arch, c, m, s, model_id)
+    path = ctx.out / "cells" / f"{arch}__{c}__{m}__s{s}__{h}.json"
+    for old in (o for o, new in RENAMED.items() if new == m and not path.is_file()):
+        if (ctx.out / "cells" / f"{arch}__{c}__{old}__s{s}__{h}.json").is_file():
+            return ctx.out / "cells" / f"{arch}__{c}__{old}__s{s}__{h}.json"
+    return path
 
 
 def calibration_photos(ctx: Context, f: dict, seed: int) -> np.ndarray:
@@ -252,13 +259,14 @@ def _repair_cell(ctx: Context, model, m: str, c: str, seed: int, dc: ImageSet, f
 
     if m == "original":
         return model, {"seconds": 0.0, "history": []}
-    opts = dict(METHOD_OPTIONS[m])
+    opts = recipe_options(m)
     opts.pop("field", None)
     opts.pop("field_check", None)
     if opts.get("method") == "oracle":
         opts["oracle_corruption"] = c
-    # every method builds on the paper's recipe, so a cell means what its hash says whatever the default is
-    cfg = RepairConfig.preset("paper", **{**ctx.prof["repair"], **opts, "seed": seed})
+    # every method builds on DeepRepair as the paper states it (no protection), so a cell means what its
+    # hash says whatever the default is
+    cfg = RepairConfig.preset("deeprepair-paper", **{**ctx.prof["repair"], **opts, "seed": seed})
     torch.manual_seed(seed)
     return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field, val=val, field_eval=field_eval,
                   keep_runs=bool(ctx.prof.get("variants")) and cfg.interpolate)
@@ -308,7 +316,7 @@ def _frontier(ctx: Context, model, repaired, m: str, sets: dict) -> dict:
     from ..repair import compare
     from ..repair.core import interpolate_weights
 
-    if not ctx.prof.get("frontier") or m == "original" or METHOD_OPTIONS[m].get("interpolate"):
+    if not ctx.prof.get("frontier") or m == "original" or recipe_options(m).get("interpolate"):
         return {}
     rows, cache = [], {}
     for a in ctx.prof["frontier"]:
@@ -330,8 +338,8 @@ def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     r = ctx.real_split(arch, seed)
     real = r["real"]
     dc = real.subset(r["dc"])
-    uses_field = METHOD_OPTIONS[m].get("field", False)
-    checks = METHOD_OPTIONS[m].get("field_check", False)  # the field half, labelled: the field check
+    uses_field = recipe_options(m).get("field", False)
+    checks = recipe_options(m).get("field_check", False)  # the field half, labelled: the field check
     val = cal = None
     if ctx.prof.get("calibration"):  # CIFAR-10 test photos certify the break limit; the clean scores leave them out
         cal = calibration_photos(ctx, {"dc_sources": np.zeros(0, np.int64)}, seed)

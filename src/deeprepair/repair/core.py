@@ -17,13 +17,12 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..augment import StyleAug, StyleOps
+from ..augment import StyleAug
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
 from ..engine import autocast, batches, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
-from ..repair_config import METHODS, PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
-from ..style import create_style
+from ..repair_config import PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
 from ..train import crop_flip, load_run_state, save_run_state
 from .losses import distill_loss, focal_weights, l2_pull, pseudo_label_loss
 from .protection import (average_states, calibration_check, certified_mix, field_check, interpolate_weights,  # noqa: F401
@@ -71,53 +70,12 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig, val: Imag
     return Split(x, y, is_f, val_t, val_f, dc_fit, calib)
 
 
-class OracleOps:
-    """One op: the true corruption at a random severity (1-5), for the oracle upper bound."""
-
-    def __init__(self, name: str):
-        from ..corruptions import get_corruption
-
-        get_corruption(name)
-        self.name = name
-
-    def __len__(self) -> int:
-        return 1
-
-    def __call__(self, x: torch.Tensor, group: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        from ..corruptions import corrupt
-
-        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        sev = rng.integers(1, 6, len(u8))
-        seed = int(rng.integers(2**31))
-        for s in np.unique(sev):
-            m = np.flatnonzero(sev == s)
-            u8[m] = corrupt(u8[m], self.name, int(s), seed=seed)
-        return to_float(torch.from_numpy(u8)).to(x.device)
-
-
 def build_objective(cfg: RepairConfig, dc: ImageSet, n_examples: int, ctx) -> tuple[object, ReferenceSampler | None]:
-    """The loss of the chosen method (``repair/methods.py``) and, for DeepRepair, its sampler."""
-    from . import methods as M
+    """The loss of the chosen method and, for DeepRepair, its sampler (the method registry,
+    ``repair/methods.py``)."""
+    from .methods import get_method
 
-    aug_kw = dict(width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha)
-    if cfg.method in ("finetune", "fewshot"):
-        return M.Objective(ctx), None
-    if cfg.method == "cutout":
-        return M.Cutout(ctx), None
-    if cfg.method == "mixup":
-        return M.Mixup(ctx), None
-    if cfg.method == "cutmix":
-        return M.CutMix(ctx), None
-    if cfg.method == "sensei":
-        return M.Sensei(ctx, n_examples), None
-    if cfg.method == "augmix":
-        return M.JSDObjective(ctx, StyleAug(**aug_kw), cfg.jsd_weight), None
-    if cfg.method == "oracle":
-        return M.JSDObjective(ctx, StyleAug(OracleOps(cfg.oracle_corruption), **aug_kw), cfg.jsd_weight), None
-    sampler = ReferenceSampler(cfg.sampling, cfg.clusters, cfg.seed, cfg.cluster_features).fit(dc.x, dc.y)
-    refs = to_float(torch.from_numpy(np.ascontiguousarray(dc.x))).contiguous()
-    ops = StyleOps(create_style(cfg.style, **cfg.style_options), refs, sampler, alpha=cfg.style_alpha)
-    return M.JSDObjective(ctx, StyleAug(ops, **aug_kw), cfg.jsd_weight), sampler
+    return get_method(cfg.method).build(cfg, dc, n_examples, ctx)
 
 
 def _accuracy(model: nn.Module, ds: ImageSet | None, device, precision) -> float | None:

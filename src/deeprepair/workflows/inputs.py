@@ -137,6 +137,9 @@ def style_options(backend: str, mode: str | None, checkpoint: str | None) -> dic
                                   "`deeprepair train-style`)")
         if mode and mode not in ("adain", "wct"):
             raise DeepRepairError(f"adain's mode is adain or wct, not {mode!r}")
+        from ..style.adain import check_style_checkpoint
+
+        check_style_checkpoint(checkpoint)  # a style decoder's checkpoint, before any work starts
         return {"checkpoint": checkpoint, **({"mode": mode} if mode else {})}
     if checkpoint:
         raise DeepRepairError(f"a style checkpoint is for the adain backend, not {backend}")
