@@ -56,7 +56,7 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
     curve = write_sweep(out, subs)
     return Outcome({"out": str(out), "cells": len(results), "report": str(curve), "runs": [str(r) for r in reports]},
                    [f"{len(results)} cells in {out}/{{{','.join(subs)}}}/cells; the curve: {curve}; "
-                    f"each run's report: {out}/<run>/report.md"])
+                    f"each run's report: {', '.join(str(r) for r in reports)}"])
 
 
 def _share(out: Path, sub: Path, names: tuple[str, ...]) -> None:
