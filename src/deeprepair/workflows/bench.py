@@ -28,6 +28,8 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
     full = load_profile(profile)
     prof = restrict(full, archs, corruptions, methods)
     root = resolve_data_dir(data)
+    if not root.is_dir():  # before anything is written to --out
+        raise DeepRepairError(f"data folder {root} does not exist: check --data or DEEPREPAIR_DATA")
     out = Path(out)
     if out.resolve() == Path(root).resolve():
         raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
