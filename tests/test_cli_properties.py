@@ -327,7 +327,7 @@ def _plan_test(cmd: str, n: int):
 
 
 # examples per command in the ci profile (>= 300 in all; `long` runs ten times as many)
-EXAMPLES = {"repair": 45, "train": 25, "train-style": 20, "evaluate": 25, "mine": 30, "corrupt": 30, "style": 25,
+EXAMPLES = {"repair": 45, "train": 35, "train-style": 20, "evaluate": 30, "mine": 30, "corrupt": 35, "style": 30,
             "corruptions": 20, "models": 10, "report": 15, "bench": 30, "demo": 30}
 assert sum(EXAMPLES.values()) >= 300 and set(EXAMPLES) == set(BASE) == set(SUBPARSERS)
 
@@ -351,3 +351,139 @@ test_bench_command_lines_keep_the_contract = example(  # a binary file as --prof
     plan=("bench", (), (), (("--profile", ("{MODEL}",)),)))(example(  # a missing --data left records in --out
     plan=("bench", (), (), (("--out", ("{DATA}",)),)))(_plan_test("bench", EXAMPLES["bench"])))
 test_demo_command_lines_keep_the_contract = _plan_test("demo", EXAMPLES["demo"])
+
+
+# ------------------------------------------- every option given changes the run record or is refused
+
+EFFECT_COMMANDS = {"repair": 14, "train": 6, "train-style": 4, "mine": 8, "corrupt": 8, "evaluate": 6, "style": 6}
+NO_RECORD = ("--quiet", "--json", "--device", "--threads", "--force", "--resume", "--precision", "--no-channels-last")
+# ^ what is printed, where and how fast it runs, and flow: they are not meant to change what a run produces
+# (--precision: auto is fp32 or bf16 by machine, so giving its resolved value changes nothing)
+ECHO = {"config", "repair_config", "train_config", "command", "repair_command", "train_command", "seed", "collect",
+        "split_by", "precision", "source", "data", "model", "parent", "failures", "gate_holdout", "out", "path",
+        "corruptions", "limit", "classes", "encoder", "history", "versions", "device", "style_options"}
+# ^ settings echoed into records: an option counts by what it changes in the results, not by its echo
+
+
+def _valid_values(action: argparse.Action) -> st.SearchStrategy[list[str]]:
+    if action.nargs == 0:
+        return st.just([])
+    if action.choices is not None:
+        one = st.sampled_from([str(c) for c in action.choices])
+    elif hasattr(action.type, "lo"):
+        t = action.type
+        lo_v = (t.lo or 0) + (1 if t.lo_open else 0)
+        cap = COSTLY_INTS.get(action.dest, lo_v + 3)
+        one = (st.integers(lo_v, min(cap, lo_v + 3) if t.hi is None else min(t.hi, cap, lo_v + 3)).map(str)
+               if t.kind is int else st.sampled_from(["0.05", "0.3", "0.9"]).filter(
+                   lambda v: not _out_of_range(t, v)))
+    else:
+        one = st.sampled_from(("{FAIL}", "{DATA}", "{MODEL}", "fog", "contrast", "resnet-20"))
+    n = action.nargs if isinstance(action.nargs, int) else 1
+    return st.lists(one, min_size=n, max_size=n)
+
+
+def _out_of_range(t, text: str) -> bool:
+    v = float(text)
+    return ((t.lo is not None and (v <= t.lo if t.lo_open else v < t.lo))
+            or (t.hi is not None and (v >= t.hi if t.hi_open else v > t.hi)))
+
+
+@st.composite
+def one_option(draw, cmd: str):
+    actions = [a for a in _options(cmd) if a.option_strings[-1] not in NO_RECORD + OUTPUTS]
+    a = draw(st.sampled_from(actions))
+    return cmd, (), (), ((a.option_strings[-1], tuple(draw(_valid_values(a)))),)
+
+
+def _strip_echo(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_echo(v) for k, v in obj.items() if k not in ECHO and "seconds" not in k
+                and k not in ("img_per_s", "wall", "aug_share")}
+    if isinstance(obj, list):
+        return [_strip_echo(v) for v in obj]
+    return obj
+
+
+def run_record(out: Path) -> dict:
+    """What a run produced, less timings and the echo of its settings: arrays and weights by content,
+    JSON records by their results."""
+    rec = {}
+    for p in sorted(out.rglob("*")):
+        if not p.is_file() or p.suffix == ".md":
+            continue
+        rel = str(p.relative_to(out))
+        if p.suffix == ".json":
+            rec[rel] = _strip_echo(json.loads(p.read_text().replace(str(out), "OUT")))
+        elif p.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            rec[rel] = {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in load_file(str(p)).items()}
+        elif p.suffix == ".npz":
+            with np.load(p) as f:
+                rec[rel] = {k: hashlib.sha256(f[k].tobytes()).hexdigest() for k in f.files}
+        elif p.suffix == ".png":  # PNG bytes carry no timestamps here; a figure differs by its pixels
+            rec[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            rec[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return rec
+
+
+def _settings_of(argv: list[str]) -> dict:
+    """The parsed (and for repair, preset-resolved) settings of a command line."""
+    from deeprepair.cli import resolve_repair_options
+
+    args = build_parser().parse_args(argv)
+    if args.command == "repair":  # a preset counts by the settings it resolves to (the default recipe is one)
+        resolve_repair_options(args)
+        args.preset = args.safe = None
+    return {k: v for k, v in vars(args).items() if k not in ("quiet", "json", "out", "grid", "figure")}
+
+
+def check_option_effect(plan, world: dict[str, Path], capfd) -> str | None:
+    """None when the option was refused, given at its default, or changed the run record; else why not."""
+    argv, work, rc = check_contract(plan, world, capfd)
+    try:
+        if rc != 0:
+            return None
+        flag = plan[3][0][0]
+        without = (plan[0], plan[1], plan[2], ())
+        out2 = work / "without"
+        argv2 = command_line(without, world, out2)
+        if _settings_of(argv) == _settings_of(argv2):
+            return None  # the option was given at its default value
+        rc2, _, err2 = _run(argv2, capfd)
+        assert rc2 == 0, err2
+        same = run_record(work / "out") == run_record(out2)
+        why = None if not same else f"{flag} {' '.join(plan[3][0][1])} did nothing: {' '.join(argv)}"
+        _log({"class": "options that do nothing (generated)", "case": " ".join(argv[1:])[:300], "expect": "error",
+              "rc": 0, "stderr": "", "traceback": False, "one_line_error": False, "silent_wrong": bool(why),
+              "inputs_modified": [], "partial_output": []})
+        return why
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _effect_test(cmd: str, n: int):
+    @_settings(n)
+    @given(plan=one_option(cmd))
+    def test(world, capfd, plan):
+        why = check_option_effect(plan, world, capfd)
+        assert why is None, why
+
+    test.__name__ = f"test_every_{cmd.replace('-', '_')}_option_given_changes_the_run_record_or_is_refused"
+    return test
+
+
+_UNREAD = pytest.mark.xfail(reason="options a method or recipe does not read are refused by the method registry, "
+                            "which is not on this branch", strict=False)
+test_every_repair_option_given_changes_the_run_record_or_is_refused = _UNREAD(example(
+    plan=("repair", (), (), (("--style-checkpoint", ("{MODEL}",)),)))(_effect_test("repair", EFFECT_COMMANDS["repair"])))
+test_every_train_option_given_changes_the_run_record_or_is_refused = _effect_test("train", EFFECT_COMMANDS["train"])
+test_every_train_style_option_given_changes_the_run_record_or_is_refused = _effect_test(
+    "train-style", EFFECT_COMMANDS["train-style"])
+test_every_mine_option_given_changes_the_run_record_or_is_refused = _effect_test("mine", EFFECT_COMMANDS["mine"])
+test_every_corrupt_option_given_changes_the_run_record_or_is_refused = _effect_test("corrupt", EFFECT_COMMANDS["corrupt"])
+test_every_evaluate_option_given_changes_the_run_record_or_is_refused = _effect_test(
+    "evaluate", EFFECT_COMMANDS["evaluate"])
+test_every_style_option_given_changes_the_run_record_or_is_refused = _effect_test("style", EFFECT_COMMANDS["style"])

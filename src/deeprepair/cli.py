@@ -178,6 +178,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_style(args: argparse.Namespace) -> int:
     from .workflows.style import style_figure, style_strip
 
+    if not args.figure:  # only the --figure grid reads the data set
+        given = [flag for flag, v in (("--data", args.data), ("--limit", args.limit), ("--seed", args.seed)) if v]
+        if given:
+            raise DeepRepairError(f"{', '.join(given)}: read only with --figure (the grid rendered from the test "
+                                  "set); a --content/--style strip does not use them")
     if args.figure:
         return _emit(args, style_figure(args.data, args.figure, checkpoint=args.checkpoint, seed=args.seed,
                                         limit=args.limit, out=args.out))

@@ -345,6 +345,11 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
     if not path.is_file():
         raise DeepRepairError(f"model file {path} not found")
     if factory is None and path.suffix == ".safetensors":
+        given = [flag for flag, v in (("--mean", mean), ("--std", std), ("--allow-pickle", allow_pickle)) if v]
+        if given:  # nothing would read them: a deeprepair checkpoint records its own normalisation
+            raise DeepRepairError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for your own model "
+                                  f"(--factory, or a .pt/.pth file); {path} is a deeprepair checkpoint, which records "
+                                  f"its normalisation: leave {' and '.join(given)} out")
         model, meta = load_checkpoint(path, device)
         if num_classes is not None and num_classes != meta["num_classes"]:
             raise DeepRepairError(f"{path} has {meta['num_classes']} classes but {num_classes} "
