@@ -383,3 +383,37 @@ def test_a_kill_between_any_two_final_writes_is_finished_by_the_rerun(name, tiny
             (f"state or parts left after the rerun: {leftovers}", rc == 0 and bool(leftovers))) if wrong]
     assert not bad, "\n".join(bad)  # every window is tried (and logged) before the test fails
     assert inputs == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs}, "an input file changed"
+
+
+def test_repair_stopped_before_its_reports_is_finished_not_refused(tiny, tmp_path, monkeypatch, capsys):
+    """The window a user met: model.safetensors written, report.json not. The same command writes the
+    reports from the saved model (it is not written again); another command there is told exactly
+    what to do; ``--force`` replaces the result."""
+    argv, _, _ = KILL_WINDOWS["repair"]
+    monkeypatch.chdir(tiny)
+    out = tmp_path / "r"
+    line = [a.replace("OUT", str(out)) for a in argv] + ["--quiet"]
+
+    def on_event(kind, rel):
+        if rel == "model.safetensors":
+            raise _Killed(rel)
+
+    with monkeypatch.context() as m:
+        _patch_events(m, out, on_event)
+        assert _main_in_process(line) == "killed"
+    assert (out / "model.safetensors").is_file() and not (out / "report.json").exists()
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert _main_in_process(line[:-1] + ["--lr", "0.5", "--quiet"]) == 2  # another command: refused, and told what to do
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "other repair options (lr)" in err, err
+    assert "rerun the command that made it" in err and "--force" in err
+    assert _main_in_process(line) == 0, capsys.readouterr().err  # the same command: finished
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    report = json.loads((out / "report.json").read_text())
+    assert report["repair"]["config"]["lr"] != 0.5 and (out / "report.md").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith("repair.state")]
+    assert _main_in_process(line) == 2  # finished: only --force replaces it
+    assert "--force" in capsys.readouterr().err
+    assert _main_in_process(line[:-1] + ["--force", "--quiet"]) == 0
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp and (out / "report.json").is_file()
