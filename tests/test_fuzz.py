@@ -1220,6 +1220,31 @@ for _name, _extra in (("style-checkpoint-with-the-default-recipe", ["--style", "
         + [str(_a_style_checkpoint(w, d)) if a == "CK" else a for a in _e])
 
 
+# options a command reads only with another option: refused when given without it
+case("options that do nothing", "corrupt-heldout-with-named-corruptions", match="--heldout")(
+    lambda w, d: base("corrupt", w, d) + ["--heldout"])
+case("options that do nothing", "corrupt-index-without-grid", match="--grid")(
+    lambda w, d: base("corrupt", w, d) + ["--index", "3"])
+for _cmd in ("evaluate", "mine"):
+    case("options that do nothing", f"{_cmd}-heldout-with-named-corruptions", match="--heldout")(
+        lambda w, d, _c=_cmd: base(_c, w, d) + ["--heldout"])
+    case("options that do nothing", f"{_cmd}-corruption-seed-with-a-corrupted-folder", match="--corruption-seed")(
+        lambda w, d, _c=_cmd: [a for a in base(_c, w, d) if a not in ("--corruptions", "fog")]
+        + ["--corrupted", str(_corrupted(d, 32)), "--corruption-seed", "3"])
+for _cmd in MODEL_CMDS:
+    case("options that do nothing", f"{_cmd}-mean-with-a-deeprepair-checkpoint", match="--mean")(
+        lambda w, d, _c=_cmd: base(_c, w, d) + ["--mean", "0.4"])
+    case("options that do nothing", f"{_cmd}-allow-pickle-with-a-deeprepair-checkpoint", match="--allow-pickle")(
+        lambda w, d, _c=_cmd: base(_c, w, d) + ["--allow-pickle"])
+case("options that do nothing", "mine-field-fraction-without-real", match="--real")(
+    lambda w, d: base("mine", w, d) + ["--field-fraction", "0.5"])
+case("options that do nothing", "mine-real-with-corruptions", match="--real")(
+    lambda w, d: ["mine", "--model", str(w["model"]), "--real", str(w["fail"]), "--corruptions", "fog", "--out",
+                  str(d / "out"), "--quiet"])
+case("options that do nothing", "style-data-without-figure", match="--figure")(
+    lambda w, d: base("style", w, d) + ["--data", str(w["data"])])
+
+
 # --- records in an output folder that a rerun reads: corrupt's manifest, mine's record, bench's profile
 
 def _record(d: Path, name: str, text: str) -> None:
