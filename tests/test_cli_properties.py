@@ -95,7 +95,7 @@ BASE = {
               "--batch-size", "16"],
     "train-style": ["--model", "{MODEL}", "--data", "{DATA}", "--out", "{OUT}/s.safetensors", "--epochs", "1",
                     "--batch-size", "16", "--width", "8"],
-    "style": ["--content", "{FAIL}", "--style", "{FAIL}", "--out", "{OUT}/s.png"],
+    "style": ["--content", "{FAIL}", "--style", "{FAIL}", "--style-index", "5", "--out", "{OUT}/s.png"],  # not itself
     "corruptions": [],
     "models": [],
     "report": ["{OUT}"],
