@@ -461,9 +461,9 @@ def check_option_effect(plan, world: dict[str, Path], capfd) -> str | None:
         assert rc2 == 0, err2
         same = run_record(work / "out") == run_record(out2)
         why = None if not same else f"{flag} {' '.join(plan[3][0][1])} did nothing: {' '.join(argv)}"
-        _log({"class": "options that do nothing (generated)", "case": " ".join(argv[1:])[:300], "expect": "error",
-              "rc": 0, "stderr": "", "traceback": False, "one_line_error": False, "silent_wrong": bool(why),
-              "inputs_modified": [], "partial_output": []})
+        _log({"class": "options that do nothing (generated)", "case": " ".join(argv)[:300],  # ran: it changed the
+              "expect": "error" if why else "ok", "rc": 0, "stderr": why or "", "traceback": False,  # record
+              "one_line_error": False, "silent_wrong": bool(why), "inputs_modified": [], "partial_output": []})
         return why
     finally:
         shutil.rmtree(work, ignore_errors=True)
