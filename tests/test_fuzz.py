@@ -1220,6 +1220,15 @@ for _name, _extra in (("style-checkpoint-with-the-default-recipe", ["--style", "
         + [str(_a_style_checkpoint(w, d)) if a == "CK" else a for a in _e])
 
 
+# a figure's path that names an input: refused, the input left as it was
+case("outputs", "corrupt-grid-over-a-checkpoint", match="not a PNG")(
+    lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(_bytes_ckpt(d, _RANDOM, "m.png")), "--quiet"])
+case("outputs", "corrupt-grid-not-a-png", match=".png")(
+    lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(w["model"]), "--quiet"])
+case("outputs", "style-figure-over-a-failure-set", match=".png")(
+    lambda w, d: ["style", "--data", str(w["data"]), "--figure", str(w["fail"]), "--quiet"])
+
+
 # options a command reads only with another option: refused when given without it
 case("options that do nothing", "corrupt-heldout-with-named-corruptions", match="--heldout")(
     lambda w, d: base("corrupt", w, d) + ["--heldout"])

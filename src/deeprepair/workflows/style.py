@@ -20,7 +20,10 @@ def style_figure(data: str | None, figure: str, *, checkpoint: str | None = None
     (adain too with its ``checkpoint``)."""
     from ..corruptions import corrupt
     from ..style import create_style
+    from ..data.io import check_figure_path
     from ..style.figure import grid_figure
+
+    check_figure_path(figure, "--figure")
 
     _, test = load_split(data, "test", limit, out)
     rng = np.random.default_rng(seed)
