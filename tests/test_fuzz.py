@@ -1131,6 +1131,129 @@ for _k, (_p, _c) in REPORT_BAD.items():
     case("report", _k)(lambda w, d, _p=_p, _c=_c: ["report", str(_bench_dir(d, _p, _c)), "--quiet"])
 
 
+# --- empty inputs: a folder or file that yields nothing to work on is an error, never "nothing to do"
+
+def _empty_dir(d: Path, *subdirs: str) -> Path:
+    e = d / "empty"
+    e.mkdir(parents=True, exist_ok=True)
+    for sub in subdirs:
+        (e / sub).mkdir(parents=True, exist_ok=True)
+    return e
+
+
+def _labels_only(d: Path) -> Path:
+    """A corrupted-set folder with its labels but no corruption file (an unfinished copy)."""
+    c = _empty_dir(d)
+    np.save(c / "labels.npy", np.tile(np.arange(N_TEST) % 10, 5))
+    return c
+
+
+def _empty_npz(d: Path, labelled: bool = True) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez(d / "e.npz", x=np.zeros((0, 32, 32, 3), np.uint8), **({"y": np.zeros(0, np.int64)} if labelled else {}))
+    return d / "e.npz"
+
+
+for _cmd in ("mine", "evaluate"):
+    case("empty inputs", f"{_cmd}-corrupted-empty-folder", match="no corruption files")(
+        lambda w, d, _c=_cmd: [a for a in base(_c, w, d) if a not in ("--corruptions", "fog")]
+        + ["--corrupted", str(_empty_dir(d))])
+    case("empty inputs", f"{_cmd}-corrupted-labels-only", match="no corruption files")(
+        lambda w, d, _c=_cmd: [a for a in base(_c, w, d) if a not in ("--corruptions", "fog")]
+        + ["--corrupted", str(_labels_only(d))])
+case("empty inputs", "repair-failures-class-folders-without-images", match="no images")(
+    lambda w, d: _set_flag(base("repair", w, d), "--failures", str(_empty_dir(d, "0", "1"))))
+case("empty inputs", "repair-failures-folder-without-class-folders")(
+    lambda w, d: _set_flag(base("repair", w, d), "--failures", str(_empty_dir(d))))
+case("empty inputs", "repair-failures-empty-npz", match="no failure images")(
+    lambda w, d: _set_flag(base("repair", w, d), "--failures", str(_empty_npz(d))))
+case("empty inputs", "repair-field-folder-without-images", match="no images")(
+    lambda w, d: base("repair", w, d) + ["--field", str(_empty_dir(d, "a"))])
+case("empty inputs", "repair-eval-failures-empty-npz")(
+    lambda w, d: base("repair", w, d) + ["--eval-failures", str(_empty_npz(d))])
+case("empty inputs", "repair-eval-shifted-class-folders-without-images", match="no images")(
+    lambda w, d: base("repair", w, d) + ["--eval-shifted", str(_empty_dir(d, "0"))])
+case("empty inputs", "mine-real-class-folders-without-images", match="no images")(
+    lambda w, d: ["mine", "--model", str(w["model"]), "--real", str(_empty_dir(d, "0", "1")), "--out", str(d / "out"),
+                  "--quiet"])
+case("empty inputs", "mine-real-empty-npz")(
+    lambda w, d: ["mine", "--model", str(w["model"]), "--real", str(_empty_npz(d)), "--out", str(d / "out"), "--quiet"])
+for _cmd in ("evaluate", "mine", "repair", "train", "corrupt", "train-style"):
+    case("empty inputs", f"{_cmd}-data-class-folders-without-images", match="no images")(
+        lambda w, d, _c=_cmd: base(_c, w, d, data=_empty_dir(d, "train/0", "test/0")))
+    case("empty inputs", f"{_cmd}-data-empty-folder")(lambda w, d, _c=_cmd: base(_c, w, d, data=_empty_dir(d)))
+case("empty inputs", "style-content-empty-npz")(
+    lambda w, d: _set_flag(base("style", w, d), "--content", str(_empty_npz(d, labelled=False))))
+
+
+def test_no_message_prints_a_placeholder(world, tmp_path, capsys):
+    """What a command prints names real files and corruptions, never a ``<corruption>``-style stand-in."""
+    import re
+
+    argv = ["mine", "--model", str(world["model"]), "--data", str(world["data"]), "--corruptions", "fog", "contrast",
+            "--collect", "2", "--export-heldout", "--out", str(tmp_path / "m")]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    said = out + err
+    assert not re.search(r"<[a-z_ ]+>", said), said
+    assert "fog.dc.npz" in said and "contrast.dc.npz" in said, said
+
+
+# --- options that do nothing: an option the chosen method or recipe does not read is refused, naming
+# what reads it (the refusal comes with the method registry, which declares the options each method reads)
+
+_UNREAD = pytest.mark.xfail(reason="the refusal of options the method does not read is built in the method registry, "
+                            "not on this branch", strict=False)
+
+
+def _a_style_checkpoint(w: dict, d: Path) -> Path:
+    return w["other"]  # a classifier's checkpoint, not a style decoder: nothing reads it with these recipes
+
+
+for _name, _extra in (("style-checkpoint-with-the-default-recipe", ["--style", "adain", "--style-checkpoint", "CK"]),
+                      ("style-with-finetune", ["--method", "finetune", "--style", "fourier"]),
+                      ("clusters-with-finetune", ["--method", "finetune", "--clusters", "3"]),
+                      ("sampling-with-finetune", ["--method", "finetune", "--sampling", "uniform"]),
+                      ("style-mode-with-augmix", ["--method", "augmix", "--style-mode", "hist"])):
+    case("options that do nothing", _name, marks=[_UNREAD])(
+        lambda w, d, _e=_extra: [a for a in base("repair", w, d) if a not in ("--method", "finetune")]
+        + [str(_a_style_checkpoint(w, d)) if a == "CK" else a for a in _e])
+
+
+# a figure's path that names an input: refused, the input left as it was
+case("outputs", "corrupt-grid-over-a-checkpoint", match="not a PNG")(
+    lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(_bytes_ckpt(d, _RANDOM, "m.png")), "--quiet"])
+case("outputs", "corrupt-grid-not-a-png", match=".png")(
+    lambda w, d: ["corrupt", "--data", str(w["data"]), "--grid", str(w["model"]), "--quiet"])
+case("outputs", "style-figure-over-a-failure-set", match=".png")(
+    lambda w, d: ["style", "--data", str(w["data"]), "--figure", str(w["fail"]), "--quiet"])
+
+
+# options a command reads only with another option: refused when given without it
+case("options that do nothing", "corrupt-heldout-with-named-corruptions", match="--heldout")(
+    lambda w, d: base("corrupt", w, d) + ["--heldout"])
+case("options that do nothing", "corrupt-index-without-grid", match="--grid")(
+    lambda w, d: base("corrupt", w, d) + ["--index", "3"])
+for _cmd in ("evaluate", "mine"):
+    case("options that do nothing", f"{_cmd}-heldout-with-named-corruptions", match="--heldout")(
+        lambda w, d, _c=_cmd: base(_c, w, d) + ["--heldout"])
+    case("options that do nothing", f"{_cmd}-corruption-seed-with-a-corrupted-folder", match="--corruption-seed")(
+        lambda w, d, _c=_cmd: [a for a in base(_c, w, d) if a not in ("--corruptions", "fog")]
+        + ["--corrupted", str(_corrupted(d, 32)), "--corruption-seed", "3"])
+for _cmd in MODEL_CMDS:
+    case("options that do nothing", f"{_cmd}-mean-with-a-deeprepair-checkpoint", match="--mean")(
+        lambda w, d, _c=_cmd: base(_c, w, d) + ["--mean", "0.4"])
+    case("options that do nothing", f"{_cmd}-allow-pickle-with-a-deeprepair-checkpoint", match="--allow-pickle")(
+        lambda w, d, _c=_cmd: base(_c, w, d) + ["--allow-pickle"])
+case("options that do nothing", "mine-field-fraction-without-real", match="--real")(
+    lambda w, d: base("mine", w, d) + ["--field-fraction", "0.5"])
+case("options that do nothing", "mine-real-with-corruptions", match="--real")(
+    lambda w, d: ["mine", "--model", str(w["model"]), "--real", str(w["fail"]), "--corruptions", "fog", "--out",
+                  str(d / "out"), "--quiet"])
+case("options that do nothing", "style-data-without-figure", match="--figure")(
+    lambda w, d: base("style", w, d) + ["--data", str(w["data"])])
+
+
 # --- records in an output folder that a rerun reads: corrupt's manifest, mine's record, bench's profile
 
 def _record(d: Path, name: str, text: str) -> None:

@@ -91,6 +91,8 @@ def _rebuilt_by_design(rel: str, finished: dict) -> bool:
     report; and a checkpoint's JSON written before its weights (the weights mark it finished)."""
     if rel in ("manifest.json", "profile.json", "report.md", "report.html") or rel.startswith("figures/"):
         return True
+    if rel in ("mining.json", "table1.md", "table1.csv"):  # mine's summary of every corruption in the folder
+        return True
     return rel.endswith(".json") and rel[:-5] + ".safetensors" not in finished and Path(rel).stem not in (
         "report", "mining") and not rel.startswith("cells/")
 
@@ -246,3 +248,172 @@ def test_temporary_files_of_killed_writers_are_removed(tiny, tmp_path, capsys):
     assert main(["corrupt", "--data", str(tiny / "data"), "--out", str(out), "--corruptions", "fog", "--quiet"]) == 0
     assert not any(p.exists() for p in orphans)
     assert alive.exists()
+
+
+# ------------------------------------------------------------------ kills between the final writes
+#
+# Each command is run once in-process while every file it puts in place (``os.replace``, the last step
+# of every atomic write) and every file it removes is recorded, in order. The events on the files a
+# finished folder keeps, and the removals, are its final writes. For each of them a fresh run is
+# stopped right after it (a BaseException raised there, which no handler of the tool catches: the
+# state a SIGKILL leaves at that moment), the same command is rerun, and the rerun must exit 0 with
+# the uninterrupted run's outputs, rewrite no file that was finished at the stop, and leave no state.
+
+
+class _Killed(BaseException):
+    """The process dies here."""
+
+
+def _patch_events(monkeypatch, out: Path, on_event) -> None:
+    """Call ``on_event(kind, path relative to out)`` after each file put in place or removed under ``out``."""
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def rel(p) -> str | None:
+        try:
+            return str(Path(p).resolve().relative_to(out.resolve()))
+        except ValueError:
+            return None
+
+    def replace(src, dst, *a, **k):
+        real_replace(src, dst, *a, **k)
+        if rel(dst) is not None:
+            on_event("write", rel(dst))
+
+    def unlink(self, missing_ok=False):
+        existed = self.exists()
+        real_unlink(self, missing_ok=missing_ok)
+        if existed and rel(self) is not None and not self.name.endswith(".tmp"):
+            on_event("remove", rel(self))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+def _main_in_process(argv: list[str]) -> int | str:
+    from deeprepair.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+    except _Killed:
+        return "killed"
+
+
+def _final_events(events: list[tuple[str, str]], out: Path) -> list[int]:
+    """Indices of the final writes: events on files the finished folder keeps, and removals."""
+    kept = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    return [i for i, (kind, rel) in enumerate(events)
+            if kind == "remove" or (rel in kept and ".parts" not in Path(rel).parts)]
+
+
+KILL_WINDOWS = {  # name -> (argv with OUT, the outputs compared, argv added on the rerun)
+    "repair": (["repair", "--model", "model.safetensors", "--data", "data", "--failures", "fail.npz", "--out", "OUT",
+                "--method", "finetune", "--epochs", "2", "--batch-size", "16", "--precision", "fp32"],
+               lambda rel: rel in ("model.safetensors", "report.json"), []),
+    "repair-bn-adapt": (["repair", "--model", "model.safetensors", "--data", "data", "--failures", "fail.npz", "--out",
+                         "OUT", "--method", "bn-adapt", "--precision", "fp32"],
+                        lambda rel: rel in ("model.safetensors", "report.json"), []),
+    "train": (["train", "--arch", "resnet-20", "--data", "data", "--out", "OUT/m.safetensors", "--epochs", "1",
+               "--batch-size", "16", "--precision", "fp32"], lambda rel: rel in ("m.safetensors", "m.json"),
+              ["--resume"]),
+    "mine": (["mine", "--model", "model.safetensors", "--data", "data", "--out", "OUT", "--corruptions", "fog",
+              "contrast", "--collect", "4", "--export-heldout", "--precision", "fp32"],
+             lambda rel: rel.endswith(".npz") or rel.startswith("table1"), []),
+    "corrupt": (["corrupt", "--data", "data", "--out", "OUT", "--corruptions", "fog", "contrast", "--severities", "1",
+                 "2"], lambda rel: rel.endswith(".npy") or rel == "manifest.json", []),
+    "bench": (["bench", "--profile", "smoke", "--data", "data", "--out", "OUT", "--methods", "original"],
+              lambda rel: rel.startswith(("cells/", "models/")) and rel.endswith((".json", ".safetensors"))
+              or rel.startswith("mine/") and rel.endswith(".npz"), []),
+}
+
+
+def _names(out: Path) -> set[str]:
+    """The files of a finished folder (a bench cell by what it is a cell of: see ``_outputs``)."""
+    return {str(p.relative_to(out)).rsplit("__", 1)[0] for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name", list(KILL_WINDOWS))
+def test_a_kill_between_any_two_final_writes_is_finished_by_the_rerun(name, tiny, tmp_path, monkeypatch):
+    argv, keep, again = KILL_WINDOWS[name]
+    monkeypatch.chdir(tiny)
+    monkeypatch.delenv("DEEPREPAIR_DATA", raising=False)
+    inputs = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tiny.rglob("*")) if p.is_file()}
+    run = lambda out, extra=(): [a.replace("OUT", str(out)) for a in argv] + list(extra) + ["--quiet"]  # noqa: E731
+    ref = tmp_path / "ref"
+    events: list[tuple[str, str]] = []
+    with monkeypatch.context() as m:
+        _patch_events(m, ref, lambda kind, rel: events.append((kind, rel)))
+        assert _main_in_process(run(ref)) == 0
+    want, files = _outputs(ref, keep), _names(ref)
+    finals = _final_events(events, ref)
+    assert want and len(finals) >= 2, (events, "too few final writes to stop between")
+    bad = []
+    for n, i in enumerate(finals[:-1]):
+        out = tmp_path / f"k{n}"
+        seen = []
+
+        def on_event(kind, rel, _i=i):
+            seen.append((kind, rel))
+            if len(seen) == _i + 1:
+                raise _Killed(rel)
+
+        with monkeypatch.context() as m:
+            _patch_events(m, out, on_event)
+            rc = _main_in_process(run(out))
+        where = f"{name}: stopped after {events[i][0]} {events[i][1]} (final write {n + 1} of {len(finals)})"
+        same = lambda e: (e[0], e[1].rsplit("__", 1)[0])  # noqa: E731  a bench cell: by what it is a cell of
+        assert rc == "killed" and same(seen[-1]) == same(events[i]), (where, seen[-3:])
+        before = _finished_files(out)
+        rc = _main_in_process(run(out, again))
+        got = _outputs(out, keep)
+        after = _finished_files(out)
+        rewritten = sorted(rel for rel, (mtime, ino, sha) in before.items()
+                           if not _rebuilt_by_design(rel, before) and after.get(rel, (None, None, None))[:2] != (mtime, ino))
+        leftovers = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                           if p.is_file() and (p.name.endswith(STATE_SUFFIXES) or ".parts" in p.parts))
+        _log({"class": "kill between final writes", "case": f"{name}-after-{events[i][0]}-{events[i][1]}",
+              "killed": True, "rerun_rc": rc if isinstance(rc, int) else 1, "identical": rc == 0 and got == want, "rewritten": rewritten,
+              "leftovers": leftovers, "finished_at_kill": len(before)})
+        bad += [f"{where}: {what}" for what, wrong in (
+            (f"the rerun exited {rc}", rc != 0),
+            ("the rerun left other files than an uninterrupted run", rc == 0 and _names(out) != files),
+            ("the rerun's outputs differ from an uninterrupted run's", rc == 0 and got != want),
+            (f"finished files rewritten by the rerun: {rewritten}", bool(rewritten)),
+            (f"state or parts left after the rerun: {leftovers}", rc == 0 and bool(leftovers))) if wrong]
+    assert not bad, "\n".join(bad)  # every window is tried (and logged) before the test fails
+    assert inputs == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs}, "an input file changed"
+
+
+def test_repair_stopped_before_its_reports_is_finished_not_refused(tiny, tmp_path, monkeypatch, capsys):
+    """The window a user met: model.safetensors written, report.json not. The same command writes the
+    reports from the saved model (it is not written again); another command there is told exactly
+    what to do; ``--force`` replaces the result."""
+    argv, _, _ = KILL_WINDOWS["repair"]
+    monkeypatch.chdir(tiny)
+    out = tmp_path / "r"
+    line = [a.replace("OUT", str(out)) for a in argv] + ["--quiet"]
+
+    def on_event(kind, rel):
+        if rel == "model.safetensors":
+            raise _Killed(rel)
+
+    with monkeypatch.context() as m:
+        _patch_events(m, out, on_event)
+        assert _main_in_process(line) == "killed"
+    assert (out / "model.safetensors").is_file() and not (out / "report.json").exists()
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert _main_in_process(line[:-1] + ["--lr", "0.5", "--quiet"]) == 2  # another command: refused, and told what to do
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "other repair options (lr)" in err, err
+    assert "rerun the command that made it" in err and "--force" in err
+    assert _main_in_process(line) == 0, capsys.readouterr().err  # the same command: finished
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    report = json.loads((out / "report.json").read_text())
+    assert report["repair"]["config"]["lr"] != 0.5 and (out / "report.md").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith("repair.state")]
+    assert _main_in_process(line) == 2  # finished: only --force replaces it
+    assert "--force" in capsys.readouterr().err
+    assert _main_in_process(line[:-1] + ["--force", "--quiet"]) == 0
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp and (out / "report.json").is_file()

@@ -121,6 +121,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_mine(args: argparse.Namespace) -> int:
     from .workflows.mine import mine_corruptions, mine_real
 
+    # an option the chosen source does not read is refused, naming what reads it
+    if args.real:
+        given = [flag for flag, v in (("--data", args.data), ("--limit", args.limit), ("--corrupted", args.corrupted),
+                                      ("--corruptions", args.corruptions), ("--heldout", args.heldout),
+                                      ("--corruption-seed", args.corruption_seed),
+                                      ("--split-by", args.split_by != "image")) if v]
+        if given:
+            raise DeepRepairError(f"{', '.join(given)}: read when mining corruptions of a test set, not --real photos; "
+                                  "drop them or --real")
+    elif args.field_fraction:
+        raise DeepRepairError("--field-fraction splits the --real photos: add --real, or drop --field-fraction")
     if args.real:
         return _emit(args, mine_real(_spec(args), args.real, args.out, collect=args.collect, seed=args.seed,
                                      field_fraction=args.field_fraction, export_heldout=args.export_heldout))
@@ -200,6 +211,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_style(args: argparse.Namespace) -> int:
     from .workflows.style import style_figure, style_strip
 
+    if not args.figure:  # only the --figure grid reads the data set
+        given = [flag for flag, v in (("--data", args.data), ("--limit", args.limit), ("--seed", args.seed)) if v]
+        if given:
+            raise DeepRepairError(f"{', '.join(given)}: read only with --figure (the grid rendered from the test "
+                                  "set); a --content/--style strip does not use them")
     if args.figure:
         return _emit(args, style_figure(args.data, args.figure, checkpoint=args.checkpoint, seed=args.seed,
                                         limit=args.limit, out=args.out))

@@ -133,7 +133,7 @@ def load_profile(name_or_path: str) -> dict:
         raise DeepRepairError(f"unknown profile {name_or_path!r}; choose one of {list_profiles()} or give a JSON file")
     try:
         prof = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # e.g. a checkpoint given as --profile
         raise DeepRepairError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(prof, dict):
         raise DeepRepairError(f"profile {path} must be a JSON object, got a {type(prof).__name__}")

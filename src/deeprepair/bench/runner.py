@@ -87,7 +87,8 @@ class Context:
                                               "clean_accuracy": res.history[-1]["test_acc"], "history": res.history,
                                               "train_seconds": res.seconds, "precision": res.precision,
                                               "train_command": f"deeprepair bench (profile {self.prof['name']})"})
-            path.with_suffix(".state.safetensors").unlink(missing_ok=True)
+        # the weights are written last: a state still beside them is what a kill before its removal left
+        path.with_suffix(".state.safetensors").unlink(missing_ok=True)
         model, meta = load_checkpoint(path, self.device)
         if meta["num_classes"] != self.train.num_classes:
             raise DeepRepairError(f"{path} has {meta['num_classes']} classes, the data {self.train.num_classes}")

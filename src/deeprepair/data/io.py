@@ -138,6 +138,28 @@ def atomic_save_npy(path: str | Path, arr: np.ndarray) -> Path:
     return Path(path)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_figure_path(path: str | Path, flag: str) -> Path:
+    """A figure's output path: a ``.png`` that is absent or a PNG (a figure made before, replaced);
+    never a folder or another file (an input given by mistake would be overwritten)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DeepRepairError(f"{flag} {path} must name a .png file")
+    if path.is_dir():
+        raise DeepRepairError(f"{flag} {path} is a folder: give the .png file to write")
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(PNG_MAGIC))
+        except OSError as exc:
+            raise DeepRepairError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if head != PNG_MAGIC:
+            raise DeepRepairError(f"{flag} {path} exists and is not a PNG figure: choose another path")
+    return path
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks so large arrays never sit in memory twice."""
     path = Path(path)

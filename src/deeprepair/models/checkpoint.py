@@ -351,6 +351,11 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
         if own.startswith("factory:"):  # a user's module repaired: its weights; the code is the user's to name
             raise DeepRepairError(f"{path} holds the weights of your own module {own[8:]}: pass --factory {own[8:]} "
                                   "and --num-classes with it")
+        given = [flag for flag, v in (("--mean", mean), ("--std", std), ("--allow-pickle", allow_pickle)) if v]
+        if given and not own.startswith("torchscript:"):  # nothing would read them: the checkpoint records its own
+            raise DeepRepairError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for your own model "
+                                  f"(--factory, or a .pt/.pth file); {path} is a deeprepair checkpoint, which records "
+                                  f"its normalisation: leave {' and '.join(given)} out")
         model, meta = _load_repaired_torchscript(path, device) if own.startswith("torchscript:") else \
             load_checkpoint(path, device)
         if num_classes is not None and num_classes != meta["num_classes"]:

@@ -28,6 +28,8 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
     full = load_profile(profile)
     prof = restrict(full, archs, corruptions, methods)
     root = resolve_data_dir(data)
+    if not root.is_dir():  # before anything is written to --out
+        raise DeepRepairError(f"data folder {root} does not exist: check --data or DEEPREPAIR_DATA")
     out = Path(out)
     if out.resolve() == Path(root).resolve():
         raise DeepRepairError(f"--out {out} is the input data folder: choose a separate output folder")
@@ -56,7 +58,7 @@ def run_bench(profile: str, data: str | None, out: str | Path, *, archs=None, co
     curve = write_sweep(out, subs)
     return Outcome({"out": str(out), "cells": len(results), "report": str(curve), "runs": [str(r) for r in reports]},
                    [f"{len(results)} cells in {out}/{{{','.join(subs)}}}/cells; the curve: {curve}; "
-                    f"each run's report: {out}/<run>/report.md"])
+                    f"each run's report: {', '.join(str(r) for r in reports)}"])
 
 
 def _share(out: Path, sub: Path, names: tuple[str, ...]) -> None:

@@ -17,6 +17,15 @@ def corrupt_dataset(data: str | None, out: str | None, *, split: str = "test", c
     split, resumable, with a manifest); one Outcome for each."""
     from ..corruptions.generate import generate, grid_figure
 
+    if heldout and corruptions:
+        raise DeepRepairError("--heldout adds the 4 held-out corruptions to the default 15: with --corruptions, name "
+                              "them (or give `all`) and drop --heldout")
+    if index and not grid:
+        raise DeepRepairError("--index picks the image of the --grid figure: add --grid PNG or drop --index")
+    if grid:
+        from ..data.io import check_figure_path
+
+        check_figure_path(grid, "--grid")
     root, ds = load_split(data, split, limit, out)
     names = corruption_names(corruptions, heldout=grid is not None or heldout)
     done = []

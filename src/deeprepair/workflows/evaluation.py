@@ -26,11 +26,22 @@ def model_on_test(spec: ModelSpec, data: str | None, *, corrupted: str | None = 
     if folder is not None and not folder.is_dir():
         raise DeepRepairError(f"--corrupted {folder} is not a folder: give the output of "
                               "`deeprepair corrupt` (or CIFAR-10-C), or leave it out to render on the fly")
+    if heldout and (corruptions or folder is not None):  # an option nothing would read is refused
+        raise DeepRepairError("--heldout adds the 4 held-out corruptions to the default 15 rendered on the fly: "
+                              + ("with --corruptions, name them (or give `all`)" if corruptions else
+                                 "--corrupted reads the corruptions its folder holds") + "; drop --heldout")
+    if corruption_seed and folder is not None:
+        raise DeepRepairError("--corruption-seed seeds the corruptions rendered on the fly; --corrupted images are read "
+                              "as they are: drop --corruption-seed or --corrupted")
     source = CorruptedSource(test.x, test.y, folder, seed=corruption_seed)
     if corruptions:
         names = corruption_names(corruptions, heldout=False)
     else:
         names = source.names() if folder is not None else list(ALL_CORRUPTIONS if heldout else CORRUPTIONS)
+    if not names:  # an empty folder (a typo, an unfinished copy) is not "nothing to do"
+        raise DeepRepairError(f"--corrupted {folder} holds no corruption files (such as fog.npy beside labels.npy): "
+                              "give the output of `deeprepair corrupt` (or CIFAR-10-C), or leave --corrupted out "
+                              "to render on the fly")
     return root, test, model, meta, device, source, names
 
 

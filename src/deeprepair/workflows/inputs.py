@@ -129,11 +129,11 @@ def check_images(ds, meta: dict, what: str) -> None:
                               f"expects {tuple(want)}: resize the images or use a matching model")
 
 
-def style_options(backend: str, mode: str | None, checkpoint: str | None) -> dict:
-    """Backend options from the flags; adain needs the decoder made by `train-style`."""
+def style_options(backend: str, mode: str | None, checkpoint: str | None, flag: str = "--style-checkpoint") -> dict:
+    """Backend options from the flags; adain needs the decoder made by `train-style` (given as ``flag``)."""
     if backend == "adain":
         if not checkpoint:
-            raise DeepRepairError("the adain style backend needs --style-checkpoint (make one with "
+            raise DeepRepairError(f"the adain style backend needs {flag} (make one with "
                                   "`deeprepair train-style`)")
         if mode and mode not in ("adain", "wct"):
             raise DeepRepairError(f"adain's mode is adain or wct, not {mode!r}")

@@ -67,8 +67,9 @@ def mine_corruptions(spec: ModelSpec, data: str | None, out: str | Path, *, coll
               "dropped": len(s.index) - len(s.dc) - len(s.de)}
            for n, s in splits.items()}
     lines = [(out / "table1.md").read_text(),
-             f"wrote {out}/<corruption>.dc.npz (collected failures: x, y, severity) and "
-             f"<corruption>.split.npz (Dc/De indices) in {time.perf_counter() - t0:.0f} s"]
+             f"wrote {', '.join(f'{n}.dc.npz' for n in names)} (collected failures: x, y, severity), each with its "
+             f".split.npz (Dc/De indices){' and .de.npz (held-out failures)' if export_heldout else ''}, to {out} "
+             f"in {time.perf_counter() - t0:.0f} s"]
     if short:
         lines.append(f"fewer than {collect} failures to collect for: {', '.join(short)} "
                      "(all of them are in Dc; De is what is left)")
@@ -77,21 +78,32 @@ def mine_corruptions(spec: ModelSpec, data: str | None, out: str | Path, *, coll
 
 def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, split_by: str, export_heldout: bool,
               device, precision: str, bar):
-    """(the FailureSplit of one corruption, whether it is new): read back when mined before, else
-    mined and written."""
+    """(the FailureSplit of one corruption, whether it is new). ``NAME.split.npz`` is written first
+    and records the corruption's predictions and Dc/De split: a rerun reads it back and only renders
+    (never predicts again) what a kill left unwritten (``NAME.dc.npz``, and ``NAME.de.npz`` with
+    ``export_heldout``); a file already there is kept as it is."""
+    from ..corruptions import SEVERITIES
     from ..evaluate import predict_corrupted
     from ..mining import FailureSplit, export_collected, find_failures
 
-    if (out / f"{name}.split.npz").is_file() and (out / f"{name}.dc.npz").is_file():
+    parts = ["dc"] + (["de"] if export_heldout else [])
+    missing = [p for p in parts if not (out / f"{name}.{p}.npz").is_file()]
+    if (out / f"{name}.split.npz").is_file():
+        split = FailureSplit.load(out, name)
+        if not missing:
+            bar.update(len(test) * 5)
+            return split, False
+        stack = np.concatenate([src.images(name, s) for s in SEVERITIES])
         bar.update(len(test) * 5)
-        return FailureSplit.load(out, name), False
-    preds, stack = predict_corrupted(model, src, name, device=device, precision=precision, progress=bar.update)
-    split = find_failures(name, preds, src.labels(), collect, test.num_classes, seed, split_by)
-    if export_heldout:
-        export_collected(split, stack, test.classes, out / f"{name}.de.npz", part="de")
-    export_collected(split, stack, test.classes, out / f"{name}.dc.npz")
-    split.save(out)
-    return split, True
+        fresh = True
+    else:
+        preds, stack = predict_corrupted(model, src, name, device=device, precision=precision, progress=bar.update)
+        split = find_failures(name, preds, src.labels(), collect, test.num_classes, seed, split_by)
+        split.save(out)  # the corruption's record first: what follows is rendered from it
+        missing, fresh = parts, True
+    for part in reversed(missing):  # de before dc, as before
+        export_collected(split, stack, test.classes, out / f"{name}.{part}.npz", part=part)
+    return split, fresh
 
 
 def _photo_shape(real: str) -> tuple[int, int, int] | None:

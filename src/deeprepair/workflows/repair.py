@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.io import atomic_open, atomic_write_bytes
 from ..errors import DeepRepairError
 from .inputs import (ModelSpec, Outcome, Progress, check_images, forget_on_failure, load_split, no_progress,
                      open_model, out_dir, resume_guard)
@@ -118,6 +119,10 @@ def _own_module(meta: dict) -> bool:
     return str(meta.get("arch", "")).startswith(("factory:", "torchscript:"))
 
 
+MODEL_FILES = ("model.safetensors", "model_state.pt")  # model_state.pt: a user's own module, repaired
+REPORTS = ("report.json", "report.md", "report.html")  # written after the model file, in this order
+
+
 def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path, cfg, *,
                eval_failures: str | None = None, field: str | None = None, eval_shifted: str | None = None,
                gate_holdout: str | None = None, force: bool = False, preset: str | None = None, limit: int = 0,
@@ -126,7 +131,13 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     """Repair ``spec``'s model with ``cfg`` (a RepairConfig; a fractional train_subset is a share of
     the training split) from the collected ``failures``; resumes an interrupted run in ``out``.
     Writes out/model.safetensors, report.json and report.md. Under torchrun only rank 0 evaluates,
-    writes and returns an Outcome (the others return None)."""
+    writes and returns an Outcome (the others return None).
+
+    The completion record is ``repair.state.run.json``: written before any work, it holds the
+    repair's report once training is done (before the first final file), and it goes last. A
+    folder with a model file and that record is a run stopped between its final writes: the same
+    command finishes it (the missing reports, from the saved model) without repairing again;
+    ``force`` is only for replacing a finished result."""
     import torch
 
     from ..data import sha256_file
@@ -136,24 +147,31 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     from ..train import data_fingerprint
 
     out = Path(out)
-    for done in ("model.safetensors", "model_state.pt"):  # model_state.pt: a user's own module, as repaired before
-        if (out / done).exists() and not force:
-            raise DeepRepairError(f"{out / done} exists; choose another --out or pass --force to replace it")
+    state = out / "repair.state.safetensors"
+    record = out / "repair.state.run.json"
+    made = next((out / m for m in MODEL_FILES if (out / m).exists()), None)
+    if made is not None and not force and not record.exists():
+        if all((out / r).is_file() for r in REPORTS):
+            raise DeepRepairError(f"{made} exists; choose another --out or pass --force to replace it")
+        raise DeepRepairError(f"{out} holds {made.name} without its reports and without the record of the run that "
+                              f"made it ({record.name}): pass --force to repair again, or choose another --out")
     got = _load_inputs(spec, data, failures, eval_failures=eval_failures, field=field, eval_shifted=eval_shifted,
                        gate_holdout=gate_holdout, gate=cfg.gate, gate_keep=cfg.gate_keep, preset=preset, limit=limit, out=out, val=val,
                        field_eval=field_eval)
     train, fails, clean, fld = got["train"], got["failures"], got["clean_heldout"], got["field"]
     cfg = resolve_config(cfg, {}, len(train))
     out_dir(out)
-    state = out / "repair.state.safetensors"
-    run_file = resume_guard(state, {  # what this run is made from: a state of another run is refused
+    run_id = {  # what this run is made from: a state of another run is refused
         "model": sha256_file(spec.path), "training set": data_fingerprint(train.x, train.y),
         "failure set": data_fingerprint(fails.x, fails.y),
         "--gate-holdout": data_fingerprint(clean.x, clean.y) if clean else None,
         "--field": data_fingerprint(fld, np.zeros(len(fld), np.int64)) if fld is not None else None,
         "--val": data_fingerprint(got["val"].x, got["val"].y) if got["val"] is not None else None,
         "--field-eval": data_fingerprint(got["field_eval"].x, got["field_eval"].y) if got["field_eval"] is not None
-        else None})
+        else None}
+    if made is not None and not force:
+        return _finish(spec, got, cfg, run_id, out, made, failures, eval_failures, gate_holdout, command)
+    run_file = resume_guard(state, run_id)
     torch.manual_seed(cfg.seed)
     held_back = 0 if got["val"] is not None else min(1000, len(train) // 10)
     n_ft = min(len(train) - held_back, cfg.train_subset or len(train)) + len(fails) * cfg.dc_repeat
@@ -164,18 +182,87 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
                                   field_eval=got["field_eval"])
     if not is_main():  # under torchrun: rank 0 evaluates and writes the checkpoint and reports
         return None
+    for stale in (out / m for m in MODEL_FILES + REPORTS):  # --force: no file of the replaced result stays
+        stale.unlink(missing_ok=True)
+    atomic_write_bytes(run_file, json.dumps({**run_id, "repair config": _config_record(cfg), "repair report": report},
+                                            indent=2).encode())
     full, md = _compare_and_save(spec, got, repaired, report, out, failures, eval_failures, gate_holdout, command)
-    for path in runs:
+    return _done(out, runs, run_file, full, md)
+
+
+def _config_record(cfg) -> dict:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _done(out: Path, states: list[Path], run_file: Path, full: dict, md: str, how: str = "wrote") -> Outcome:
+    """Remove the resume states (one per averaged run), then the completion record: the folder is finished."""
+    for path in states:
         path.unlink(missing_ok=True)
     run_file.unlink(missing_ok=True)
-    return Outcome(full, [md, f"wrote {out}/model.safetensors, report.json, report.md and report.html (figures)"])
+    return Outcome(full, [md, f"{how} {out}/model.safetensors, report.json, report.md and report.html (figures)"])
+
+
+def _finish(spec: ModelSpec, got: dict, cfg, run_id: dict, out: Path, made: Path, failures: str,
+            eval_failures: str | None, gate_holdout: str | None, command: str) -> Outcome | None:
+    """Finish a repair stopped between its final writes: compare the saved model and write the
+    reports that are missing, from the repair's report kept in the completion record."""
+    from ..distributed import is_main
+    from ..repair import repair_report_markdown
+
+    record = out / "repair.state.run.json"
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        saved = None
+    redo = "pass --force to repair again, or choose another --out"
+    if not isinstance(saved, dict) or not isinstance(saved.get("repair report"), dict):
+        raise DeepRepairError(f"{out} holds {made.name} but its run record ({record.name}) is unreadable or was written "
+                              f"before training ended: {redo}")
+    for key, value in run_id.items():
+        if saved.get(key) != value:
+            raise DeepRepairError(f"{made} was repaired from another {key}: rerun the command that made it to "
+                                  f"finish its reports, or {redo}")
+    if saved.get("repair config") != _config_record(cfg):
+        changed = sorted(k for k, v in _config_record(cfg).items() if (saved.get("repair config") or {}).get(k) != v)
+        raise DeepRepairError(f"{made} was repaired with other repair options ({', '.join(changed)}): rerun the command "
+                              f"that made it to finish its reports, or {redo}")
+    if not is_main():
+        return None
+    from ..models.checkpoint import load_model
+
+    state = out / "repair.state.safetensors"
+    states = [state] + [state.with_name(f"{state.stem}.run{k}{state.suffix}") for k in range(1, cfg.average)]
+    try:
+        repaired, _ = load_model(made, device=got["device"], factory=spec.factory, num_classes=spec.num_classes,
+                                 mean=spec.mean, std=spec.std)
+    except DeepRepairError as exc:  # a truncated or foreign file: the message says what to do
+        raise DeepRepairError(f"{made} is not the repaired model of this run ({exc}): {redo}") from None
+    repaired.eval()
+    if (out / "report.json").is_file():
+        try:
+            full = json.loads((out / "report.json").read_text())
+            md = repair_report_markdown(Path(failures).name, full["compare"], full["repair"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DeepRepairError(f"{out / 'report.json'} is unreadable: delete it and rerun to write it again") from None
+        if not (out / "report.md").is_file():
+            atomic_write_bytes(out / "report.md", md.encode())
+        if not (out / "report.html").is_file():
+            atomic_write_bytes(out / "report.html", _pictures(got, repaired, full["repair"], md, failures,
+                                                              spec.precision).encode())
+        return _done(out, states, record, full, md, how="finished")
+    full, md = _compare_and_save(spec, got, repaired, saved["repair report"], out, failures, eval_failures,
+                                 gate_holdout, command, model_saved=True)
+    return _done(out, states, record, full, md, how="finished")
 
 
 def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: Path, failures: str,
-                      eval_failures: str | None, gate_holdout: str | None, command: str) -> tuple[dict, str]:
-    """Compare the original and the repaired model, save the repaired one and report.json/.md."""
+                      eval_failures: str | None, gate_holdout: str | None, command: str,
+                      model_saved: bool = False) -> tuple[dict, str]:
+    """Compare the original and the repaired model, save the repaired one (unless ``model_saved``)
+    and report.json/.md."""
     from ..data import sha256_file
-    from ..data.io import atomic_write_bytes
     from ..models.checkpoint import save_checkpoint, save_user_weights
     from ..repair import compare, repair_report_markdown
 
@@ -196,7 +283,9 @@ def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: P
              if Path(failures).is_file() else None, "repair_config": report["config"],
              "clean_accuracy": cmp["clean_after"], "repair_command": command,
              "gate": report.get("gate"), "gate_holdout": str(gate_holdout) if gate_holdout else None}  # fmt: skip
-    if _own_module(meta):  # the module's own weights and its normalisation, read back with its --factory
+    if model_saved:
+        pass
+    elif _own_module(meta):  # the module's own weights and its normalisation, read back with its --factory
         save_user_weights(repaired.net, out / "model.safetensors", rmeta)
         (out / "model_state.pt").unlink(missing_ok=True)  # the form this was written in before (with --force)
     else:

@@ -20,7 +20,10 @@ def style_figure(data: str | None, figure: str, *, checkpoint: str | None = None
     (adain too with its ``checkpoint``)."""
     from ..corruptions import corrupt
     from ..style import create_style
+    from ..data.io import check_figure_path
     from ..style.figure import grid_figure
+
+    check_figure_path(figure, "--figure")
 
     _, test = load_split(data, "test", limit, out)
     rng = np.random.default_rng(seed)
@@ -45,7 +48,7 @@ def style_strip(content: str | None, style: str | None, out: str | None, *, back
         raise DeepRepairError("give --content, --style and --out (or --figure PNG with --data)")
     if Path(out).exists() and not force:
         raise DeepRepairError(f"{out} exists; choose another --out or pass --force to replace it")
-    st = create_style(backend, **style_options(backend, mode, checkpoint))
+    st = create_style(backend, **style_options(backend, mode, checkpoint, flag="--checkpoint"))
     images = load_images(content, index)
     refs = load_images(style, style_index)
     if len(refs) not in (1, len(images)):

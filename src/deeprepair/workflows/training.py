@@ -22,12 +22,27 @@ _TRAIN_FLAGS = (("--batch-size", "batch_size", 128), ("--lr", "lr", 0.1), ("--sc
 
 
 def _checkpoint_path(out: Path, resume: bool, what: str) -> Path:
-    """The state file of a run writing ``out``, after checking that ``out`` may be written."""
+    """The state file of a run writing ``out``, after checking that ``out`` may be written. ``out``
+    is written last (atomically, after its .json): when it exists the run finished, and a state
+    still beside it is what a kill between that write and the state's removal left."""
     if out.suffix != ".safetensors":
         raise DeepRepairError(f"--out must end in .safetensors, got {out}")
+    state = out.with_suffix(".state.safetensors")
     if out.exists() and not resume:
+        if state.exists():
+            raise DeepRepairError(f"{out} is finished but its run was stopped before removing {state.name}: rerun "
+                                  "with --resume to tidy it up (nothing is trained again)")
         raise DeepRepairError(f"{out} exists; choose another --out (existing {what} are never overwritten)")
-    return out.with_suffix(".state.safetensors")
+    return state
+
+
+def _finished(out: Path, state: Path, *records: Path) -> Outcome:
+    """--resume of a run that finished: remove what a kill after its last write left; nothing to do."""
+    left = [p.name for p in (state, *records) if p.exists()]
+    for p in (state, *records):
+        p.unlink(missing_ok=True)
+    return Outcome({"checkpoint": str(out), "finished": True},
+                   [f"{out} is a finished run: nothing to resume" + (f" (removed {', '.join(left)})" if left else "")])
 
 
 def _no_stale_state(state: Path, resume: bool) -> None:
@@ -55,8 +70,8 @@ def train_to_file(arch: str | None, data: str | None, out: str | Path, cfg, *, d
 
     out = Path(out)
     state = _checkpoint_path(out, resume, "checkpoints")
-    if out.exists() and not state.exists():  # --resume of a run that finished: nothing to do
-        return Outcome({"checkpoint": str(out), "finished": True}, [f"{out} is a finished run: nothing to resume"])
+    if out.exists():  # --resume of a run that finished: nothing to do
+        return _finished(out, state)
     _no_stale_state(state, resume)
     _, full = load_split(data, "train", limit, out)
     _, test = load_split(data, "test", limit, out)
@@ -172,7 +187,9 @@ def train_style_to_file(spec: ModelSpec, data: str | None, out: str | Path, *, l
     from ..train import data_fingerprint, read_state
 
     out = Path(out)
-    state = _checkpoint_path(out, False, "files")
+    state = _checkpoint_path(out, resume, "files")
+    if out.exists():  # --resume of a run that finished
+        return _finished(out, state, state.with_name(state.name.replace(".safetensors", "") + ".run.json"))
     _no_stale_state(state, resume)
     _, train = load_split(data, "train", limit, out)
     model, meta, device = open_model(spec, train.classes, train.x)
