@@ -152,7 +152,8 @@ COMMANDS = {  # name -> (argv with OUT, the outputs compared, argv added on the 
                "--batch-size", "16", "--precision", "fp32"],
               lambda rel: rel == "m.safetensors", ["--resume"], 3),
     "repair": (["repair", "--model", "model.safetensors", "--data", "data", "--failures", "fail.npz", "--out", "OUT",
-                "--method", "finetune", "--epochs", "3", "--batch-size", "16", "--precision", "fp32"],
+                "--method", "finetune", "--epochs", "3", "--batch-size", "16", "--precision", "fp32",
+                "--preset", "finetune+focal+mix"],
                lambda rel: rel in ("model.safetensors", "report.json"), [], 2),
     "bench": (["bench", "--profile", "smoke", "--data", "data", "--out", "OUT", "--methods", "original", "finetune"],
               lambda rel: rel.startswith(("cells/", "models/")) and rel.endswith((".json", ".safetensors"))
@@ -309,7 +310,8 @@ def _final_events(events: list[tuple[str, str]], out: Path) -> list[int]:
 
 KILL_WINDOWS = {  # name -> (argv with OUT, the outputs compared, argv added on the rerun)
     "repair": (["repair", "--model", "model.safetensors", "--data", "data", "--failures", "fail.npz", "--out", "OUT",
-                "--method", "finetune", "--epochs", "2", "--batch-size", "16", "--precision", "fp32"],
+                "--method", "finetune", "--epochs", "2", "--batch-size", "16", "--precision", "fp32",
+                "--preset", "finetune+focal+mix"],
                lambda rel: rel in ("model.safetensors", "report.json"), []),
     "repair-bn-adapt": (["repair", "--model", "model.safetensors", "--data", "data", "--failures", "fail.npz", "--out",
                          "OUT", "--method", "bn-adapt", "--precision", "fp32"],
