@@ -101,6 +101,9 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     groups = {f"severity {s}": split.severity[split.de] == s for s in range(1, 6)} if heldout else None
     unseen = split.unseen()  # what a user lives with: every image of the photos the repair never saw
     shifted = ImageSet(stack[unseen], np.tile(test.y, 5)[unseen], test.classes)
+    # the original's predictions, made once for all the repairs compared (compare's ``cache``): on
+    # the shifted images they are the mining pass's own (same images, same model)
+    before = {("shifted", id(model), len(shifted.x)): np.concatenate(preds)[unseen]}
     results = {}
     for method in methods:
         cfg = RepairConfig(method=method, epochs=epochs, train_subset=train_subset, seed=seed, precision=precision)
@@ -108,7 +111,8 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
         with progress(n_ft * epochs, f"demo: repair ({method})") as bar:
             repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update)
         cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
-                      shifted=shifted, dc_sources=split.dc_sources(), device=device, precision=precision)
+                      shifted=shifted, dc_sources=split.dc_sources(), device=device, precision=precision,
+                      cache=before)
         results[method] = {"compare": cmp, "repair": report}
     table = demo_table(results, split, corruption, len(test), about or {})
     atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
