@@ -317,6 +317,9 @@ def main() -> None:
     lines += ["| ours | plain peer | ours (s) | plain (s) | ratio | target |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {m} | {r['plain']} | {r['ours_s']:.1f} | {r['plain_s']:.1f} | **{r['ratio']:.2f}x** | <= {r['target']:.1f}x |"
               for m, r in ratios.items()]
+    if "default" in best and "deeprepair" in best:  # issue 22's target: the default <= the paper's recipe
+        lines += ["", f"The default recipe against the paper's (`--preset paper`, DeepRepair): "
+                  f"**{best['default'] / best['deeprepair']:.2f}x** (target <= 1.00x)."]
     lines += ["", "## Every run", "", "| variant | repeat | wall (s) | train (s) | images trained |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['variant']} | {r['repeat']} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {r['images']:,} |" for r in runs]
     for name, p in profiles.items():

@@ -634,9 +634,15 @@ def section_speed() -> tuple[str, str]:
         rows.append([f"training {model}, img/s (fp32 -> fastest, `{fastest}`)",
                      f"{modes['fp32']:.0f} -> {modes[fastest]:.0f}", "train_speed.json", tr["provenance"]])
     rs = load("repair_speed.json")
-    rows.append(["one repair, the default recipe vs `--preset paper` (resnet-20, 1,000 fog failures, median wall)",
-                 f"{rs['median_wall_s']['protect (default)']:.0f} s vs {rs['median_wall_s']['paper']:.0f} s = "
-                 f"{rs['ratio']:.2f}x (target <= 1x)", "repair_speed.json", rs["provenance"]])
+    if "ratios" in rs:  # issue 34: each variant against the plain PyTorch loop of equal work
+        for m, r in rs["ratios"].items():
+            rows.append([f"one repair, `{m}` vs the plain PyTorch loop ({r['plain']}; resnet-20, 1,000 fog failures, "
+                         "fastest of interleaved repeats)", f"{r['ours_s']:.0f} s vs {r['plain_s']:.0f} s = "
+                         f"{r['ratio']:.2f}x (target <= {r['target']:.1f}x)", "repair_speed.json", rs["provenance"]])
+    else:
+        rows.append(["one repair, the default recipe vs `--preset paper` (resnet-20, 1,000 fog failures, median wall)",
+                     f"{rs['median_wall_s']['protect (default)']:.0f} s vs {rs['median_wall_s']['paper']:.0f} s = "
+                     f"{rs['ratio']:.2f}x (target <= 1x)", "repair_speed.json", rs["provenance"]])
     for r in inf["rows"]:
         rows.append([f"inference {r['model']}, img/s (default -> `keep_heap`)",
                      f"{r['default_heap']:.0f} -> {r['keep_heap']:.0f}", "inference_speed.json", inf["provenance"]])

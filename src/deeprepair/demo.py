@@ -79,6 +79,7 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     from .repair import RepairConfig, compare, repair, repair_report_markdown
 
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}  # where the demo's time goes (demo.json "seconds_by_phase")
     source = CorruptedSource(test.x, test.y, seed=seed)
     preds, stack = [], []
     with progress(len(test) * 5, f"demo: corrupt + predict ({corruption})") as bar:
@@ -90,6 +91,7 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     if n_fail < 2 * collect:  # keep at least half of the failures held out, to measure the repair on
         collect = n_fail // 2
         say(f"demo: only {n_fail} failures; collecting {collect} (half) so the rest stay held out")
+    phases["corrupt + predict the original"] = time.perf_counter() - t0
     split = find_failures(corruption, preds, test.y, collect, test.num_classes, seed)
     if len(split.dc) == 0:
         raise DeepRepairError(f"the model makes no mistakes under {corruption}: nothing to repair")
@@ -108,18 +110,24 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     for method in methods:
         cfg = RepairConfig(method=method, epochs=epochs, train_subset=train_subset, seed=seed, precision=precision)
         n_ft = min(len(train) - min(1000, len(train) // 10), train_subset or len(train)) + len(failures)
+        t1 = time.perf_counter()
         with progress(n_ft * epochs, f"demo: repair ({method})") as bar:
             repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update)
+        t2 = time.perf_counter()
         cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
                       shifted=shifted, dc_sources=split.dc_sources(), device=device, precision=precision,
                       cache=before)
+        phases[f"repair {method}"], phases[f"compare {method}"] = t2 - t1, time.perf_counter() - t2
         results[method] = {"compare": cmp, "repair": report}
     table = demo_table(results, split, corruption, len(test), about or {})
     atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
         repair_report_markdown(m, r["compare"], r["repair"]) for m, r in results.items())).encode())
-    atomic_write_bytes(out / "demo.json", json.dumps({"corruption": corruption, **(about or {}),
-                                                      "results": results}, indent=2).encode())
-    return {"results": results, "table": table, "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    phases["the rest (mining split, Dc file, report)"] = seconds - sum(phases.values())
+    atomic_write_bytes(out / "demo.json", json.dumps({"corruption": corruption, **(about or {}), "seconds": seconds,
+                                                      "seconds_by_phase": phases, "results": results},
+                                                     indent=2).encode())
+    return {"results": results, "table": table, "seconds": seconds, "seconds_by_phase": phases}
 
 
 def demo_table(results: dict, split, corruption: str, n_test: int, about: dict) -> str:
