@@ -223,6 +223,48 @@ def profile_step(model, train, dc, cfg, device, steps: int) -> dict:
     return {"steps_timed": steps, "steps_per_repair": total_steps, "seconds_per_repair": per_repair}
 
 
+def render(d: dict) -> str:
+    """The Markdown of a results dict (``main``'s JSON): ``--render FILE.json`` redraws it."""
+    lines = [f"# Repair wall time against the plain PyTorch loop ({d['corruption']}, 1,000 failures)\n",
+             provenance_markdown(d['provenance']),
+             f"- device: {d['device']} ({d['provenance']['machine']['device']}), precision {d['precision']}",
+             f"- load: the machine was {'shared with other jobs' if d['shared_machine'] else 'not checked for other jobs'} "
+             "while this ran; ratios come from the fastest of interleaved repeats, so both sides saw the same load\n",
+             "The plain loop is the loop a user would write (same model, batch size 128, images x views, precision, "
+             "crop/flip, SGD Nesterov + per-step cosine; cross-entropy; no validation or selection), over "
+             f"{d['plain_images']:,} images (10,000 training images + {d['failures']:,} failures) x {d['epochs']} epochs. Ours = the whole "
+             "`repair()` call (split, fine-tuning, per-epoch validation, weight-mix grid), which fine-tunes on "
+             "10,000 training images + the 90% of the failures not held out for validation.\n"]
+    if d['average'] > 1:
+        lines.append(f"`default` stands for {d['average']} averaged repairs ("
+                     + ("RepairConfig.average" if d['average_field']
+                        else "RepairConfig has no `average` field yet: K repairs with seeds 0..K-1, their times summed")
+                     + ").\n")
+    lines += ["| ours | plain peer | ours (s) | plain (s) | ratio | target |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {r['plain']} | {r['ours_s']:.1f} | {r['plain_s']:.1f} | **{r['ratio']:.2f}x** | <= {r['target']:.1f}x |"
+              for m, r in d['ratios'].items()]
+    if "default" in d['best_wall_s'] and "deeprepair" in d['best_wall_s']:  # issue 22's target: the default <= the paper's recipe
+        lines += ["", f"The default recipe against the paper's (`--preset paper`, DeepRepair): "
+                  f"**{d['best_wall_s']['default'] / d['best_wall_s']['deeprepair']:.2f}x** (target <= 1.00x)."]
+    lines += ["", "## Every run", "", "| variant | repeat | wall (s) | train (s) | images trained |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['repeat']} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {r['images']:,} |" for r in d['runs']]
+    for name, p in d['profiles'].items():
+        tot = sum(p["seconds_per_repair"].values())
+        lines += ["", f"## Where one `{name}` repair's time goes", "",
+                  f"{p['steps_timed']} fine-tuning steps timed phase by phase (each phase synchronised), scaled to the "
+                  f"{p['steps_per_repair']} steps of one repair; evaluation/selection timed once per call it makes.", "",
+                  "| phase | s per repair | share |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.1f} | {v / tot * 100:.0f}% |" for k, v in p["seconds_per_repair"].items()]
+        lines.append(f"| total | {tot:.1f} | 100% |")
+        sp = p["seconds_per_repair"]
+        share = lambda *ks: sum(v for k, v in sp.items() if k.startswith(ks)) / tot * 100  # noqa: E731
+        lines += ["", f"Forward + backward + optimizer step (the plain loop's own work): {share('forward', 'backward', 'optimizer'):.0f}%; "
+                  f"beyond it: teacher forward {share('teacher'):.0f}%, augmentation/style ops {share('augmentation'):.0f}%, "
+                  f"data movement {share('data'):.0f}%, evaluation/selection {share('evaluation'):.0f}%, loss terms "
+                  f"{share('loss'):.0f}%."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(REPO_ROOT / "checkpoints" / "resnet-20.safetensors"))
@@ -242,7 +284,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of every variant (3: the default's)")
     ap.add_argument("--shared", action="store_true", help="say in the results that other jobs shared the machine")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--render", metavar="JSON", help="only redraw the Markdown beside a results JSON of this script")
     args = ap.parse_args()
+    if args.render:
+        import json
+        from pathlib import Path
+
+        from _common import atomic_write_text
+
+        atomic_write_text(Path(args.render).with_suffix(".md"), render(json.loads(Path(args.render).read_text())))
+        return
 
     import numpy as np
     import torch
@@ -299,41 +350,11 @@ def main() -> None:
         profiles[name] = profile_step(model, train, dc, cfg, device, args.profile_steps)
         print(name, profiles[name], flush=True)
 
-    lines = [f"# Repair wall time against the plain PyTorch loop ({args.corruption}, 1,000 failures)\n",
-             provenance_markdown(prov),
-             f"- device: {device} ({prov['machine']['device']}), precision {precision}",
-             f"- load: the machine was {'shared with other jobs' if args.shared else 'not checked for other jobs'} "
-             "while this ran; ratios come from the fastest of interleaved repeats, so both sides saw the same load\n",
-             "The plain loop is the loop a user would write (same model, batch size 128, images x views, precision, "
-             "crop/flip, SGD Nesterov + per-step cosine; cross-entropy; no validation or selection), over "
-             f"{len(px):,} images (10,000 training images + {len(dc):,} failures) x {epochs} epochs. Ours = the whole "
-             "`repair()` call (split, fine-tuning, per-epoch validation, weight-mix grid), which fine-tunes on "
-             "10,000 training images + the 90% of the failures not held out for validation.\n"]
-    if args.average > 1:
-        lines.append(f"`default` stands for {args.average} averaged repairs ("
-                     + ("RepairConfig.average" if recipe("default", args.average)[1] == 1
-                        else "RepairConfig has no `average` field yet: K repairs with seeds 0..K-1, their times summed")
-                     + ").\n")
-    lines += ["| ours | plain peer | ours (s) | plain (s) | ratio | target |", "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {m} | {r['plain']} | {r['ours_s']:.1f} | {r['plain_s']:.1f} | **{r['ratio']:.2f}x** | <= {r['target']:.1f}x |"
-              for m, r in ratios.items()]
-    if "default" in best and "deeprepair" in best:  # issue 22's target: the default <= the paper's recipe
-        lines += ["", f"The default recipe against the paper's (`--preset paper`, DeepRepair): "
-                  f"**{best['default'] / best['deeprepair']:.2f}x** (target <= 1.00x)."]
-    lines += ["", "## Every run", "", "| variant | repeat | wall (s) | train (s) | images trained |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['repeat']} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {r['images']:,} |" for r in runs]
-    for name, p in profiles.items():
-        tot = sum(p["seconds_per_repair"].values())
-        lines += ["", f"## Where one `{name}` repair's time goes", "",
-                  f"{p['steps_timed']} fine-tuning steps timed phase by phase (each phase synchronised), scaled to the "
-                  f"{p['steps_per_repair']} steps of one repair; evaluation/selection timed once per call it makes.", "",
-                  "| phase | s per repair | share |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v:.1f} | {v / tot * 100:.0f}% |" for k, v in p["seconds_per_repair"].items()]
-        lines.append(f"| total | {tot:.1f} | 100% |")
-    write_results(args.out, "repair_speed", "\n".join(lines) + "\n",
-                  {"provenance": prov, "device": str(device), "precision": precision, "runs": runs, "best_wall_s": best,
-                   "ratios": ratios, "average": args.average, "profiles": profiles, "shared_machine": args.shared})
-
+    data = {"provenance": prov, "device": str(device), "precision": precision, "runs": runs, "best_wall_s": best,
+            "ratios": ratios, "average": args.average, "average_field": recipe("default", args.average)[1] == 1,
+            "profiles": profiles, "shared_machine": args.shared, "corruption": args.corruption,
+            "plain_images": len(px), "failures": len(dc), "epochs": epochs}
+    write_results(args.out, "repair_speed", render(data), data)
 
 if __name__ == "__main__":
     main()
