@@ -240,6 +240,7 @@ def render(d: dict) -> str:
                      + ("RepairConfig.average" if d['average_field']
                         else "RepairConfig has no `average` field yet: K repairs with seeds 0..K-1, their times summed")
                      + ").\n")
+    lines += [f"- note: {n}" for n in d.get("notes", [])] + ([""] if d.get("notes") else [])
     lines += ["| ours | plain peer | ours (s) | plain (s) | ratio | target |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {m} | {r['plain']} | {r['ours_s']:.1f} | {r['plain_s']:.1f} | **{r['ratio']:.2f}x** | <= {r['target']:.1f}x |"
               for m, r in d['ratios'].items()]
