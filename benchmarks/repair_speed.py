@@ -19,8 +19,8 @@ slows both sides alike. Then one repair step is profiled (``profile_step``): dat
 (crop/flip, uint8 -> float), augmentation/style ops, forward, teacher forward, loss, backward,
 optimizer step, and the repair's evaluation/selection (per-epoch validation, the weight-mix grid).
 
-    python benchmarks/repair_speed.py [--corruption fog] [--repeats 2] [--average K]
-        [--methods default finetune] [--device cpu|cuda] [--profile-steps 12]
+    python benchmarks/repair_speed.py [--corruption fog] [--repeats 1] [--average K]
+        [--methods default finetune] [--device cpu|cuda] [--profile-steps 12] [--render JSON]
 """
 
 from __future__ import annotations
@@ -98,18 +98,22 @@ def plain_loop(model, x, y, *, epochs: int, views: int, batch_size: int, precisi
     return time.perf_counter() - t0
 
 
-def recipe(name: str, average: int):
-    """The RepairConfig of a benchmarked variant, and how many repairs it stands for."""
-    from deeprepair.repair import RepairConfig
+def recipe(name: str, average: int | None):
+    """The RepairConfig of a benchmarked variant, and how many repairs it stands for. ``average``:
+    K repairs averaged (None: the default's own); RepairConfig's ``average`` field where it has one,
+    else K repairs with seeds 0..K-1 whose times are summed."""
+    from deeprepair.repair import PRESETS, RepairConfig
 
+    has_avg = any(f.name == "average" for f in fields(RepairConfig))
+    one = {"average": 1} if has_avg else {}
     if name == "default":
-        has_avg = any(f.name == "average" for f in fields(RepairConfig))
-        if has_avg:
-            return RepairConfig(average=average), 1
-        return RepairConfig(), average  # not yet a field: K repairs with seeds 0..K-1, times summed
-    if name == "finetune":  # the method alone: no distillation, no weight mix
-        return RepairConfig(method="finetune", distill=0.0, interpolate=False), 1
-    return RepairConfig.preset("paper", method=name), 1
+        if average is None:
+            return RepairConfig(), 1
+        return (RepairConfig(average=average), 1) if has_avg else (RepairConfig(), average)
+    if name == "finetune":  # the method alone: no distillation, no weight mix, no averaging
+        return RepairConfig(method="finetune", distill=0.0, interpolate=False, **one), 1
+    paper = "deeprepair-paper" if "deeprepair-paper" in PRESETS else "paper"  # renamed in issue 33
+    return RepairConfig.preset(paper, method=name, **one), 1
 
 
 def run_ours(model, train, dc, cfg, copies: int, device) -> dict:
@@ -140,7 +144,7 @@ def profile_step(model, train, dc, cfg, device, steps: int) -> dict:
     import torch
 
     from deeprepair.engine import autocast, batches, predict, resolve_precision, to_float
-    from deeprepair.repair.core import (Regularisers, build_objective, choose_interpolation, make_split,
+    from deeprepair.repair.core import (Regularisers, build_objective, make_split, regression_control,
                                         validation_score)
     from deeprepair.repair.tuning import Tuning
     from deeprepair.train import crop_flip
@@ -214,10 +218,10 @@ def profile_step(model, train, dc, cfg, device, steps: int) -> dict:
     validation_score(model, split, device, precision)
     c1 = clock()
     evals = (cfg.epochs + 1) * (c1 - c0)  # before fine-tuning and after each epoch
-    if cfg.interpolate:
+    if cfg.interpolate or cfg.gate:
         c0 = clock()
         right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
-        choose_interpolation(original, model, split, cfg.max_break, device, precision, right0=right0)
+        regression_control(original, model, split, cfg, device, precision, None, right0)
         evals += clock() - c0 + (c1 - c0)  # + the final validation
     per_repair["evaluation/selection (validation, weight-mix grid)"] = evals
     return {"steps_timed": steps, "steps_per_repair": total_steps, "seconds_per_repair": per_repair}
@@ -271,12 +275,14 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO_ROOT / "checkpoints" / "resnet-20.safetensors"))
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--corruption", default="fog")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each variant, interleaved (1 keeps the default under 5 minutes alone; use 2+ on a "
+                         "shared machine, where the fastest run of each side is compared)")
     ap.add_argument("--methods", nargs="+", default=["default", "finetune"], choices=sorted(PLAIN),
                     help="our variants: default (the default recipe), finetune (the method alone), deeprepair, augmix")
-    ap.add_argument("--average", type=int, default=1,
-                    help="K: the default recipe averages K repairs (RepairConfig.average once it exists; "
-                         "until then K repairs with seeds 0..K-1, times summed)")
+    ap.add_argument("--average", type=int, default=None,
+                    help="K: the default recipe averages K repairs (RepairConfig.average; default: the default "
+                         "recipe's own; without that field, K repairs with seeds 0..K-1, times summed)")
     ap.add_argument("--profile", nargs="*", default=["default"], choices=sorted(PLAIN),
                     help="variants whose repair step is profiled (none: skip)")
     ap.add_argument("--profile-steps", type=int, default=12)
@@ -333,7 +339,7 @@ def main() -> None:
                                   device=device)
                 row = {"variant": name, "repeat": i, "wall_s": wall, "train_s": wall, "images": len(px) * epochs}
             else:
-                cfg, copies = recipe(name, args.average if name == "default" else 1)
+                cfg, copies = recipe(name, args.average if name == "default" else None)
                 cfg.precision, cfg.epochs = precision, epochs
                 r = run_ours(model, train, dc, cfg, copies, device)
                 row = {"variant": name, "repeat": i, "copies": copies, **r, "images": r["finetune_images"] * r["epochs"]}
@@ -346,13 +352,15 @@ def main() -> None:
 
     profiles = {}
     for name in args.profile or []:
-        cfg, _ = recipe(name, 1)
+        cfg, _ = recipe(name, None)
         cfg.precision, cfg.epochs = precision, epochs
         profiles[name] = profile_step(model, train, dc, cfg, device, args.profile_steps)
         print(name, profiles[name], flush=True)
 
+    default_cfg, default_copies = recipe("default", args.average)
     data = {"provenance": prov, "device": str(device), "precision": precision, "runs": runs, "best_wall_s": best,
-            "ratios": ratios, "average": args.average, "average_field": recipe("default", args.average)[1] == 1,
+            "ratios": ratios, "average": getattr(default_cfg, "average", 1) * default_copies,
+            "average_field": default_copies == 1,
             "profiles": profiles, "shared_machine": args.shared, "corruption": args.corruption,
             "plain_images": len(px), "failures": len(dc), "epochs": epochs}
     write_results(args.out, "repair_speed", render(data), data)

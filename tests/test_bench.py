@@ -38,10 +38,10 @@ def test_cell_hash_changes_with_what_the_result_depends_on():
 def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["bench", "--profile", "smoke", "--data", str(data_dir), "--out", str(out), "--quiet",
-            "--methods", "original", "finetune", "deeprepair", "dr-uniform"]
+            "--methods", "original", "finetune", "deeprepair", "deeprepair-uniform"]
     assert main(args) == 0
     cells = sorted((out / "cells").glob("*.json"))
-    prof = restrict(load_profile("smoke"), None, None, ["original", "finetune", "deeprepair", "dr-uniform"])
+    prof = restrict(load_profile("smoke"), None, None, ["original", "finetune", "deeprepair", "deeprepair-uniform"])
     assert len(cells) == len(list_cells(prof)) == 2 * 4
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "Table 3" in report and (out / "report.html").stat().st_size > 5000
@@ -77,7 +77,7 @@ def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
         (out / "cells" / p.name.replace("resnet-20", "copy")).write_text(json.dumps({**c, "arch": "copy"}))
     md, _, _ = build(out)
     pooled = md.split("## All architectures")[1].split("## Figures")[0]
-    assert re.search(r"\| finetune \| \d / 4 \|", pooled) and re.search(r"\| dr-uniform \| \d / 4 \|", pooled)
+    assert re.search(r"\| finetune \| \d / 4 \|", pooled) and re.search(r"\| deeprepair-uniform \| \d / 4 \|", pooled)
 
 
 def test_report_command_and_errors(tmp_path, capsys):

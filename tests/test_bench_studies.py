@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeprepair.bench import METHOD_OPTIONS, list_cells, load_profile
+from deeprepair.bench import list_cells, load_profile, recipe_options
 from deeprepair.bench.profile import cell_hash, expand
 from deeprepair.cli import main
 from deeprepair.errors import DeepRepairError
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
                                                ("fewdc", 5, 5 + 3 * 5 * 3), ("mixed", 1, 16 + 3 * 16 * 3)])
 def test_study_profiles_load_and_list_their_cells(name, runs, cells):
     prof = load_profile(name)
-    assert all(m in METHOD_OPTIONS for m in prof["methods"] + prof["ablation"])
+    assert all(recipe_options(m)["method"] for m in prof["methods"] + prof["ablation"] if m != "original")
     parts = expand(prof)
     assert len(parts) == runs and all(len(list_cells(p)) == cells for _, p in parts)
 
@@ -92,102 +92,68 @@ def test_a_mixed_failure_set_is_drawn_across_the_other_corruptions(tmp_path, dat
         load_profile(str(tmp_path / "bad.json"))
 
 
-def test_summary_reads_the_study_profiles_folders_once_every_seed_is_done(tmp_path, monkeypatch):
-    """benchmarks/summary.py reads results/<profile>/ for the repair, fewdc and mixed studies when
-    those folders hold every seed of the profile (the retired scripts' files until then, with a note
-    on the unfinished run), naming the profile's command."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_summary", REPO / "benchmarks" / "summary.py")
-    summary = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summary)
-    monkeypatch.setattr(summary, "RESULTS", tmp_path)
-
-    def cell(folder: Path, c: str, m: str, s: int, **extra) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        h = f"{c}{m}{s}{extra.get('collected', '')}"
-        (folder / f"{h}.json").write_text(json.dumps(
-            {"corruption": c, "method": m, "seed": s, "hash": h, "cross": {"fog": 0.4 + s / 10, "mixed": 0.5},
-             "metrics": {"de_after": 0.3 + (m == "deeprepair") / 10 + s / 100, "clean_after": 0.88,
-                         "break_rate": 0.05}, **extra}))
-
-    machine = {"machine": {"cpu": "test cpu", "cores": 2}}
-    for m in ("finetune", "augmix", "deeprepair"):
-        for s in (0, 1, 2):
-            cell(tmp_path / "repair" / "cells", "fog", m, s)
-            cell(tmp_path / "mixed" / "cells", "mixed", m, s)
-            for n in (25, 100, 1000):
-                cell(tmp_path / "fewdc" / f"dc{n}" / "cells", "fog", m, s, collected=n,
-                     repair={"best_epoch": int(not (n == 25 and s == 0 and m == "finetune"))})
-    for name in ("repair", "mixed", "fewdc/dc25", "fewdc/dc100", "fewdc/dc1000"):
-        (tmp_path / name / "profile.json").write_text(json.dumps({"name": name.split("/")[0], **machine}))
-    runs, src, dr = summary.repair_runs()
-    assert dr == "deeprepair" and len(runs) == 9 and "deeprepair bench --profile repair" in src
-    mixed = summary.section_mixed()
-    assert "across 1 corruption types" in mixed and "`mixed/cells/*.json`" in mixed and "test cpu" in mixed
-    fewdc, finding = summary.section_fewdc()
-    assert "| 25 | 100 | 1000 |" in fewdc and "deeprepair bench --profile fewdc" in fewdc and "1,000 failures" in finding
-    assert "beats AugMix in (pairs): fog 3/3." in fewdc and "(epoch 0) in 1 of 9 runs" in fewdc
-    next((tmp_path / "mixed" / "cells").glob("mixed*2.json")).unlink()  # seed 2 unfinished: the retired file again
-    monkeypatch.setattr(summary, "load", lambda name: {"provenance": {"command": "x"}, "rows": [
-        {"method": m, "seed": 0, "clean": 0.9, "break": 0.05, "de_mean": 0.3, "de_fog": 0.3}
-        for m in ("finetune", "augmix", "deeprepair")]})
-    mixed = summary.section_mixed()
-    assert "retired/regressions_mixed.json" in mixed and "run is not finished" in mixed and "seeds done: 0, 1 of 0, 1, 2" in mixed
-
-
 def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
     """frontier: each repaired network (not an interpolating method, not the original) is also
     scored at the given weights between the original's (0) and its own (1); the report tabulates
     and plots the path. The weights are in the hash and must lie strictly inside (0, 1)."""
     prof = {**load_profile("smoke"), "name": "fr", "corruptions": ["fog"], "ablation": [], "collect": 20,
-            "methods": ["original", "ft-focal", "ft-focal+interp"], "shifted": True, "split_by": "image",
+            "methods": ["original", "finetune+focal", "finetune+focal+mix"], "shifted": True, "split_by": "image",
             "frontier": [0.5], "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32}}
     (tmp_path / "fr.json").write_text(json.dumps(prof))
     out = tmp_path / "bench"
     assert main(["bench", "--profile", str(tmp_path / "fr.json"), "--data", str(data_dir), "--out", str(out),
                  "--quiet"]) == 0
     cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
-    assert "frontier" not in cells["original"] and "frontier" not in cells["ft-focal+interp"]
-    (row,) = cells["ft-focal"]["frontier"]
+    assert "frontier" not in cells["original"] and "frontier" not in cells["finetune+focal+mix"]
+    (row,) = cells["finetune+focal"]["frontier"]
     assert row["alpha"] == 0.5 and 0 <= row["break_rate"] <= 1 and 0 <= row["de_after"] <= 1
     assert {"shifted_after", "shifted_break_rate", "clean_unseen_break_rate"} <= set(row)
     report = (out / "report.md").read_text().split("## The trade-off along the interpolation path")[1].split("\n## ")[0]
-    assert re.search(r"\| ft-focal \| 0 \| 0\.00 \| 0\.00 \| 0\.00 \| 0\.00 \| 1 \|", report)  # the original
-    assert "| ft-focal | 0.5 |" in report and "| ft-focal | 1 |" in report and "ft-focal+interp |" not in report
+    assert re.search(r"\| finetune\+focal \| 0 \| 0\.00 \| 0\.00 \| 0\.00 \| 0\.00 \| 1 \|", report)  # the original
+    assert "| finetune+focal | 0.5 |" in report and "| finetune+focal | 1 |" in report and "finetune+focal+mix |" not in report
     assert (out / "figures" / "frontier-resnet-20.png").stat().st_size > 1000
     p = load_profile(str(tmp_path / "fr.json"))
-    assert cell_hash(p, "resnet-20", "fog", "ft-focal", 0, "m") != cell_hash({**p, "frontier": [0.25]}, "resnet-20",
-                                                                             "fog", "ft-focal", 0, "m")
+    assert cell_hash(p, "resnet-20", "fog", "finetune+focal", 0, "m") != cell_hash({**p, "frontier": [0.25]}, "resnet-20",
+                                                                             "fog", "finetune+focal", 0, "m")
     (tmp_path / "bad.json").write_text(json.dumps({**prof, "frontier": [0.5, 1.0]}))
     with pytest.raises(DeepRepairError, match="frontier"):
         load_profile(str(tmp_path / "bad.json"))
 
 
-def test_summary_reads_the_best_point_of_the_interpolation_path_within_the_break_limit(tmp_path, monkeypatch):
-    import importlib.util
+def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_path, smooth_images):
+    """calibration: repair certifies its limit on that many clean test photos that are not sources
+    of Dc, drawn per seed; De, the shifted set and the clean unseen photos all leave them out; the
+    default's cell also scores its variants (k runs averaged x limits) from its own runs."""
+    from deeprepair.bench.runner import Context, calibration_photos
 
-    spec = importlib.util.spec_from_file_location("bench_summary", REPO / "benchmarks" / "summary.py")
-    summary = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summary)
-    monkeypatch.setattr(summary, "RESULTS", tmp_path)
-    folder = tmp_path / "frontier"
-    (folder / "cells").mkdir(parents=True)
-    (folder / "profile.json").write_text(json.dumps({"name": "frontier", "methods": ["original", "ft-focal"],
-                                                     "machine": {"cpu": "test cpu", "cores": 2}}))
-    for s in (0, 1):
-        path = [{"alpha": 0.5, "de_after": 0.30 + s / 100, "break_rate": 0.008, "shifted_after": 0.75,
-                 "shifted_break_rate": 0.01, "clean_unseen_break_rate": 0.008},
-                {"alpha": 0.75, "de_after": 0.45, "break_rate": 0.02, "shifted_after": 0.78,
-                 "shifted_break_rate": 0.02, "clean_unseen_break_rate": 0.02}]
-        metrics = {"de_before": 0.0, "de_after": 0.52, "break_rate": 0.03, "clean_after": 0.89,
-                   "shifted": {"before": 0.66, "after": 0.8, "break_rate": 0.03},
-                   "clean_unseen": {"after": 0.89, "break_rate": 0.03}}
-        (folder / "cells" / f"fog{s}.json").write_text(json.dumps(
-            {"arch": "resnet-20", "corruption": "fog", "method": "ft-focal", "seed": s, "metrics": metrics,
-             "frontier": path}))
-    text, finding = summary.section_frontier([0.52, 0.53])
-    assert "is 30.50 ± 0.71% (fine-tune + focal distillation at weight 0.5)" in finding
-    assert "break and De targets exclude each other" in finding
-    assert "| fine-tune + focal distillation | 0 | 2 | 0.00 ± 0.00 |" in text and "| 1 | 2 | 52.00 ± 0.00 |" in text
-    assert "deeprepair bench --profile frontier" in text and "test cpu" in text
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split, seed, n in (("train", 1, 100), ("test", 2, 300)):
+        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    prof = {**load_profile("smoke"), "name": "cal", "corruptions": ["fog"], "ablation": [], "collect": 20,
+            "data": {"train_subset": 0, "test_subset": 0},
+            "methods": ["original", "finetune+focal+avg3+certified"], "shifted": True, "split_by": "image",
+            "calibration": 120, "variants": {"average": [1, 2], "max_break": [0.5]},
+            "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32, "average": 2,
+                       "max_break": 0.5}}
+    (tmp_path / "cal.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / "cal.json"), "--data", str(data_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    cell = cells["finetune+focal+avg3+certified"]
+    assert cell["calibration_images"] == 120
+    prot = cell["protection"]
+    assert prot["calibration"]["source"] == "val" and prot["interpolation"]["bound"] == "clopper-pearson"
+    assert prot["interpolation"]["break_bound"] <= 0.5
+    assert [(v["average"], v["max_break"]) for v in cell["variants"]] == [(1, 0.5), (2, 0.5)]
+    ctx = Context(load_profile(str(tmp_path / "cal.json")), str(data_dir), out, __import__("torch").device("cpu"))
+    f = ctx.failures("resnet-20", "fog")
+    cal = calibration_photos(ctx, f, 0)
+    assert len(cal) == 120 and not np.isin(cal, f["dc_sources"]).any()
+    n_free = len(ctx.test) - len(f["dc_sources"])
+    assert cell["metrics"]["clean_unseen"]["images"] == n_free - 120  # the calibration photos are left out
+    assert cell["metrics"]["de_images"] == int((~np.isin(f["de_photo"], cal)).sum())
+    (tmp_path / "bad.json").write_text(json.dumps({**prof, "variants": {"average": [0], "max_break": [0.01]}}))
+    with pytest.raises(DeepRepairError, match="variants"):
+        load_profile(str(tmp_path / "bad.json"))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from deeprepair.bounds import clopper_pearson_min_n, clopper_pearson_upper, mean_std, paired_change_lower, wilson
+from deeprepair.bounds import (clopper_pearson_min_n, clopper_pearson_upper, mean_std, paired_change_lower, wilson,
+                               wilson_interval)
 
 
 @pytest.mark.parametrize("k,n", [(0, 100), (3, 500), (10, 1000), (40, 4500)])
@@ -43,3 +44,24 @@ def test_wilson_and_mean_std():
     assert lo < 0.01 < hi
     assert mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
     assert mean_std([0.5]) == "0.50" and mean_std([]) == "n/a"
+
+
+def test_wilson_interval_is_wilson_over_arrays():
+    import math
+
+    def scalar(k, n, z=1.96):  # the bound as first written, one proportion at a time
+        p, d = k / n, 1 + z * z / n
+        c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+        return [max(0.0, c - h), min(1.0, c + h)]
+
+    n = 437
+    low, high = wilson_interval(np.arange(n + 1), n)
+    assert [[float(a), float(b)] for a, b in zip(low, high)] == [scalar(k, n) for k in range(n + 1)]  # to the bit
+    assert wilson(17, n) == scalar(17, n)
+    assert np.all(np.diff(high) > 0) and low[0] == 0.0 and high[-1] == 1.0
+    assert wilson(0, 0) == [0.0, 1.0]
+    assert [float(v) for v in wilson_interval([0, 3], [0, 0])[1]] == [1.0, 1.0]
+    # the interval's closed form: p-hat's distance from the centre is z times its standard error at the ends
+    lo, hi = wilson(30, 200)
+    for end in (lo, hi):
+        assert abs(0.15 - end) == pytest.approx(1.96 * np.sqrt(end * (1 - end) / 200), rel=1e-9)

@@ -218,7 +218,7 @@ def test_demo_without_model_explains_how_to_get_one(data_dir, tmp_path, capsys, 
 
 def test_demo_falls_back_to_the_bundled_digits_offline(tmp_path, capsys, monkeypatch):
     import deeprepair.data as data
-    import deeprepair.demo as demo_module
+    import deeprepair.workflows.demo as demo_module
 
     def no_network(root):
         raise DeepRepairError("cannot download https://www.cs.toronto.edu/...: Name or service not known")
@@ -359,7 +359,7 @@ def test_repair_command_and_its_errors(trained, data_dir, tmp_path, smooth_image
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10, severity=np.ones(12, int))
     out = tmp_path / "rep"
-    args = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+    args = ["repair", "--mix-bound", "point", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
             "--eval-failures", str(fails), "--epochs", "1", "--train-subset", "10", "--quiet"]
     assert main(args + ["--out", str(out), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -390,7 +390,7 @@ def test_cli_method_list_matches_the_library():
     from deeprepair.cli import REPAIR_METHODS
     from deeprepair.repair import METHODS
 
-    assert tuple(REPAIR_METHODS) == METHODS
+    assert tuple(REPAIR_METHODS) == METHODS and "deeprepair" in METHODS
 
 
 def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_path, smooth_images, capsys):
@@ -408,8 +408,9 @@ def test_train_style_then_repair_and_render_with_adain(trained, data_dir, tmp_pa
 
     fails = tmp_path / "f.npz"
     np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
-    base = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
-            "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style", "adain"]
+    base = ["repair", "--mix-bound", "point", "--model", str(trained), "--data", str(data_dir), "--failures",
+            str(fails), "--method", "deeprepair", "--epochs", "1", "--train-subset", "10", "--clusters", "2", "--quiet", "--style",
+            "adain"]
     assert main(base + ["--out", str(tmp_path / "noadain")]) == 2
     assert "--style-checkpoint" in capsys.readouterr().err
     assert main(base + ["--style-checkpoint", str(ck), "--out", str(tmp_path / "rep"), "--json"]) == 0
@@ -430,7 +431,7 @@ def test_repair_with_gate_saves_a_routed_model_that_loads(trained, data_dir, tmp
     held = tmp_path / "held.npz"  # clean images the original was not trained on, for the threshold
     np.savez(held, x=smooth_images(20, seed=11), y=np.arange(20) % 10)
     out = tmp_path / "rep"
-    common = ["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
+    common = ["repair", "--mix-bound", "point", "--model", str(trained), "--data", str(data_dir), "--failures", str(fails),
               "--method", "finetune", "--epochs", "1", "--train-subset", "10", "--quiet", "--out", str(out)]
     assert main(common + ["--gate-holdout", str(held)]) == 2
     assert "add --gate" in capsys.readouterr().err
@@ -463,8 +464,8 @@ def test_safe_preset_fills_only_the_flags_left_unset():
     resolve_repair_options(plain, 50000)
     assert (plain.epochs, plain.train_subset, plain.dc_repeat, plain.distill, plain.gate,
             plain.gate_router, plain.gate_features) == (3, 10000, 1, 1.0, False, "linear", "deep")
-    assert (plain.method, plain.distill_focus, plain.interpolate) == ("finetune", "right", True)  # protect
-    paper = build_parser().parse_args(base + ["--preset", "paper"])
+    assert (plain.method, plain.distill_focus, plain.interpolate) == ("finetune", "right", True)  # the default
+    paper = build_parser().parse_args(base + ["--preset", "deeprepair-paper"])
     resolve_repair_options(paper, 50000)
     assert (paper.method, paper.distill, paper.distill_focus, paper.interpolate, paper.gate) == (
         "deeprepair", 0.0, "all", False, False)
@@ -511,7 +512,7 @@ def test_real_failures_workflow_mine_then_repair_with_field_photos(trained, data
     dc, field, ev = (set(parts[p]["index"].tolist()) for p in ("dc", "field", "eval"))
     assert not dc & field and not dc & ev and not field & ev and len(dc | field | ev) == 40
     out = tmp_path / "rep"
-    assert main(["repair", "--model", str(trained), "--data", str(data_dir), "--failures", str(mine / "real.dc.npz"),
+    assert main(["repair", "--mix-bound", "point", "--model", str(trained), "--data", str(data_dir), "--failures", str(mine / "real.dc.npz"),
                  "--field", str(mine / "real.field.npz"), "--eval-shifted", str(mine / "real.eval.npz"),
                  "--method", "finetune", "--distill", "1", "--distill-focus", "right", "--tune", "first-block",
                  "--out", str(out), "--epochs", "1", "--train-subset", "10", "--batch-size", "8", "--json", "--quiet"]) == 0
@@ -522,8 +523,8 @@ def test_real_failures_workflow_mine_then_repair_with_field_photos(trained, data
     # the preset is one flag and the flags given with it win
     from deeprepair.cli import build_parser, resolve_repair_options
 
-    a = build_parser().parse_args(["repair", "--model", "m", "--failures", "f", "--out", "o", "--preset", "safe",
-                                   "--tune", "bn"])
+    a = build_parser().parse_args(["repair", "--model", "m", "--failures", "f", "--out", "o", "--preset",
+                                   "deeprepair+distill+gate", "--tune", "bn"])
     resolve_repair_options(a, 50000)
     assert a.gate and a.tune == "bn" and a.train_subset == 40000
 
@@ -538,3 +539,50 @@ def test_output_cut_short_by_a_closed_pipe_ends_quietly():
     p.stdout.close()  # before the child writes anything
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0 and "error" not in err and "Traceback" not in err, err
+
+
+def test_train_holds_out_a_stratified_validation_split_and_repair_certifies_on_it(tmp_path, smooth_images, capsys):
+    """train never trains on a stratified share of its images and records them; repair takes them
+    as its calibration set (and leaves them out of fine-tuning); --val images the model trained on
+    are refused; a set too small for the limit is an error naming the size it needs."""
+    from deeprepair.models.checkpoint import load_checkpoint
+    from deeprepair.train import holdout_split
+
+    y = np.arange(200) % 10
+    idx = holdout_split(y, 0.1, 0)
+    assert len(idx) == 20 and np.bincount(y[idx], minlength=10).tolist() == [2] * 10
+    assert np.array_equal(idx, holdout_split(y, 0.1, 0)) and not np.array_equal(idx, holdout_split(y, 0.1, 1))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split, seed, n in (("train", 1, 60), ("test", 2, 30)):
+        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    ck = tmp_path / "m.safetensors"
+    assert main(["train", "--arch", "resnet-20", "--data", str(data_dir), "--out", str(ck), "--epochs", "1",
+                 "--batch-size", "8", "--val-split", "0.2", "--quiet"]) == 0
+    _, meta = load_checkpoint(ck, "cpu")
+    held = meta["val_split"]
+    assert held["images"] == 10 and held["share"] == 0.2 and meta["train_images"] == 50  # 1 of each class's 6
+    assert sorted(held["indices"]) == held["indices"] and len(set(held["indices"])) == 10
+    fails = tmp_path / "f.npz"
+    np.savez(fails, x=smooth_images(12, seed=9), y=np.arange(12) % 10)
+    base = ["repair", "--model", str(ck), "--data", str(data_dir), "--failures", str(fails), "--epochs", "1",
+            "--train-subset", "10", "--average", "1", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "r1")]) == 2  # 10 held out: far too few for a 1% limit
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "the validation set has" in err and "needs at least 299" in err
+    with np.load(data_dir / "train.npz") as f:
+        trained_on = np.setdiff1d(np.arange(len(f["y"])), held["indices"])[:5]
+        np.savez(tmp_path / "seen.npz", x=f["x"][trained_on], y=f["y"][trained_on])
+    assert main(base + ["--val", str(tmp_path / "seen.npz"), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "5 of its 5 images are training images" in err
+    val = tmp_path / "val.npz"
+    np.savez(val, x=smooth_images(60, seed=31), y=np.arange(60) % 10)
+    assert main(base + ["--val", str(val), "--max-break", "0.5", "--out", str(tmp_path / "r3"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["repair"]["calibration"] == {"source": "val", "images": 60}
+    assert (tmp_path / "r3" / "report.html").read_text().count("data:image/png;base64,") >= 2
+    assert main(base + ["--max-break", "0.6", "--out", str(tmp_path / "r4")]) == 2  # outside (0, 0.5]
+    assert_one_line_error(capsys.readouterr().err)

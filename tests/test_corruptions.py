@@ -594,7 +594,7 @@ def test_gaussian_blur_equals_scipy_reference(severity, smooth_images):
 
 
 @pytest.mark.parametrize("name", ALL_CORRUPTIONS)
-def test_other_image_sizes_work(name):  # more in tests/test_any_size.py
+def test_other_image_sizes_work(name):  # more in tests/test_image_sizes.py
     rng = np.random.default_rng(3)
     for shape in [(3, 20, 24, 3), (3, 64, 64, 3), (2, 9, 40, 1)]:
         x = rng.integers(0, 256, shape, dtype=np.uint8)

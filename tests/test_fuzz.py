@@ -1,4 +1,4 @@
-"""A fuzz corpus of hostile and careless input (issue 24), run in-process through ``cli.main``.
+"""A fuzz corpus of hostile and careless input, run in-process through ``cli.main``.
 
 Every case is generated on the fly from small arrays (no binary fixtures) and asserts what a user
 must see on bad input: exit status 2, exactly one line on stderr starting with ``error:``, no

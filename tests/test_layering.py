@@ -5,7 +5,7 @@ Every module of ``src/deeprepair`` belongs to the layer of its top-level name
 its own layer and the layers below it, never one above:
 
     0  the root package (only ``__version__`` at import time), errors, heap, metrics, bounds,
-       repair_config                 RepairConfig, presets, the repair flags (plain data, no torch)
+       tables (Markdown), figures (matplotlib, PNG), repair_config (RepairConfig, presets, the repair flags; plain data, no torch)
     1  data                          arrays, datasets, failure sets, atomic files
     2  corruptions                   CIFAR-10-C generator (writes through data)
     3  models, engine, distributed   architectures, checkpoints; device, autocast, predict; torchrun ranks
@@ -13,7 +13,7 @@ its own layer and the layers below it, never one above:
     5  style, cluster, augment       style transfer, k-means/Eq. 4, AugMix/StyleAug
     6  mining, evaluate              failures, Dc/De split; accuracy on corrupted sets
     7  repair                        the repair loop, baselines, regression control, reports
-    8  bench, demo, workflows        the benchmark grid and its report; the demo pipeline; what each command does
+    8  bench, workflows              the benchmark grid and its report; what each command does (the demo too)
     9  cli, cli_parser, __main__     the command line (its flags in cli_parser)
 
 Imports under ``if TYPE_CHECKING:`` are for annotations only and do not count. Imports inside
@@ -34,7 +34,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "deeprepair"
 
 LAYERS = [
-    {"deeprepair", "errors", "heap", "metrics", "bounds", "repair_config"},
+    {"deeprepair", "errors", "heap", "metrics", "bounds", "tables", "figures", "repair_config"},
     {"data"},
     {"corruptions"},
     {"models", "engine", "distributed"},
@@ -42,7 +42,7 @@ LAYERS = [
     {"style", "cluster", "augment"},
     {"mining", "evaluate"},
     {"repair"},
-    {"bench", "demo", "workflows"},
+    {"bench", "workflows"},
     {"cli", "cli_parser", "__main__"},
 ]
 

@@ -122,6 +122,11 @@ def test_torchscript_model(tmp_path):
     assert meta["num_classes"] == 4
     with pytest.raises(DeepRepairError, match="outputs 4 classes but 10"):
         load_model(tmp_path / "m.ts", num_classes=10)
+    import copy  # repair fine-tunes a copy: its parameters must be leaves an optimiser takes
+
+    twin = copy.deepcopy(model)
+    assert all(p.is_leaf and p.requires_grad for p in twin.parameters())
+    torch.optim.SGD(twin.parameters(), lr=0.1)
 
 
 def test_missing_or_garbage_files_are_clear_errors(tmp_path):

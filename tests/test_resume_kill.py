@@ -1,4 +1,4 @@
-"""Kill -9 resume (issue 24): ``corrupt``, ``train``, ``repair`` and ``bench`` are started in a
+"""Kill -9 resume: ``corrupt``, ``train``, ``repair`` and ``bench`` are started in a
 subprocess on tiny data, killed with SIGKILL at seeded random points, and rerun; the final outputs
 must equal an uninterrupted run's (byte for byte, or bit for bit for weights, timings aside), and
 no file that was finished when the kill came may be rewritten by the rerun.

@@ -1,9 +1,9 @@
-"""Issue 23 item 2: users' torchvision models through the whole path.
+"""Users' torchvision models go through the whole path.
 
 torchvision's ResNet-18 (and -50) given as ``--factory torchvision.models:resnet18``, on a 64 px and
 a 224 px RGB image folder, a grey 28 px PNG folder and true 1-channel 28 px data: corrupt -> train
 -> mine -> repair -> evaluate through the CLI, and the user's own weights file loaded without
-unpickling code. The registered models go through the same path in tests/test_any_size.py.
+unpickling code. The registered models go through the same path in tests/test_image_sizes.py.
 
 torchvision is an optional extra (``pip install -e '.[torchvision]'``, which pins torch 2.14.1 and
 torchvision 0.29.1; docs/torchvision.md): where it cannot be imported, e.g. next to the project's
@@ -23,7 +23,7 @@ except Exception as exc:  # ImportError, or a torchvision built for another torc
 
 import torch
 
-from test_any_size import FOLDER_IDS, FOLDERS, cli, cli_error, grey_npz, image_folder, whole_path
+from test_image_sizes import FOLDER_IDS, FOLDERS, cli, cli_error, grey_npz, image_folder, whole_path
 
 RESNET18 = ["--factory", "torchvision.models:resnet18"]
 USE18 = [*RESNET18, "--num-classes", "2"]
@@ -50,13 +50,13 @@ def one_thread(monkeypatch):
 @pytest.mark.parametrize("size, channels", FOLDERS, ids=FOLDER_IDS)
 def test_resnet18_whole_path_on_image_folders(tmp_path, size, channels):
     """train --factory writes the module's own weights (with its normalisation and classes in the
-    header); mine, repair and evaluate read them with --factory; the repair is a state dict
-    (model_state.pt) that evaluate reads with the same flags."""
+    header); mine, repair and evaluate read them with --factory; the repair is the module's own
+    weights (model.safetensors) that evaluate reads with the same flags."""
     from deeprepair.models.checkpoint import load_model
 
     data = image_folder(tmp_path / "data", size, channels, *((8, 4) if size > 100 else ()))
-    whole_path(data, tmp_path, RESNET18, USE18, "model_state.pt")
-    _, meta = load_model(tmp_path / "rep" / "model_state.pt", factory=RESNET18[1], num_classes=2,
+    whole_path(data, tmp_path, RESNET18, USE18, "model.safetensors")
+    _, meta = load_model(tmp_path / "rep" / "model.safetensors", factory=RESNET18[1], num_classes=2,
                          input_size=(size, size, 3))
     assert meta["arch"] == "factory:torchvision.models:resnet18" and meta["input_size"] == [size, size, 3]
 
@@ -65,7 +65,7 @@ def test_resnet18_on_one_channel_data_sees_rgb_copies(tmp_path):
     """True grey data (x: N x 28 x 28 x 1): the default 3-value normalisation copies the channel to
     R, G and B, so the RGB stem reads it, through the whole path."""
     data = grey_npz(tmp_path / "data")
-    whole_path(data, tmp_path, RESNET18, USE18, "model_state.pt")
+    whole_path(data, tmp_path, RESNET18, USE18, "model.safetensors")
 
 
 def test_one_channel_stem_with_a_one_value_normalisation(tmp_path, monkeypatch):
@@ -75,7 +75,7 @@ def test_one_channel_stem_with_a_one_value_normalisation(tmp_path, monkeypatch):
     data = grey_npz(tmp_path / "data")
     grey = ["--factory", "greynets:resnet18_grey", "--mean", "0.5", "--std", "0.25"]
     # the normalisation is recorded in the weights: the later commands need only --factory and --num-classes
-    whole_path(data, tmp_path, grey, [*grey[:2], "--num-classes", "2"], "model_state.pt")
+    whole_path(data, tmp_path, grey, [*grey[:2], "--num-classes", "2"], "model.safetensors")
 
 
 def test_mismatched_channels_are_one_line_errors(tmp_path, monkeypatch, capsys):

@@ -1,7 +1,8 @@
 """Confidence bounds on proportions and paired differences, and mean ± spread: the one place the
 tool's statistics live (numpy and scipy only, no torch).
 
-- ``wilson``: the Wilson score interval of a proportion (two-sided), for reporting.
+- ``wilson``: the Wilson score interval of a proportion (two-sided), for reporting;
+  ``wilson_interval`` is the same over arrays of counts (the gate scores every threshold at once).
 - ``clopper_pearson_upper``: the exact one-sided upper bound of a proportion (Clopper & Pearson
   1934), the bound a stated break limit is certified with: for k breaks among n images the
   original got right, the true break rate is <= the bound with the given confidence.
@@ -20,18 +21,26 @@ import math
 import numpy as np
 from scipy.stats import beta
 
-__all__ = ["wilson", "clopper_pearson_upper", "clopper_pearson_min_n", "paired_change_lower", "mean_std"]
+__all__ = ["wilson", "wilson_interval", "clopper_pearson_upper", "clopper_pearson_min_n", "paired_change_lower", "mean_std"]
+
+
+def wilson_interval(k, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval ``(low, high)`` for proportions k/n, vectorised over arrays of ``k``
+    (and ``n``); (0, 1) where n = 0."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        d = 1 + z * z / n
+        c = (p + z * z / (2 * n)) / d
+        h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    empty = n <= 0
+    return np.where(empty, 0.0, np.maximum(0.0, c - h)), np.where(empty, 1.0, np.minimum(1.0, c + h))
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     """Wilson score interval ``[low, high]`` for a proportion k/n (95% two-sided by default)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [float(max(0.0, c - h)), float(min(1.0, c + h))]
+    low, high = wilson_interval(k, n, z)
+    return [float(low), float(high)]
 
 
 def clopper_pearson_upper(k, n, confidence: float = 0.95):
@@ -68,10 +77,11 @@ def paired_change_lower(right_before: np.ndarray, right_after: np.ndarray, confi
 
 
 def mean_std(values, digits: int = 2, scale: float = 1.0) -> str:
-    """``"m ± s"`` (sample std, ddof 1) of a few seeds' values; ``"m"`` for one value, ``"n/a"`` for none."""
-    v = [scale * float(x) for x in values if x is not None]
-    if not v:
+    """``"m ± s"`` (sample std, ddof 1) of a few seeds' values, each statistic times ``scale`` (100:
+    shares as percentages); ``"m"`` for one value, ``"n/a"`` for none (``None`` values are left out)."""
+    v = np.array([float(x) for x in values if x is not None])
+    if not len(v):
         return "n/a"
     if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
+        return f"{v[0] * scale:.{digits}f}"
+    return f"{v.mean() * scale:.{digits}f} ± {v.std(ddof=1) * scale:.{digits}f}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .cli_parser import REPAIR_METHODS, build_parser  # noqa: F401  (the parser: deeprepair/cli_parser.py)
 from .errors import DeepRepairError
-from .repair_config import RepairConfig
+from .repair_config import SAFE_PRESET, RepairConfig
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       schedule=args.schedule, label_smoothing=args.label_smoothing,
                       precision=args.precision, weight_decay=args.weight_decay,
-                      channels_last=not args.no_channels_last, compile=args.compile)  # fmt: skip
+                      channels_last=not args.no_channels_last, compile=args.compile,
+                      val_split=args.val_split)  # fmt: skip
     if args.factory is None and (args.mean or args.std or args.init):
         raise DeepRepairError("--mean, --std and --init are for --factory models; a registered --arch is "
                               "trained from scratch with the normalisation 0.5")
@@ -118,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from .workflows.evaluation import mine_corruptions, mine_real
+    from .workflows.mine import mine_corruptions, mine_real
 
     if args.real:
         return _emit(args, mine_real(_spec(args), args.real, args.out, collect=args.collect, seed=args.seed,
@@ -130,20 +131,20 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 def resolve_repair_options(args: argparse.Namespace, n_train: int | None = None) -> None:
     """Fill every repair flag left unset from the chosen preset (``--preset``, ``--safe`` =
-    ``--preset safe``; ``repair_config.py: PRESETS``), else from RepairConfig's defaults: one place
+    ``--preset deeprepair+distill+gate``; ``repair_config.py: PRESETS``), else from RepairConfig's defaults: one place
     for each default.
 
-    A preset's training subset may be a share of the training set (safe: 0.8, 40,000 of CIFAR-10's
+    A preset's training subset may be a share of the training set (--safe: 0.8, 40,000 of CIFAR-10's
     50,000, as measured), so that validation and the gate's calibration images stay out of fine-tuning;
     without ``n_train`` it stays a share, which ``run_repair`` resolves once the data is loaded.
     """
     from dataclasses import fields
 
     if args.safe:
-        if args.preset not in (None, "safe"):
-            raise DeepRepairError(f"--safe is --preset safe: drop one of --safe and --preset {args.preset}")
-        args.preset = "safe"
-    if args.preset == "safe" and args.method in ("bn-adapt", "tent"):
+        if args.preset not in (None, SAFE_PRESET):
+            raise DeepRepairError(f"--safe is --preset {SAFE_PRESET}: drop one of --safe and --preset {args.preset}")
+        args.preset = SAFE_PRESET
+    if args.preset == SAFE_PRESET and args.method in ("bn-adapt", "tent"):
         raise DeepRepairError(f"--safe fine-tunes behind a gate, which {args.method} (label-free, on the failure "
                               "images only) does not: drop --safe or choose a fine-tuning --method")
     base = RepairConfig.preset(args.preset) if args.preset else RepairConfig()
@@ -163,16 +164,37 @@ def repair_config(args: argparse.Namespace, style_options: dict):
                         style_options=style_options)
 
 
-def cmd_repair(args: argparse.Namespace) -> int:
-    from .workflows.inputs import style_options
-    from .workflows.repairing import run_repair
+def given_repair_options(args: argparse.Namespace) -> dict[str, str]:
+    """The repair options the user wrote (RepairConfig field -> flag), before presets fill the rest."""
+    from dataclasses import fields
 
+    given = {f.name: "--" + f.name.replace("_", "-") for f in fields(RepairConfig)
+             if "help" in f.metadata and getattr(args, f.name, None) is not None}
+    for name, flag in (("style_options", "--style-mode"), ("style_options", "--style-checkpoint"),
+                       ("gate_holdout", "--gate-holdout")):
+        if getattr(args, flag[2:].replace("-", "_")):
+            given[name] = flag
+    return given
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .repair.methods import unread_options
+    from .workflows.inputs import style_options
+    from .workflows.repair import run_repair
+
+    given = given_repair_options(args)
     resolve_repair_options(args)
+    recipe = (f"--preset {args.preset}" + (f" with --method {args.method}" if "method" in given else "") if args.preset
+              else f"--method {args.method}" if "method" in given else f"the default recipe (--method {args.method})")
+    unread = unread_options(repair_config(args, {}), given, field=bool(args.field), recipe=recipe)
+    if unread:  # an option that would change nothing is refused, before any input is read
+        raise DeepRepairError(unread)
     cfg = repair_config(args, style_options(args.style, args.style_mode, args.style_checkpoint))
     return _emit(args, run_repair(
         _spec(args), args.data, args.failures, args.out, cfg, eval_failures=args.eval_failures, field=args.field,
         eval_shifted=args.eval_shifted, gate_holdout=args.gate_holdout, force=args.force,
-        preset="safe" if args.safe else None, limit=args.limit, command=" ".join(sys.argv), progress=_bars(args)))
+        preset="safe" if args.safe else None, limit=args.limit, command=" ".join(sys.argv), progress=_bars(args),
+        val=args.val, field_eval=args.field_eval))
 
 
 def cmd_style(args: argparse.Namespace) -> int:

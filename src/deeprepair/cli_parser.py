@@ -8,10 +8,34 @@ import argparse
 import math
 from pathlib import Path
 
-from . import __version__
-from .repair_config import METHODS, PRESETS, RepairConfig  # plain data: `--help` does not import torch
+from collections.abc import Sequence
 
-REPAIR_METHODS = list(METHODS)
+from . import __version__
+from .repair_config import DEFAULT_PRESET, PRESETS, RANGES, RENAMED_PRESETS, SAFE_PRESET, RepairConfig  # plain data: building the parser does not import torch
+
+
+class _MethodNames(Sequence):
+    """The registered repair methods (``repair/methods.py``), read on first use: when a ``--method``
+    value is checked or ``repair --help`` is shown. The registry is the one list of names, and it
+    lives beside the objectives (torch); reading it lazily keeps ``deeprepair --help`` and every
+    other command from importing torch to build the parser."""
+
+    def _names(self) -> tuple[str, ...]:
+        from .repair.methods import method_names
+
+        return method_names()
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+
+REPAIR_METHODS = _MethodNames()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,19 +73,15 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, *, lo_
     return parse
 
 
-POSITIVE_INT = _number(int, 1)
-COUNT = _number(int, 0)  # 0 allowed (0 = all, or none)
-SEED = _number(int, 0, 2**32 - 1)
+# the ranges of repair_config.RANGES (RepairConfig.check() holds the Python API to the same), and two more
+RANGE_TYPES = {name: _number(kind, lo, hi, lo_open=lo_open, hi_open=hi_open)
+               for name, (kind, lo, hi, lo_open, hi_open) in RANGES.items()}
+POSITIVE_INT, COUNT, SEED = RANGE_TYPES["positive_int"], RANGE_TYPES["count"], RANGE_TYPES["seed"]
+POSITIVE, NONNEGATIVE = RANGE_TYPES["positive"], RANGE_TYPES["nonnegative"]
+BELOW_ONE, SHARE, LEARNING_RATE = RANGE_TYPES["below_one"], RANGE_TYPES["share"], RANGE_TYPES["learning_rate"]
 THREADS = _number(int, 1, 4096)
 FINITE = _number(float)
-POSITIVE = _number(float, 0, lo_open=True)
-NONNEGATIVE = _number(float, 0)
-BELOW_ONE = _number(float, 0, 1, hi_open=True)  # [0, 1): a rate that must leave room
-SHARE = _number(float, 0, 1, lo_open=True)  # (0, 1]
 UNIT = _number(float, 0, 1)  # [0, 1]
-LEARNING_RATE = _number(float, 0, 100, lo_open=True)  # (0, 100]: beyond, weights overflow in one step
-RANGE_TYPES = {"count": COUNT, "positive_int": POSITIVE_INT, "seed": SEED, "nonnegative": NONNEGATIVE,
-               "below_one": BELOW_ONE, "share": SHARE, "learning_rate": LEARNING_RATE}  # repair_config.RANGES
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -103,12 +123,15 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         if "help" not in f.metadata:
             continue
         meta, shown = f.metadata, f.default is not None and not isinstance(f.default, bool)
-        kw = {"help": (meta["help"] + (f" (default: {f.default})" if shown else "")).replace("%", "%%")}
+        kw = {"help": meta["help"].replace("%", "%%")}
         if isinstance(f.default, bool):
             kw["action"] = argparse.BooleanOptionalAction  # --interpolate / --no-interpolate
+        elif meta["choices"] == "methods":  # the method registry's names, read lazily
+            kw.update(choices=REPAIR_METHODS, metavar="METHOD", help=kw["help"] + "; one of %(choices)s")
         else:
             kw.update(type=RANGE_TYPES[meta["range"]] if meta["range"] else None, metavar=meta["metavar"],
                       choices=list(meta["choices"]) if meta["choices"] else None)
+        kw["help"] += f" (default: {f.default})" if shown else ""
         p.add_argument("--" + f.name.replace("_", "-"), default=None, **kw)
 
 
@@ -142,8 +165,8 @@ def _demo_parser(sub) -> None:
     p.set_defaults(model=None)
     p.add_argument("--corruption", default="fog", help="which corruption the field brings (default: fog)")
     p.add_argument("--collect", type=POSITIVE_INT, default=500, help="failures collected (Dc)")
-    p.add_argument("--methods", nargs="+", default=["finetune", "deeprepair", "augmix"],
-                   choices=REPAIR_METHODS, help="methods to repair with, each with the default recipe's protection "
+    p.add_argument("--methods", nargs="+", default=["finetune", "deeprepair", "augmix"], metavar="METHOD",
+                   choices=REPAIR_METHODS, help="methods (%(choices)s) to repair with, each with the default recipe's protection "
                    "(default: finetune deeprepair augmix)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=2)
     p.add_argument("--train-subset", type=COUNT, default=5000)
@@ -174,6 +197,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--weight-decay", type=NONNEGATIVE, default=5e-4)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle"])
     p.add_argument("--label-smoothing", type=BELOW_ONE, default=0.0)
+    p.add_argument("--val-split", type=_number(float, 0, 0.5, hi_open=True), default=0.1, help="share of the "
+                   "training images held out, stratified by class and never trained on; recorded in the checkpoint, "
+                   "repair certifies its break limit on them (0: train on every image; repair then needs --val)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory (faster for DenseNet's "
@@ -216,9 +242,12 @@ def _evaluate_and_mine_parsers(sub) -> None:
 
 
 def _preset_flags(name: str) -> str:
-    """A preset as the flags it sets (a float train_subset is a share of the training images)."""
+    """A preset as the flags it sets beyond the default recipe's (a float train_subset is a share of
+    the training images)."""
     flags = []
     for key, value in PRESETS[name].items():
+        if value == PRESETS[DEFAULT_PRESET][key]:
+            continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + key.replace("_", "-"))
@@ -227,6 +256,13 @@ def _preset_flags(name: str) -> str:
         else:
             flags.append(f"{flag} {value}")
     return ", ".join(flags) or "the defaults"
+
+
+def _preset_name(name: str) -> str:
+    """A ``--preset`` value; a former name is refused with the one that replaced it."""
+    if name in RENAMED_PRESETS:
+        raise argparse.ArgumentTypeError(f"preset {name!r} is now called {RENAMED_PRESETS[name]!r}")
+    return name
 
 
 def _repair_parser(sub) -> None:
@@ -243,10 +279,10 @@ def _repair_parser(sub) -> None:
     p.add_argument("--style-mode", choices=["hist", "meanstd", "wct", "adain"],
                    help="matching mode: wavelet hist/meanstd/wct (default energy); adain adain/wct")
     p.add_argument("--style-checkpoint", help="adain backend: decoder from `deeprepair train-style`")
-    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe (repair_config.py: PRESETS; flags given "
+    p.add_argument("--preset", type=_preset_name, choices=list(PRESETS), help="a named recipe (repair_config.py: PRESETS; flags given "
                    "with it override its values): " + "; ".join(f"{name} = {_preset_flags(name)}" for name in PRESETS))
-    p.add_argument("--safe", action="store_true", help="= --preset safe: the no-regressions recipe measured in "
-                   f"benchmarks/results/regressions.md section 11: {_preset_flags('safe')} (flags given with it "
+    p.add_argument("--safe", action="store_true", help=f"= --preset {SAFE_PRESET}: the no-regressions recipe "
+                   f"measured in benchmarks/results/regressions.md section 11: {_preset_flags(SAFE_PRESET)} (flags given with it "
                    "override its values)")
     p.add_argument("--field", metavar="DIR_OR_NPZ", help="unlabelled images from deployment (a folder of images or "
                    ".npz with x; never the images you evaluate on): the repair keeps the original's answers on "
@@ -257,6 +293,13 @@ def _repair_parser(sub) -> None:
     p.add_argument("--gate-holdout", metavar="PATH", help="with --gate: labelled clean images the original model "
                    "was not trained on (its validation split; never your test set), .npz (x, y) or class folders; "
                    "the threshold then also keeps clean accuracy on them >= the original's")
+    p.add_argument("--val", metavar="DIR_OR_NPZ", help="labelled images your model never trained on (.npz x, y or "
+                   "class folders; never the images you evaluate on): the break limit is certified on them. Default: "
+                   "the validation split that `deeprepair train` held out, recorded in the checkpoint; without "
+                   "either, held-back training images (an optimistic limit; the report says so)")
+    p.add_argument("--field-eval", metavar="DIR_OR_NPZ", help="labelled field photos (.npz x, y or class folders, "
+                   "e.g. `mine --real`'s eval share; never the images you evaluate on): the repair must not be worse "
+                   "on them by an exact one-sided 95%% bound, else the original is kept")
     _config_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing repaired model in --out")
 

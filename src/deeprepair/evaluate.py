@@ -16,6 +16,8 @@ from .data import list_corruptions, read_corruption, read_labels
 from .data.io import atomic_write_bytes
 from .engine import predict
 from .errors import DeepRepairError
+from .figures import png, pyplot
+from .tables import markdown_table
 
 
 @dataclass
@@ -75,6 +77,19 @@ def iter_predictions(model: nn.Module, source: CorruptedSource, names: Sequence[
             yield name, s, imgs, pred
 
 
+def predict_corrupted(model: nn.Module, source: CorruptedSource, name: str, *, device: torch.device,
+                      precision: str = "auto", progress: Callable[[int], None] | None = None
+                      ) -> tuple[list[np.ndarray], np.ndarray]:
+    """(predictions per severity, the images of every severity stacked, severity-major): what mining
+    a corruption reads (``deeprepair mine``, the demo, bench)."""
+    preds, stack = [], []
+    for _, _, imgs, pred in iter_predictions(model, source, [name], device=device, precision=precision,
+                                             progress=progress):
+        preds.append(pred)
+        stack.append(imgs)
+    return preds, np.concatenate(stack)
+
+
 def evaluate_model(model: nn.Module, source: CorruptedSource, names: Sequence[str] | None = None, *,
                    device: torch.device, precision: str = "auto",
                    progress: Callable[[int], None] | None = None) -> dict:
@@ -100,40 +115,30 @@ def evaluate_model(model: nn.Module, source: CorruptedSource, names: Sequence[st
     }
 
 
-def markdown_table(results: dict[str, dict], title: str = "") -> str:
+def accuracy_table(results: dict[str, dict], title: str = "") -> str:
     """RQ1 table: one column per model, rows clean / each corruption (pooled) / mean; accuracy %."""
     models = list(results)
     names = list(next(iter(results.values()))["corruptions"])
-    head = "| corruption | " + " | ".join(models) + " |\n|---|" + "---:|" * len(models) + "\n"
-    rows = [f"| clean | " + " | ".join(f"{results[m]['clean'] * 100:.2f}" for m in models) + " |"]
-    for n in names:
-        rows.append(f"| {n} | " + " | ".join(f"{results[m]['corruptions'][n]['mean'] * 100:.2f}"
-                                              for m in models) + " |")
+    rows = [["clean"] + [f"{results[m]['clean'] * 100:.2f}" for m in models]]
+    rows += [[n] + [f"{results[m]['corruptions'][n]['mean'] * 100:.2f}" for m in models] for n in names]
     if all(results[m]["mean_corrupted"] is not None for m in models):
         k = results[models[0]]["main_corruptions"]
-        rows.append(f"| **mean of {k}** | " + " | ".join(f"**{results[m]['mean_corrupted'] * 100:.2f}**"
-                                                       for m in models) + " |")
-        for i in range(5):
-            rows.append(f"| severity {i + 1} (mean of {k}) | " + " | ".join(
-                f"{results[m]['per_severity'][i] * 100:.2f}" for m in models) + " |")
-    return (f"{title}\n\n" if title else "") + head + "\n".join(rows) + "\n"
+        rows.append([f"**mean of {k}**"] + [f"**{results[m]['mean_corrupted'] * 100:.2f}**" for m in models])
+        rows += [[f"severity {i + 1} (mean of {k})"] + [f"{results[m]['per_severity'][i] * 100:.2f}" for m in models]
+                 for i in range(5)]
+    return (f"{title}\n\n" if title else "") + markdown_table(["corruption", *models], rows) + "\n"
 
 
 def severity_table(result: dict) -> str:
     """One model: accuracy (%) per corruption and severity."""
-    lines = ["| corruption | s1 | s2 | s3 | s4 | s5 | pooled |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for n, v in result["corruptions"].items():
-        lines.append(f"| {n} | " + " | ".join(f"{a * 100:.2f}" for a in v["severity"])
-                     + f" | {v['mean'] * 100:.2f} |")
-    return "\n".join(lines) + "\n"
+    rows = [[n] + [f"{a * 100:.2f}" for a in v["severity"]] + [f"{v['mean'] * 100:.2f}"]
+            for n, v in result["corruptions"].items()]
+    return markdown_table(["corruption", "s1", "s2", "s3", "s4", "s5", "pooled"], rows) + "\n"
 
 
 def plot_accuracy(results: dict[str, dict], path: str | Path) -> Path:
     """Fig. 2 style: per corruption, accuracy at each severity (bars) for each model, clean as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = list(results)
     names = list(next(iter(results.values()))["corruptions"])
@@ -155,12 +160,7 @@ def plot_accuracy(results: dict[str, dict], path: str | Path) -> Path:
     fig.legend(handles, labels, ncol=6, fontsize=8, loc="upper center", frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     path = Path(path)
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png(fig, dpi=110))
     return path
 
 
@@ -168,7 +168,7 @@ def write_report(results: dict[str, dict], out: str | Path, stem: str = "rq1", e
     """``stem.json``, ``stem.md`` and ``stem.png`` in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md = markdown_table(results, "# Accuracy (%) on clean and corrupted test images")
+    md = accuracy_table(results, "# Accuracy (%) on clean and corrupted test images")
     for m, r in results.items():
         md += f"\n## {m}: per severity\n\n" + severity_table(r)
     # the JSON (the record a finished report is known by) goes last: a failed write leaves none

@@ -12,6 +12,7 @@ import numpy as np
 
 from .data.io import atomic_write_bytes
 from .errors import DeepRepairError
+from .tables import markdown_table
 
 
 def stratified_quota(counts: np.ndarray, total: int) -> np.ndarray:
@@ -176,16 +177,14 @@ def export_collected(split: FailureSplit, images: np.ndarray, classes: list[str]
 def table1(splits: dict[str, FailureSplit], n_collect: int) -> tuple[str, str]:
     """Table 1 (|Dc+De|, |Dc|, |De| per corruption) as Markdown and CSV."""
     rows = [(n, len(s.index), len(s.dc), len(s.de), s.n_severities * s.n_images) for n, s in splits.items()]
-    md = ["| corruption | failures | Dc (collected) | De (held out; other photos) | images | failure rate |",
-          "|---|---:|---:|---:|---:|---:|"]
+    md = [[n, f"{f:,}", f"{c:,}" + (" (short)" if c < n_collect else ""), f"{e:,}", f"{total:,}", f"{f / total:.1%}"]
+          for n, f, c, e, total in rows]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["corruption", "failures", "collected", "held_out", "images"])
-    for n, f, c, e, total in rows:
-        short = " (short)" if c < n_collect else ""
-        md.append(f"| {n} | {f:,} | {c:,}{short} | {e:,} | {total:,} | {f / total:.1%} |")
-        w.writerow([n, f, c, e, total])
-    return "\n".join(md) + "\n", buf.getvalue()
+    w.writerows(rows)
+    head = ["corruption", "failures", "Dc (collected)", "De (held out; other photos)", "images", "failure rate"]
+    return markdown_table(head, md) + "\n", buf.getvalue()
 
 
 def write_mining(out: Path, splits: dict[str, FailureSplit], info: dict, n_collect: int) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..corruptions import ALL_CORRUPTIONS
 from ..errors import DeepRepairError
-from ..repair_config import PRESETS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MIXED = "mixed"  # a profile's pseudo-corruption: failures drawn across its other corruptions, types not told
@@ -16,49 +15,109 @@ REQUIRED = ("name", "archs", "corruptions", "methods", "seeds", "collect", "repa
 REQUIRED_TYPES = {"name": str, "archs": dict, "corruptions": list, "methods": list, "seeds": list, "collect": int,
                   "repair": dict, "cross_subsample": int}
 
-# bench method name -> RepairConfig options ("original" = the pre-trained model, no repair)
-METHOD_OPTIONS: dict[str, dict] = {
-    "original": {},
-    "finetune": {"method": "finetune"},
-    "fewshot": {"method": "fewshot"},
-    "cutout": {"method": "cutout"},
-    "mixup": {"method": "mixup"},
-    "cutmix": {"method": "cutmix"},
-    "sensei": {"method": "sensei"},
-    "augmix": {"method": "augmix"},
-    "deeprepair": {"method": "deeprepair"},
-    "dr-uniform": {"method": "deeprepair", "sampling": "uniform"},
-    "dr-per-class": {"method": "deeprepair", "sampling": "per-class"},
-    "dr-fourier": {"method": "deeprepair", "style": "fourier"},
+# A bench method names a repair as ``<training method>[-<variant>][+<protection>...]``: a method of
+# the registry (repair/methods.py), a variant of its options, then the protections added, in the
+# words of the command line and docs (finetune+focal+mix is the default recipe, ``repair`` with no
+# options). Every recipe builds on DeepRepair as the paper states it (``deeprepair-paper``: no
+# protection), so a bare method name is that method unprotected.
+VARIANTS: dict[str, dict] = {
+    "first-block": {"tune": "first-block"},  # surgical fine-tuning (repair/tuning.py)
+    "uniform": {"sampling": "uniform"},  # DeepRepair's ablations: no clusters,
+    "per-class": {"sampling": "per-class"},  # the authors' per-class sampling,
+    "fourier": {"style": "fourier"},  # other style backends,
     # the adain decoder of the committed model (`deeprepair train-style`; path from the repository root)
-    "dr-adain": {"method": "deeprepair", "style": "adain",
-                 "style_options": {"checkpoint": "checkpoints/style-resnet-20.safetensors"}},
-    "dr-style-clusters": {"method": "deeprepair", "cluster_features": "style"},
-    "oracle": {"method": "oracle"},
-    # issue 22's candidates: touch less (tune) and protect what was right (focal distillation,
-    # unlabelled field photos; "field": the runner passes a real profile's field half)
-    "ft-focal": {"method": "finetune", "distill": 1.0, "distill_focus": "right"},
-    "dr-focal": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right"},
-    "dr-first-block": {"method": "deeprepair", "tune": "first-block"},
-    "dr-fb-focal": {"method": "deeprepair", "tune": "first-block", "distill": 1.0, "distill_focus": "right"},
-    "ft-focal+field": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "field": True},
-    "dr-focal+field": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True},
-    "dr-fb-focal+field": {"method": "deeprepair", "tune": "first-block", "distill": 1.0, "distill_focus": "right",
-                          "field": True},
-    "dr-focal+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "interpolate": True},
-    "dr-focal+field+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
-                              "interpolate": True},
-    "ft-focal+interp": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "interpolate": True},
-    # field photos taught with the repairing network's own confident answers (FixMatch-style pseudo-labels)
-    "dr-focal+pseudo+interp": {"method": "deeprepair", "distill": 1.0, "distill_focus": "right", "field": True,
-                               "field_labels": "self", "interpolate": True},
-    "ft-focal+pseudo+interp": {"method": "finetune", "distill": 1.0, "distill_focus": "right", "field": True,
-                               "field_labels": "self", "interpolate": True},
-    # the --safe preset (routed repair: the original, the repaired network and a router)
-    "dr-safe": {"method": "deeprepair", **PRESETS["safe"]},
-    "bn-adapt": {"method": "bn-adapt"},
-    "tent": {"method": "tent"},
+    "adain": {"style": "adain", "style_options": {"checkpoint": "checkpoints/style-resnet-20.safetensors"}},
+    "style-clusters": {"cluster_features": "style"},  # clusters of wavelet band energies
 }
+# each "+name" a bench method adds (repair_config.PROTECTIONS says what each one reads)
+PROTECTIONS: dict[str, dict] = {
+    "focal": {"distill": 1.0, "distill_focus": "right"},  # focal distillation from the original
+    "field": {"field": True},  # unlabelled field photos distilled ("field": the runner passes a real profile's)
+    "pseudo": {"field": True, "field_labels": "self"},  # ... taught with FixMatch-style pseudo-labels instead
+    "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
+    "avg3": {"average": 3},  # 3 runs averaged weight by weight
+    "certified": {"interpolate": True, "mix_bound": "clopper-pearson"},  # the mix held by the exact bound
+    "fieldcheck": {"field_check": True},  # the runner passes a real profile's field half, labelled
+}
+SAFE = "deeprepair+distill+gate"  # the --safe preset as it was measured (routed: two networks and a router)
+_SAFE_OPTIONS = {"method": "deeprepair", "epochs": 1, "train_subset": 0.8, "dc_repeat": 4, "distill": 1.0,
+                 "distill_focus": "all", "interpolate": False, "gate": True, "gate_router": "mlp",
+                 "gate_features": "deep+style"}
+# the bench names results were written under before the names were unified: old -> new. Read
+# through ``current_name`` (a cell's method, a results folder's profile record, a cell file's
+# name); the options, and so every cell's hash, are the same under the new name.
+RENAMED: dict[str, str] = {
+    "ft-focal": "finetune+focal", "dr-focal": "deeprepair+focal", "dr-first-block": "deeprepair-first-block",
+    "dr-fb-focal": "deeprepair-first-block+focal", "ft-focal+field": "finetune+focal+field",
+    "dr-focal+field": "deeprepair+focal+field", "dr-fb-focal+field": "deeprepair-first-block+focal+field",
+    "dr-focal+interp": "deeprepair+focal+mix", "dr-focal+field+interp": "deeprepair+focal+field+mix",
+    "ft-focal+interp": "finetune+focal+mix", "dr-focal+pseudo+interp": "deeprepair+focal+pseudo+mix",
+    "ft-focal+pseudo+interp": "finetune+focal+pseudo+mix", "dr-safe": SAFE, "dr-uniform": "deeprepair-uniform",
+    "dr-per-class": "deeprepair-per-class", "dr-fourier": "deeprepair-fourier", "dr-adain": "deeprepair-adain",
+    "dr-style-clusters": "deeprepair-style-clusters", "ft-focal+avg3+certified": "finetune+focal+avg3+certified",
+    "ft-focal+avg3+certified+fieldcheck": "finetune+focal+avg3+certified+fieldcheck",
+}
+
+
+def current_name(name: str) -> str:
+    """A bench method's name today (results written before the renames say the old one)."""
+    return RENAMED.get(name, name)
+
+
+def as_today(cell: dict) -> dict:
+    """A result cell (a dict read from its JSON file) with its method under today's name."""
+    if isinstance(cell.get("method"), str):
+        cell["method"] = current_name(cell["method"])
+    return cell
+
+
+def recipe_options(name: str) -> dict:
+    """The RepairConfig options of the bench method ``name`` (``original``: the pre-trained model,
+    no repair); a one-line error for an unknown name, naming the replacement of a former one."""
+    from ..repair.methods import method_names
+
+    if name in RENAMED:
+        raise DeepRepairError(f"bench method {name!r} is now called {RENAMED[name]!r}")
+    if name == "original":
+        return {}
+    if name == SAFE:
+        return dict(_SAFE_OPTIONS)
+    head, *prots = name.split("+")
+    method = max((m for m in method_names() if head == m or head.startswith(m + "-")), key=len, default=None)
+    variant = head[len(method) + 1:] if method else None
+    if method is None or (variant and variant not in VARIANTS) or any(p not in PROTECTIONS for p in prots):
+        raise DeepRepairError(f"unknown bench method {name!r}: a repair method ({', '.join(method_names())}), "
+                              f"optionally -variant ({', '.join(VARIANTS)}), then +protection "
+                              f"({', '.join(PROTECTIONS)}), or {SAFE} or original")
+    opts = {"method": method, **(VARIANTS[variant] if variant else {})}
+    for p in prots:
+        opts.update(PROTECTIONS[p])
+    return opts
+
+
+def label(name: str) -> str:
+    """A bench method's name in reports: the registry's label of its method, then its variant and
+    protections in words (a former name reads as its replacement)."""
+    from ..repair.methods import get_method
+
+    name = current_name(name)
+    if name in ("original", SAFE):
+        return {"original": "original", SAFE: "DeepRepair --safe (routed: two networks and a router)"}[name]
+    opts = recipe_options(name)
+    head, *prots = name.split("+")
+    variant = head[len(opts["method"]) + 1:]
+    words = get_method(opts["method"]).label + (f", {VARIANT_WORDS[variant]}" if variant else "")
+    words += "".join(f" + {PROTECTION_WORDS[p]}" for p in prots)
+    return words + (" (the default recipe)" if name == DEFAULT_RECIPE else "")
+
+
+VARIANT_WORDS = {"first-block": "first block", "uniform": "no clustering", "per-class": "per-class sampling",
+                 "fourier": "fourier", "adain": "adain", "style-clusters": "clusters of style features"}
+PROTECTION_WORDS = {"focal": "focal distillation", "field": "field photos",
+                    "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
+                    "avg3": "3 runs averaged", "certified": "certified weight mix",
+                    "fieldcheck": "field check"}
+DEFAULT_RECIPE = "finetune+focal+avg3+certified"  # = repair_config.DEFAULT_PRESET (tested)
 
 
 def list_profiles() -> list[str]:
@@ -84,9 +143,11 @@ def load_profile(name_or_path: str) -> dict:
     wrong = [k for k, t in REQUIRED_TYPES.items() if not isinstance(prof[k], t) or isinstance(prof[k], bool)]
     if wrong:
         raise DeepRepairError(f"profile {path}: {', '.join(f'{k} must be a {REQUIRED_TYPES[k].__name__}' for k in wrong)}")
-    bad = [m for m in prof["methods"] + prof.get("ablation", []) if m not in METHOD_OPTIONS]
-    if bad:
-        raise DeepRepairError(f"profile {path}: unknown methods {bad}; known: {list(METHOD_OPTIONS)}")
+    for m in prof["methods"] + prof.get("ablation", []):
+        try:
+            recipe_options(m)
+        except DeepRepairError as exc:
+            raise DeepRepairError(f"profile {path}: {exc}") from None
     bad = [c for c in prof["corruptions"] if c not in ALL_CORRUPTIONS and c != MIXED]  # the 15, or the 4 held out
     if bad and not prof.get("real"):
         raise DeepRepairError(f"profile {path}: unknown corruptions {bad}")
@@ -101,6 +162,15 @@ def load_profile(name_or_path: str) -> dict:
                                                for a in alphas):
         raise DeepRepairError(f"profile {path}: frontier must be a list of weights strictly between 0 and 1 "
                               "(the original is 0, the repaired network 1)")
+    cal = prof.get("calibration", 0)
+    if not isinstance(cal, int) or isinstance(cal, bool) or cal < 0:
+        raise DeepRepairError(f"profile {path}: calibration must be a whole number of clean test photos (0: none)")
+    var = prof.get("variants")
+    if var is not None and not (isinstance(var, dict) and set(var) == {"average", "max_break"}
+                                and all(isinstance(k, int) and k >= 1 for k in var["average"])
+                                and all(isinstance(b, (int, float)) and 0 < b <= 0.5 for b in var["max_break"])):
+        raise DeepRepairError(f"profile {path}: variants must be {{\"average\": [K, ...], \"max_break\": [limit, ...]}} "
+                              "with K >= 1 and limits in (0, 0.5]")
     prof.setdefault("ablation", [])
     prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
     return prof
@@ -148,10 +218,11 @@ def cell_hash(prof: dict, arch: str, corruption: str, method: str, seed: int, mo
     """Hash of everything a cell's result depends on: same hash, same cell."""
     key = {"repair": prof["repair"], "collect": prof["collect"], "data": prof["data"],
            "cross": prof["cross_subsample"], "arch": arch, "corruption": corruption,
-           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size", "frontier") if k in prof},
+           **{k: prof[k] for k in ("shifted", "real", "elsewhere", "dc_size", "frontier", "calibration", "variants")
+              if k in prof},
            # the paper's per-failure split keeps the hashes of the runs made before the split existed
            **({} if prof.get("split_by", "image") == "failure" else {"split_by": prof.get("split_by", "image")}),
-           "method": METHOD_OPTIONS[method], "seed": seed, "model": model_id,
+           "method": recipe_options(method), "seed": seed, "model": model_id,
            "cross_set": arch_corruptions(prof, arch)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from ..bounds import mean_std
 from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
-from .profile import frontier_row
+from ..figures import png_base64, pyplot
+from ..tables import markdown_table
+from .profile import as_today, current_name, frontier_row
 
 
 def read_json_object(path: Path, what: str) -> dict:
@@ -41,53 +43,39 @@ def read_cell(path: Path) -> dict:
     if bad:
         raise DeepRepairError(f"{path} is not a finished benchmark cell (missing or malformed: {', '.join(bad)}); "
                               "delete it and rerun `deeprepair bench` with the same --out to remake it")
-    return c
+    return as_today(c)  # a cell written under a former name reads under today's
+
+
+def read_record(path: Path) -> dict:
+    """A results folder's profile record (its methods under today's names)."""
+    prof = read_json_object(path, "benchmark profile record")
+    for key in ("methods", "ablation"):
+        if isinstance(prof.get(key), list):
+            prof[key] = [current_name(m) if isinstance(m, str) else m for m in prof[key]]
+    return prof
 
 
 def load_cells(out: Path) -> list[dict]:
     return [read_cell(p) for p in sorted((Path(out) / "cells").glob("*.json"))]
 
 
-def _agg(vals: list[float]) -> tuple[float, float, int]:
-    a = np.array(vals, float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan"), len(a)
-
-
-def _fmt(t: tuple[float, float, int], scale: float = 100) -> str:
-    m, s, n = t
-    return f"{m * scale:.2f}" + (f" ± {s * scale:.2f}" if n > 1 else "")
-
-
 def grid(cells: list[dict], key) -> dict:
-    """{arch: {method: {corruption: (mean, std, n)}}} of key(cell) over seeds."""
+    """{arch: {method: {corruption: [key(cell) of each seed]}}}."""
     acc = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for c in cells:
         v = key(c)
         if v is not None:
             acc[c["arch"]][c["method"]][c["corruption"]].append(v)
-    return {a: {m: {k: _agg(v) for k, v in d.items()} for m, d in ms.items()} for a, ms in acc.items()}
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+    return {a: {m: dict(d) for m, d in ms.items()} for a, ms in acc.items()}
 
 
 def _dr_minus(de: dict, archs: list[str], method: str) -> list[float]:
     """DeepRepair's De accuracy minus ``method``'s (points), one value per (arch, corruption) both ran."""
-    return [(de[a]["deeprepair"][c][0] - de[a][method][c][0]) * 100 for a in archs if method in de[a]
+    return [(np.mean(de[a]["deeprepair"][c]) - np.mean(de[a][method][c])) * 100 for a in archs if method in de[a]
             for c in de[a][method] if c in de[a]["deeprepair"]]
 
 
-# what a user lives with (issue 22): (label, getter on a cell's metrics) averaged over corruptions per seed
+# what a user lives with: (label, getter on a cell's metrics) averaged over corruptions per seed
 LIVES_WITH = [
     ("shifted, never seen (%)", lambda m: m["shifted"]["after"]),
     ("change there (points)", lambda m: m["shifted"]["after"] - m["shifted"]["before"]),
@@ -130,11 +118,50 @@ def lives_with(cells: list[dict], prof: dict) -> list[str]:
             for label, get in LIVES_WITH:
                 seeds = [[get(c["metrics"]) for c in cs] for cs in per[m].values()]
                 seeds = [np.mean(v) for v in seeds if v and all(x is not None for x in v)]
-                row.append(_fmt(_agg(seeds)) if seeds else "-")
+                row.append(mean_std(seeds, scale=100) if seeds else "-")
             row.append(str(len(per[m])))
             rows.append(row)
-        out += [f"### {arch}", "", _table(rows, ["method"] + [label for label, _ in LIVES_WITH] + ["seeds"]), ""]
+        out += [f"### {arch}", "", markdown_table(["method"] + [label for label, _ in LIVES_WITH] + ["seeds"], rows,
+                                                 numbers=False), ""]
     return out
+
+
+def certified_rows(cells: list[dict]) -> list[list]:
+    """Per (method or variant, limit): the cells whose clean break on the unseen test photos kept
+    the limit, how many clean accuracy did not drop, De and the measured break (mean over the
+    corruptions per seed, then mean ± sample std over seeds), and the validation repair the
+    choice of K may read (never De or the test set). Variants are a cell's own runs averaged
+    (``variants``); a method row is the cell itself at its configured limit."""
+    acc = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # row -> seed -> metric -> values
+    for c in cells:
+        lim = ((c.get("protection") or {}).get("interpolation") or {}).get("max_break")
+        rows = [(c["method"], lim, c["metrics"].get("de_after"), c["metrics"].get("clean_unseen"),
+                 (c["repair"].get("validation_final") or {}).get("val_failures_acc"))]
+        rows += [(f"{c['method']}, {v['average']} run{'s' * (v['average'] > 1)} averaged", v["max_break"],
+                  v["de_after"], v["clean_unseen"], (v.get("validation_final") or {}).get("val_failures_acc"))
+                 for v in c.get("variants", [])]
+        for name, limit, de, cu, val in rows:
+            if c["method"] == "original" or not cu:
+                continue
+            a = acc[(name, limit)][c["seed"]]
+            a["de"].append(de)
+            a["break"].append(cu["break_rate"])
+            a["kept"].append(limit is not None and cu["break_rate"] <= limit)
+            a["clean_ok"].append(cu["after"] >= cu["before"])
+            a["val"].append(val)
+    out = []
+    for (name, limit), seeds in acc.items():
+        cell = [x for s in seeds.values() for x in s["kept"]]
+        ok = [x for s in seeds.values() for x in s["clean_ok"]]
+        per = lambda k: [float(np.mean(s[k])) for s in seeds.values() if None not in s[k]]  # noqa: E731
+        out.append([name, "-" if limit is None else f"{limit * 100:g}%", len(seeds),
+                    f"{sum(cell)}/{len(cell)}" if limit is not None else "-", f"{sum(ok)}/{len(ok)}",
+                    *(mean_std(per(k), scale=100) if per(k) else "-" for k in ("de", "break", "val"))])
+    return out
+
+
+CERTIFIED_HEAD = ["repair", "limit", "seeds", "cells within the limit (clean, unseen)", "cells with clean >= the original's",
+                  "De (%)", "clean break, measured (%)", "validation Dc repaired (%)"]
 
 
 # the interpolation path (a profile's "frontier"): (label, getter on a frontier row; ``before`` = the
@@ -182,10 +209,10 @@ def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
         rows = []
         for meth in [m for m in prof["methods"] + prof.get("ablation", []) if m in ms]:
             for a, seeds in ms[meth].items():
-                rows.append([meth, f"{a:g}"] + [_fmt(_agg([s[i] for s in seeds])) if not np.isnan(seeds[0][i]) else "-"
+                rows.append([meth, f"{a:g}"] + [mean_std([s[i] for s in seeds], scale=100) if not np.isnan(seeds[0][i]) else "-"
                                                 for i in range(len(FRONTIER))] + [str(len(seeds))])
-        md += [f"### {arch}", "", _table(rows, ["method", "alpha"] + [lab for lab, _ in FRONTIER] + ["seeds"]), ""]
-        fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.8))
+        md += [f"### {arch}", "", markdown_table(["method", "alpha"] + [lab for lab, _ in FRONTIER] + ["seeds"], rows, numbers=False), ""]
+        fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
         for meth, alphas in ms.items():
             xs = [np.mean([s[3] for s in seeds]) * 100 for seeds in alphas.values()]
             for ax, i in zip(axes, (0, 1)):
@@ -200,17 +227,8 @@ def frontier(cells: list[dict], prof: dict) -> tuple[list[str], list]:
         axes[1].axhline(0.0, color="grey", lw=0.8)
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{arch}: the interpolation path, original (alpha 0) to repaired (alpha 1)")
-        figs.append((f"frontier-{arch}", _png(fig)))
+        figs.append((f"frontier-{arch}", png_base64(fig, dpi=90)))
     return md, figs
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _header(cells: list[dict], prof: dict, provenance: dict | None) -> list[str]:
@@ -248,8 +266,8 @@ def _models(out: Path) -> list[str]:
              str(m.get("precision") or "-"), f"`{m['train_command']}`" if m.get("train_command") else "-"]
             for a, m in rec.items() if isinstance(m, dict)]
     return ["", "## Models (as their checkpoints record them)", "",
-            _table(rows, ["arch", "parameters", "epochs", "clean acc. (%)", "training (min)", "median epoch (s)",
-                          "precision", "command"])]
+            markdown_table(["arch", "parameters", "epochs", "clean acc. (%)", "training (min)", "median epoch (s)",
+                            "precision", "command"], rows, numbers=False)]
 
 
 def _table1(cells: list[dict], prof: dict, arch: str) -> list[str]:
@@ -260,7 +278,7 @@ def _table1(cells: list[dict], prof: dict, arch: str) -> list[str]:
             n_de = c["metrics"].get("de_images", 0)
             t1[c["corruption"]] = [f"{c['failures']:,}", f"{c['failures'] - n_de:,}", f"{n_de:,}"]
     return ["", f"## {arch}", "", "### Table 1: failures (Dc+De), collected (Dc), held out (De)", "",
-            _table([[k, *t1[k]] for k in prof["corruptions"] if k in t1], ["corruption", "Dc+De", "Dc", "De"])]
+            markdown_table(["corruption", "Dc+De", "Dc", "De"], [[k, *t1[k]] for k in prof["corruptions"] if k in t1], numbers=False)]
 
 
 def _table2(de: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
@@ -269,29 +287,30 @@ def _table2(de: dict, arch: str, methods: list[str], corrs: list[str]) -> list[s
     for c in corrs:
         vals = {m: de[arch][m].get(c) for m in methods}
         cand = [m for m in methods if m not in ("oracle", "original") and vals[m]]
-        best = max(cand, key=lambda m: vals[m][0]) if cand else None
-        rows.append([c] + [("**" + _fmt(vals[m]) + "**" if m == best else _fmt(vals[m])) if vals[m] else "-"
+        best = max(cand, key=lambda m: np.mean(vals[m])) if cand else None
+        rows.append([c] + [(f"**{mean_std(vals[m], scale=100)}**" if m == best else mean_std(vals[m], scale=100))
+                           if vals[m] else "-"
                            for m in methods])
     means = []
     for m in methods:
-        v = [de[arch][m][c][0] for c in corrs if c in de[arch][m]]
+        v = [np.mean(de[arch][m][c]) for c in corrs if c in de[arch][m]]
         means.append(f"{np.mean(v) * 100:.2f}" if v else "-")
     rows.append(["**mean**"] + means)
     return ["", "### Table 2: accuracy on the held-out failures De (repair rate; the original gets 0)", "",
             "Best non-oracle method per row in bold; `oracle` knows the true corruption (an upper bound).", "",
-            _table(rows, ["corruption"] + methods)]
+            markdown_table(["corruption"] + methods, rows, numbers=False)]
 
 
 def _clean_break_time(clean: dict, brk: dict, secs: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
     rows = []
     for m in methods:
-        cl = [clean[arch][m][c][0] for c in corrs if c in clean[arch][m]]
-        br = [brk[arch][m][c][0] for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
-        tt = [secs[arch][m][c][0] for c in corrs if c in secs[arch][m] and secs[arch][m][c][0] is not None]
+        cl = [np.mean(clean[arch][m][c]) for c in corrs if c in clean[arch][m]]
+        br = [np.mean(brk[arch][m][c]) for c in corrs if m in brk.get(arch, {}) and c in brk[arch][m]]
+        tt = [np.mean(secs[arch][m][c]) for c in corrs if c in secs[arch][m]]
         rows.append([m, f"{np.mean(cl) * 100:.2f}" if cl else "-", f"{np.mean(br) * 100:.2f}" if br else "-",
                      f"{np.mean(tt):.0f}" if tt else "-"])
     return ["", "### Clean accuracy, break rate and repair time (means over corruptions)", "",
-            _table(rows, ["method", "clean acc. (%)", "break rate (%)", "repair time (s)"])]
+            markdown_table(["method", "clean acc. (%)", "break rate (%)", "repair time (s)"], rows, numbers=False)]
 
 
 def _head_to_head(de: dict, arch: str, methods: list[str]) -> list[str]:
@@ -307,7 +326,7 @@ def _head_to_head(de: dict, arch: str, methods: list[str]) -> list[str]:
             rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}",
                          f"{min(diff):+.2f} .. {max(diff):+.2f}"])
     return ["", "### DeepRepair against each method (De accuracy, per corruption)", "",
-            _table(rows, ["method", "DeepRepair higher", "mean difference (points)", "range"])]
+            markdown_table(["method", "DeepRepair higher", "mean difference (points)", "range"], rows, numbers=False)]
 
 
 def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str], corrs: list[str]) -> list[str]:
@@ -325,17 +344,17 @@ def _cross_failure(cells: list[dict], prof: dict, arch: str, methods: list[str],
             f"Accuracy of each repaired model on a fixed random subsample of up to {prof.get('cross_subsample', '?'):,} "
             "held-out failures of every corruption this architecture has: on its own corruption and, averaged, "
             "on the others (means over the repaired models).", "",
-            _table(rows, ["method", "own corruption (%)", "other corruptions (%)"])]
+            markdown_table(["method", "own corruption (%)", "other corruptions (%)"], rows, numbers=False)]
 
 
 def _table3(de: dict, arch: str, corrs: list[str]) -> list[str]:
     """Table 3: the ablation, no-cluster (uniform sampling) vs clustering + Eq. 4."""
-    if not ("deeprepair" in de[arch] and "dr-uniform" in de[arch]):
+    if not ("deeprepair" in de[arch] and "deeprepair-uniform" in de[arch]):
         return []
-    rows = [[c, _fmt(de[arch]["dr-uniform"][c]), _fmt(de[arch]["deeprepair"][c])] for c in corrs
-            if c in de[arch]["dr-uniform"] and c in de[arch]["deeprepair"]]
+    rows = [[c, mean_std(de[arch]["deeprepair-uniform"][c], scale=100), mean_std(de[arch]["deeprepair"][c], scale=100)]
+            for c in corrs if c in de[arch]["deeprepair-uniform"] and c in de[arch]["deeprepair"]]
     return ["", "### Table 3: ablation, no-cluster (uniform sampling) vs clustering + Eq. 4", "",
-            _table(rows, ["corruption", "no-cluster", "DeepRepair (Eq. 4)"])]
+            markdown_table(["corruption", "no-cluster", "DeepRepair (Eq. 4)"], rows, numbers=False)]
 
 
 def _fig2(cells: list[dict], arch: str) -> list:
@@ -343,29 +362,29 @@ def _fig2(cells: list[dict], arch: str) -> list:
     orig = {c["corruption"]: c["original_acc_by_severity"] for c in cells if c["arch"] == arch and c["method"] == "original"}
     if not orig:
         return []
-    fig, ax = _pyplot().subplots(figsize=(max(6, 0.6 * len(orig)), 3))
+    fig, ax = pyplot().subplots(figsize=(max(6, 0.6 * len(orig)), 3))
     for s in range(5):
         ax.bar(np.arange(len(orig)) + (s - 2) * 0.16, [orig[c][s] * 100 for c in orig], 0.16, label=f"s{s + 1}")
     ax.set_xticks(range(len(orig)), list(orig), rotation=45, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Fig. 2: {arch} before repair, per severity")
     ax.legend(ncol=5, fontsize=7)
-    return [(f"fig2-{arch}", _png(fig))]
+    return [(f"fig2-{arch}", png_base64(fig, dpi=90))]
 
 
 def _fig3(de: dict, clean: dict, arch: str, methods: list[str], corrs: list[str]) -> list:
     """Fig. 3: clean vs De accuracy after repair, per method."""
-    fig, ax = _pyplot().subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     for m in methods:
-        cl = [clean[arch][m][c][0] * 100 for c in corrs if c in clean[arch][m]]
-        d = [de[arch][m][c][0] * 100 for c in corrs if c in de[arch][m]]
+        cl = [np.mean(clean[arch][m][c]) * 100 for c in corrs if c in clean[arch][m]]
+        d = [np.mean(de[arch][m][c]) * 100 for c in corrs if c in de[arch][m]]
         if cl and d:
             ax.scatter(np.mean(cl), np.mean(d), label=m)
             ax.annotate(m, (np.mean(cl), np.mean(d)), fontsize=7)
     ax.set_xlabel("clean test accuracy (%)")
     ax.set_ylabel("held-out failure accuracy (%)")
     ax.set_title(f"Fig. 3: {arch}, means over corruptions")
-    return [(f"fig3-{arch}", _png(fig))]
+    return [(f"fig3-{arch}", png_base64(fig, dpi=90))]
 
 
 def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) -> list:
@@ -373,7 +392,7 @@ def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) ->
     heat_methods = [m for m in methods if m != "original"]
     if not (heat_methods and len(corrs) > 1):
         return []
-    fig, axes = _pyplot().subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(heat_methods), figsize=(2.6 * len(heat_methods), 2.8), squeeze=False)
     for ax, m in zip(axes[0], heat_methods):
         mat = np.full((len(corrs), len(corrs)), np.nan)
         for c in cells:
@@ -388,15 +407,15 @@ def _fig4(cells: list[dict], arch: str, methods: list[str], corrs: list[str]) ->
         ax.set_yticks([])
     axes[0, 0].set_ylabel("repaired for (rows)")
     fig.suptitle(f"Fig. 4: {arch}, accuracy on each corruption's held-out failures (columns)", fontsize=9)
-    return [(f"fig4-{arch}", _png(fig))]
+    return [(f"fig4-{arch}", png_base64(fig, dpi=90))]
 
 
 def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
     """Fig. 5: the ablation's variants on the other corruptions."""
-    pair = [m for m in ("dr-uniform", "deeprepair") if m in de[arch]]
+    pair = [m for m in ("deeprepair-uniform", "deeprepair") if m in de[arch]]
     if not (len(pair) == 2 and len(corrs) > 1):
         return []
-    fig, ax = _pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
+    fig, ax = pyplot().subplots(figsize=(max(6, 0.55 * len(corrs)), 3))
     for k, (m, label) in enumerate(zip(pair, ("no-cluster", "cluster (Eq. 4)"))):
         vals = []
         for cn in corrs:
@@ -408,7 +427,7 @@ def _fig5(cells: list[dict], de: dict, arch: str, corrs: list[str]) -> list:
     ax.set_ylabel("accuracy on the other\ncorruptions' De (%)")
     ax.set_title(f"Fig. 5: {arch}, ablation, repaired for one corruption (x) and tested on the others")
     ax.legend(fontsize=7)
-    return [(f"fig5-{arch}", _png(fig))]
+    return [(f"fig5-{arch}", png_base64(fig, dpi=90))]
 
 
 def _all_archs_head_to_head(de: dict, prof: dict) -> list[str]:
@@ -424,14 +443,14 @@ def _all_archs_head_to_head(de: dict, prof: dict) -> list[str]:
             rows.append([m, f"{sum(d > 0 for d in diff)} / {len(diff)}", f"{np.mean(diff):+.2f}"])
     return ["", "## All architectures: DeepRepair against each method", "",
             "Over every (architecture, corruption) pair both were run on; De accuracy, seed means.", "",
-            _table(rows, ["method", "DeepRepair higher", "mean difference (points)"])]
+            markdown_table(["method", "DeepRepair higher", "mean difference (points)"], rows, numbers=False)]
 
 
 def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -> tuple[str, str, list]:
     """(markdown, html, [(figure name, base64 PNG)]) for the cells under ``out``: per architecture the
     paper's Tables 1-3 and Figs. 2-5, then DeepRepair against each method over the whole run."""
     cells = load_cells(out)
-    prof = prof or read_json_object(Path(out) / "profile.json", "benchmark profile record")
+    prof = prof or read_record(Path(out) / "profile.json")
     if not isinstance(prof.get("name"), str):
         raise DeepRepairError(f"{Path(out) / 'profile.json'} names no profile; rerun `deeprepair bench` to remake it")
     de = grid(cells, lambda c: c["metrics"].get("de_after"))
@@ -440,6 +459,11 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
     secs = grid(cells, lambda c: c["repair"].get("seconds"))
     md = _header(cells, prof, provenance)
     md += _models(Path(out)) + [""] + lives_with(cells, prof)
+    if prof.get("calibration"):
+        md += ["## The break limit on images the repair never saw", "",
+               "Break measured on the clean test photos that are neither sources of Dc nor calibration photos; "
+               "variants are the cell's own runs averaged and mixed at each limit.", "",
+               markdown_table(CERTIFIED_HEAD, certified_rows(cells), numbers=False), ""]
     fr_md, figs = frontier(cells, prof)
     md += fr_md
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
@@ -512,7 +536,7 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
     per_corr = defaultdict(list)  # (arch, corruption, method, size) -> values over seeds
     prof = None
     for part in parts:
-        prof = read_json_object(Path(out) / part / "profile.json", "benchmark profile record")
+        prof = read_record(Path(out) / part / "profile.json")
         n = prof.get("dc_size") or prof["collect"]
         sizes.append(n)
         for c in load_cells(Path(out) / part):
@@ -524,24 +548,24 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
         raise DeepRepairError(f"{out} holds no runs of a dc_sizes profile")
     seeds = sorted({s for d in de.values() for by in d.values() for s in by})
     head = ["arch", "method"] + [f"{n:,} collected" for n in sizes]
-    curve = {k: [_agg([float(np.mean(v)) for v in d[n].values()]) if d.get(n) else None for n in sizes]
+    curve = {k: [[float(np.mean(v)) for v in d[n].values()] if d.get(n) else None for n in sizes]  # per-seed means
              for k, d in de.items()}
-    rows = [[a, m] + [_fmt(t) if t else "-" for t in ts] for (a, m), ts in curve.items()]
+    rows = [[a, m] + [mean_std(t, scale=100) if t else "-" for t in ts] for (a, m), ts in curve.items()]
     md = [f"# Benchmark report: profile `{prof['name']}`, De against |Dc|", "", prof.get("about", ""), "",
           f"Runs: {', '.join(f'`{p}/`' for p in parts)} (each a bench folder with its own report). Seeds in "
           f"the cells: {', '.join(map(str, seeds))} (a figure without ± is one seed's).", "",
           "## De (%) against |Dc|, each seed's mean over the corruptions (mean ± std over seeds)", "",
-          _table(rows, head), "", "## Per corruption (mean ± std over seeds)", ""]
+          markdown_table(head, rows, numbers=False), "", "## Per corruption (mean ± std over seeds)", ""]
     corr_rows = sorted({(a, c, m) for a, c, m, _ in per_corr})
-    md.append(_table([[a, c, m] + [_fmt(_agg(per_corr[(a, c, m, n)])) if per_corr.get((a, c, m, n)) else "-"
-                                    for n in sizes] for a, c, m in corr_rows],
-                     ["arch", "corruption", "method"] + head[2:]))
-    plt = _pyplot()
+    md.append(markdown_table(["arch", "corruption", "method"] + head[2:],
+                             [[a, c, m] + [mean_std(per_corr[(a, c, m, n)], scale=100) if per_corr.get((a, c, m, n))
+                                           else "-" for n in sizes] for a, c, m in corr_rows], numbers=False))
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for (a, m), ts in curve.items():
         pts = [(n, t) for n, t in zip(sizes, ts) if t]
-        ax.errorbar([n for n, _ in pts], [t[0] * 100 for _, t in pts],
-                    yerr=[0 if t[2] < 2 else t[1] * 100 for _, t in pts], marker="o", capsize=3,
+        ax.errorbar([n for n, _ in pts], [np.mean(t) * 100 for _, t in pts],
+                    yerr=[0 if len(t) < 2 else np.std(t, ddof=1) * 100 for _, t in pts], marker="o", capsize=3,
                     label=m if len({a for a, _ in curve}) == 1 else f"{a} {m}")
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])
@@ -550,7 +574,7 @@ def build_sweep(out: Path, parts: list[str]) -> tuple[str, list]:
     ax.set_ylabel("De accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figs = [("fewdc-curve", _png(fig))]
+    figs = [("fewdc-curve", png_base64(fig, dpi=90))]
     md += ["", "![De against |Dc|](figures/fewdc-curve.png)"]
     return "\n".join(md) + "\n", figs
 

@@ -21,7 +21,7 @@ from ..data import ImageSet, load_dataset
 from ..data.io import atomic_write_bytes, sha256_file
 from ..engine import machine, pick_device, predict
 from ..errors import DeepRepairError
-from .profile import METHOD_OPTIONS, MIXED, arch_corruptions, cell_hash, frontier_row
+from .profile import MIXED, RENAMED, arch_corruptions, cell_hash, frontier_row, recipe_options
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MACHINE = machine()
@@ -107,7 +107,7 @@ class Context:
         the original's predictions on the whole stack; files under OUT/mine/<arch>/, skipped when
         present. A ``real`` profile predicts its real photos once instead (split per seed); the
         ``mixed`` pseudo-corruption is drawn from the others (``_mine_mixed``)."""
-        from ..evaluate import CorruptedSource, iter_predictions
+        from ..evaluate import CorruptedSource, predict_corrupted
         from ..mining import find_failures
 
         model, _, _ = self.model(arch)
@@ -124,13 +124,9 @@ class Context:
                 continue
             if progress:
                 progress(f"mining {arch} / {c}")
-            preds, stack = [], []
-            for _, s, imgs, pred in iter_predictions(model, source, [c], device=self.device):
-                preds.append(pred)
-                stack.append(imgs)
+            preds, stack = predict_corrupted(model, source, c, device=self.device)
             split = find_failures(c, preds, self.test.y, self.prof["collect"], self.test.num_classes, seed=0,
                                   split_by=self.split_by())
-            stack = np.concatenate(stack)
             rng = np.random.default_rng(3)
             sub = np.sort(rng.choice(len(split.de), min(self.prof["cross_subsample"], len(split.de)), replace=False))
             dc_i, de_i = split.index[split.dc], split.index[split.de]
@@ -141,7 +137,7 @@ class Context:
                       de_y=split.y[split.de], de_severity=split.severity[split.de], sub=sub,
                       failures=np.int64(len(split.index)), acc=np.array([(p == self.test.y).mean() for p in preds]),
                       pred=np.concatenate(preds).astype(np.int16), dc_sources=split.dc_sources(),
-                      unseen=split.unseen())
+                      unseen=split.unseen(), de_photo=de_i % len(self.test))
         if MIXED in arch_corruptions(self.prof, arch):
             self._mine_mixed(arch)
 
@@ -234,24 +230,46 @@ def list_cells(prof: dict) -> list[tuple[str, str, str, int]]:
 
 
 def cell_file(ctx: Context, cell: tuple[str, str, str, int]) -> Path:
+    """Where the cell's result is: its file, or the one written under the method's former name (same
+    hash; ``profile.RENAMED``) when only that exists."""
     arch, c, m, s = cell
     _, _, model_id = ctx.model(arch)
-    return ctx.out / "cells" / f"{arch}__{c}__{m}__s{s}__{cell_hash(ctx.prof, arch, c, m, s, model_id)}.json"
+    h = cell_hash(ctx.prof, arch, c, m, s, model_id)
+    path = ctx.out / "cells" / f"{arch}__{c}__{m}__s{s}__{h}.json"
+    for old in (o for o, new in RENAMED.items() if new == m and not path.is_file()):
+        if (ctx.out / "cells" / f"{arch}__{c}__{old}__s{s}__{h}.json").is_file():
+            return ctx.out / "cells" / f"{arch}__{c}__{old}__s{s}__{h}.json"
+    return path
 
 
-def _repair_cell(ctx: Context, model, m: str, c: str, seed: int, dc: ImageSet, field: np.ndarray | None = None):
+def calibration_photos(ctx: Context, f: dict, seed: int) -> np.ndarray:
+    """A profile's ``calibration``: that many clean test photos, stratified by class and drawn per
+    seed among those that are not sources of Dc, on which repair certifies its break limit (its
+    ``val``); every evaluation of the cell leaves them out."""
+    from ..train import holdout_split
+
+    free = np.setdiff1d(np.arange(len(ctx.test)), f["dc_sources"])
+    share = min(ctx.prof["calibration"] / len(free), 0.49)
+    return free[holdout_split(ctx.test.y[free], share, 1000 + seed)]
+
+
+def _repair_cell(ctx: Context, model, m: str, c: str, seed: int, dc: ImageSet, field: np.ndarray | None = None,
+                 val: ImageSet | None = None, field_eval: ImageSet | None = None):
     from ..repair import RepairConfig, repair
 
     if m == "original":
         return model, {"seconds": 0.0, "history": []}
-    opts = dict(METHOD_OPTIONS[m])
+    opts = recipe_options(m)
     opts.pop("field", None)
+    opts.pop("field_check", None)
     if opts.get("method") == "oracle":
         opts["oracle_corruption"] = c
-    # every method builds on the paper's recipe, so a cell means what its hash says whatever the default is
-    cfg = RepairConfig.preset("paper", **{**ctx.prof["repair"], **opts, "seed": seed})
+    # every method builds on DeepRepair as the paper states it (no protection), so a cell means what its
+    # hash says whatever the default is
+    cfg = RepairConfig.preset("deeprepair-paper", **{**ctx.prof["repair"], **opts, "seed": seed})
     torch.manual_seed(seed)
-    return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field)
+    return repair(model, ctx.train, dc, cfg, device=ctx.device, field=field, val=val, field_eval=field_eval,
+                  keep_runs=bool(ctx.prof.get("variants")) and cfg.interpolate)
 
 
 def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: dict, t0: float, **extra) -> dict:
@@ -263,6 +281,9 @@ def _finish(ctx: Context, path: Path, cell, model_id: str, cmp: dict, report: di
                                                     "tuned_parameters", "validation_before", "validation_after",
                                                     "validation_final")},
               "interpolation_alpha": (report.get("interpolation") or {}).get("alpha"),
+              **({"protection": {k: report.get(k) for k in ("interpolation", "averaging", "calibration",
+                                                               "kept_original")}}
+                 if report.get("calibration") else {}),
               "history": [{k: h.get(k) for k in ("epoch", "loss", "val_train_acc", "val_failures_acc", "val_score")}
                           for h in report.get("history", [])],
               "wall": time.perf_counter() - t0, "machine": {k: MACHINE[k] for k in ("cpu", "device", "precision_auto")}}
@@ -295,7 +316,7 @@ def _frontier(ctx: Context, model, repaired, m: str, sets: dict) -> dict:
     from ..repair import compare
     from ..repair.core import interpolate_weights
 
-    if not ctx.prof.get("frontier") or m == "original" or METHOD_OPTIONS[m].get("interpolate"):
+    if not ctx.prof.get("frontier") or m == "original" or recipe_options(m).get("interpolate"):
         return {}
     rows, cache = [], {}
     for a in ctx.prof["frontier"]:
@@ -317,18 +338,27 @@ def run_real_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
     r = ctx.real_split(arch, seed)
     real = r["real"]
     dc = real.subset(r["dc"])
-    uses_field = METHOD_OPTIONS[m].get("field", False)
+    uses_field = recipe_options(m).get("field", False)
+    checks = recipe_options(m).get("field_check", False)  # the field half, labelled: the field check
+    val = cal = None
+    if ctx.prof.get("calibration"):  # CIFAR-10 test photos certify the break limit; the clean scores leave them out
+        cal = calibration_photos(ctx, {"dc_sources": np.zeros(0, np.int64)}, seed)
+        val = ctx.test.subset(cal)
     t0 = time.perf_counter()
-    repaired, report = _repair_cell(ctx, model, m, c, seed, dc, real.x[r["field"]] if uses_field else None)
+    repaired, report = _repair_cell(ctx, model, m, c, seed, dc, real.x[r["field"]] if uses_field else None, val=val,
+                                    field_eval=real.subset(r["field"]) if checks else None)
+    report.pop("_variant", None)
     ev = real.subset(r["eval"])
     ev_wrong = ev.subset(np.flatnonzero(r["pred"][r["eval"]] != ev.y))
-    sets = dict(failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev)
+    sets = dict(failures=dc, heldout=ev_wrong if len(ev_wrong) else None, shifted=ev, dc_sources=cal)
     cmp = compare(model, repaired, ctx.test, device=ctx.device, **sets)
     if not uses_field:
         cmp["shifted_all_unseen"] = compare(model, repaired, ev, shifted=real.subset(r["unseen"]),
                                             device=ctx.device)["shifted"]
     return _finish(ctx, path, cell, model_id, cmp, report, t0, cross={}, failures=int(r["failures"]),
-                   collected=len(r["dc"]), field_photos=len(r["field"]) if uses_field else 0,
+                   collected=len(r["dc"]), field_photos=len(r["field"]) if (uses_field or checks) else 0,
+                   **({"calibration_images": len(val), "field_check": report.get("field_check")} if val is not None
+                      else {}),
                    **_frontier(ctx, model, repaired, m, sets))
 
 
@@ -350,24 +380,56 @@ def run_cell(ctx: Context, cell: tuple[str, str, str, int]) -> dict:
         from ..mining import split_collected
 
         dc = dc.subset(split_collected(dc.y, ctx.prof["dc_size"], dc.num_classes, seed=100 + seed)[0])
+    val, unseen_by, cal, f_all = None, f.get("dc_sources"), None, f
+    if ctx.prof.get("calibration"):
+        if "de_photo" not in f:
+            raise DeepRepairError(f"{ctx.mine_dir(arch)}: mined before calibration existed; mine again into a new --out")
+        cal = calibration_photos(ctx, f, seed)
+        val = ctx.test.subset(cal)
+        unseen_by = np.union1d(f["dc_sources"], cal)  # evaluated nowhere: clean, shifted, De, elsewhere
+        keep = ~np.isin(f["de_photo"], cal)
+        f = {**f, "de_x": f["de_x"][keep], "de_y": f["de_y"][keep], "de_severity": f["de_severity"][keep],
+             "unseen": f["unseen"][~np.isin(f["unseen"] % len(ctx.test), cal)]}
     de = ImageSet(f["de_x"], f["de_y"], classes) if len(f["de_y"]) else None
     t0 = time.perf_counter()
-    repaired, report = _repair_cell(ctx, model, m, c, seed, dc)
+    repaired, report = _repair_cell(ctx, model, m, c, seed, dc, val=val)
+    variant = report.pop("_variant", None)
     groups = {f"severity {s}": f["de_severity"] == s for s in range(1, 6)} if de is not None else None
     shifted = ctx.shifted(arch, c, f) if ctx.prof.get("shifted") else None
-    sets = dict(failures=dc, heldout=de, shifted=shifted, dc_sources=f.get("dc_sources"))
+    sets = dict(failures=dc, heldout=de, shifted=shifted, dc_sources=unseen_by)
     cmp = compare(model, repaired, ctx.test, heldout_groups=groups, device=ctx.device, **sets)
     if ctx.prof.get("elsewhere"):
-        cmp["elsewhere"] = _elsewhere(ctx, arch, c, repaired, f.get("dc_sources"))
+        cmp["elsewhere"] = _elsewhere(ctx, arch, c, repaired, unseen_by)
     cross = {}
     for j in arch_corruptions(ctx.prof, arch):  # Fig. 4: this repair on every corruption's held-out failures
-        g = ctx.failures(arch, j) if j != c else f
-        if len(g["sub"]):
-            x, y = g["de_x"][g["sub"]], g["de_y"][g["sub"]]
+        g = ctx.failures(arch, j) if j != c else f_all
+        sub = g["sub"] if cal is None else g["sub"][~np.isin(g["de_photo"][g["sub"]], cal)]
+        if len(sub):
+            x, y = g["de_x"][sub], g["de_y"][sub]
             cross[j] = float((predict(repaired, x, device=ctx.device) == y).mean())
+    extra = {"calibration_images": len(val)} if val is not None else {}
+    if variant is not None:
+        extra["variants"] = _variants(ctx, model, variant, dc, de, unseen_by)
     return _finish(ctx, path, cell, model_id, cmp, report, t0, cross=cross, failures=int(f["failures"]),
                    collected=len(dc), original_acc_by_severity=f["acc"].tolist(), split_by=ctx.split_by(),
-                   **_frontier(ctx, model, repaired, m, sets))
+                   **_frontier(ctx, model, repaired, m, sets), **extra)
+
+
+def _variants(ctx: Context, model, variant, dc: ImageSet, de: ImageSet | None, unseen_by) -> list[dict]:
+    """A profile's ``variants`` ({"average": [k, ...], "max_break": [limit, ...]}): the same
+    protection over the first k of the cell's runs at each limit, scored on De and the clean test
+    photos the repair never saw (no new training: the runs are the cell's own)."""
+    from ..repair import compare
+
+    rows, cache = [], {}
+    for k in ctx.prof["variants"]["average"]:
+        for limit in ctx.prof["variants"]["max_break"]:
+            net, info = variant(k, limit)
+            cmp = compare(model, net, ctx.test, heldout=de, dc_sources=unseen_by, cache=cache, device=ctx.device)
+            rows.append({"average": k, "max_break": limit, "alpha": info["alpha"],
+                         "averaging": info["averaging"], "validation_final": info.get("validation_final"),
+                         "de_after": cmp.get("de_after"), "clean_unseen": cmp.get("clean_unseen")})
+    return rows
 
 
 def _record_models(ctx: Context, out: Path) -> None:

@@ -23,6 +23,7 @@ from .. import __version__
 from ..data.cifar_c import LABELS_FILE, MANIFEST_FILE, write_labels
 from ..data.io import atomic_save_npy, atomic_write_bytes, remove_orphans, sha256_file
 from ..errors import DeepRepairError
+from ..figures import png, pyplot
 from . import SEVERITIES, corrupt, get_corruption
 from .params import PARAMS, size_weight, table
 
@@ -226,10 +227,7 @@ def generate(
 
 def grid_figure(image: np.ndarray, corruptions: Sequence[str], path: str | Path, seed: int = 0) -> Path:
     """Save a (corruptions x 5 severities) grid of one image, with the clean image first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = len(corruptions)
     fig, axes = plt.subplots(rows, 6, figsize=(6 * 1.1, rows * 1.1 + 0.4), squeeze=False)
@@ -251,9 +249,4 @@ def grid_figure(image: np.ndarray, corruptions: Sequence[str], path: str | Path,
     recipe = "CIFAR-10-C recipe" if min(h, w) <= 32 else f"parameters for {h}x{w} px, docs/corruptions.md"
     fig.suptitle(f"deeprepair corruptions ({recipe}); * = held-out extra", fontsize=9)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), buf.getvalue())  # never a half-written figure
+    return atomic_write_bytes(Path(path), png(fig, dpi=110))  # never a half-written figure

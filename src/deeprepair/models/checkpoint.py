@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..data.io import atomic_write_bytes
+from ..data.io import atomic_write_bytes, sha256_file
 from ..errors import DeepRepairError
 from .classifier import Classifier
 from .registry import create_model, list_models
@@ -270,7 +270,9 @@ def user_weights_metadata(path: str | Path) -> dict[str, Any]:
 
 def save_user_weights(net: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write a user's module's own weights (its ``state_dict``, loadable with ``--factory``) as
-    ``.safetensors`` with ``meta`` in the header and in a JSON file beside it."""
+    ``.safetensors`` with ``meta`` in the header and in a JSON file beside it: what ``train
+    --factory`` writes, and what ``repair`` writes for a user's module (--factory or TorchScript;
+    before, it wrote a Classifier state dict, ``model_state.pt``, which ``--factory`` still reads)."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -345,7 +347,12 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
     if not path.is_file():
         raise DeepRepairError(f"model file {path} not found")
     if factory is None and path.suffix == ".safetensors":
-        model, meta = load_checkpoint(path, device)
+        own = str(read_metadata(path)["arch"])
+        if own.startswith("factory:"):  # a user's module repaired: its weights; the code is the user's to name
+            raise DeepRepairError(f"{path} holds the weights of your own module {own[8:]}: pass --factory {own[8:]} "
+                                  "and --num-classes with it")
+        model, meta = _load_repaired_torchscript(path, device) if own.startswith("torchscript:") else \
+            load_checkpoint(path, device)
         if num_classes is not None and num_classes != meta["num_classes"]:
             raise DeepRepairError(f"{path} has {meta['num_classes']} classes but {num_classes} "
                                   "were asked for")
@@ -386,6 +393,24 @@ def load_model(path: str | Path, *, factory: str | None = None, num_classes: int
     if input_size is not None:
         meta["input_size"] = [h, w, c]
     return model, meta
+
+
+def _load_repaired_torchscript(path: Path, device: str | torch.device) -> tuple[Classifier, dict]:
+    """A repaired TorchScript module: the module of the TorchScript file it was repaired from (its
+    metadata's ``parent``, where it was or beside ``path``; it must still hash to ``parent_sha256``)
+    with the weights of ``path``."""
+    meta = read_metadata(path)
+    parent = Path(str(meta.get("parent", "")))
+    found = [p for p in (parent, path.parent / parent.name)
+             if p.is_file() and sha256_file(p) == meta.get("parent_sha256")]
+    if not found:
+        raise DeepRepairError(f"{path} holds the repaired weights of the TorchScript module {parent}, which is "
+                              f"{'changed' if parent.is_file() else 'not found'}: put the original file back there "
+                              f"or beside {path}")
+    net = torch.jit.load(str(found[0]), map_location="cpu")
+    _load_state(net, _read_safetensors(path), path)
+    model = Classifier(net, meta.get("mean", (0.5,) * 3), meta.get("std", (0.5,) * 3))
+    return model.to(device).eval(), meta
 
 
 def _same(a: Sequence[float], b: Sequence[float]) -> bool:

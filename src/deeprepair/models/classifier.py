@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -24,3 +25,15 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def __deepcopy__(self, memo: dict) -> Classifier:
+        """A copy whose parameters are leaves, as an optimiser needs: a TorchScript net copied with
+        autograd on gets non-leaf parameters (repair copies the model it fine-tunes)."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        with torch.no_grad():
+            for key, value in self.__dict__.items():
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        for mine, theirs in zip(new.parameters(), self.parameters()):
+            mine.requires_grad_(theirs.requires_grad)
+        return new

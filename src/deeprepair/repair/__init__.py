@@ -4,10 +4,13 @@ import sys as _sys
 import types as _types
 
 from . import gate as _gate  # noqa: F401  registers the routed-repair ("gate") checkpoint kind
-from .core import METHODS, RepairConfig, repair
-from .report import compare, repair_report_markdown
+from .compare import compare, repair_report_markdown
+from .core import RepairConfig, repair
+from .methods import method_names, register_method
 
-__all__ = ["METHODS", "RepairConfig", "compare", "repair", "repair_report_markdown"]
+METHODS = method_names()  # the registered repair methods (repair/methods.py)
+
+__all__ = ["METHODS", "RepairConfig", "compare", "register_method", "repair", "repair_report_markdown"]
 
 
 class _CallablePackage(_types.ModuleType):

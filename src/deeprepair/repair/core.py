@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -16,15 +17,16 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..augment import StyleAug, StyleOps
+from ..augment import StyleAug
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
 from ..engine import autocast, batches, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
-from ..repair_config import METHODS, PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
-from ..style import create_style
+from ..repair_config import PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
 from ..train import crop_flip, load_run_state, save_run_state
 from .losses import distill_loss, focal_weights, l2_pull, pseudo_label_loss
+from .protection import (average_states, calibration_check, certified_mix, field_check, interpolate_weights,  # noqa: F401
+                         recalibrate_bn)
 from .tuning import Tuning
 
 
@@ -41,11 +43,13 @@ class Split:
     calibration: ImageSet | None = None  # training images in neither fine-tuning nor validation (gate threshold)
 
 
-def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
+def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig, val: ImageSet | None = None) -> Split:
+    """``val``: labelled images the model never trained on (the calibration set of the break
+    limit); without it 1,000 (at most a tenth) of ``train`` are held back instead."""
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(train))
-    n_val = min(cfg.val_train, len(train) // 10)
-    val_t = train.subset(order[:n_val]) if n_val else None
+    n_val = 0 if val is not None else min(cfg.val_train, len(train) // 10)
+    val_t = val if val is not None else (train.subset(order[:n_val]) if n_val else None)
     rest = order[n_val:]
     if cfg.method == "fewshot":
         rest, unused = rest[: cfg.fewshot_replay], rest[cfg.fewshot_replay:]
@@ -66,53 +70,12 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig) -> Split:
     return Split(x, y, is_f, val_t, val_f, dc_fit, calib)
 
 
-class OracleOps:
-    """One op: the true corruption at a random severity (1-5), for the oracle upper bound."""
-
-    def __init__(self, name: str):
-        from ..corruptions import get_corruption
-
-        get_corruption(name)
-        self.name = name
-
-    def __len__(self) -> int:
-        return 1
-
-    def __call__(self, x: torch.Tensor, group: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        from ..corruptions import corrupt
-
-        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        sev = rng.integers(1, 6, len(u8))
-        seed = int(rng.integers(2**31))
-        for s in np.unique(sev):
-            m = np.flatnonzero(sev == s)
-            u8[m] = corrupt(u8[m], self.name, int(s), seed=seed)
-        return to_float(torch.from_numpy(u8)).to(x.device)
-
-
 def build_objective(cfg: RepairConfig, dc: ImageSet, n_examples: int, ctx) -> tuple[object, ReferenceSampler | None]:
-    """The loss of the chosen method (``repair/methods.py``) and, for DeepRepair, its sampler."""
-    from . import methods as M
+    """The loss of the chosen method and, for DeepRepair, its sampler (the method registry,
+    ``repair/methods.py``)."""
+    from .methods import get_method
 
-    aug_kw = dict(width=cfg.width, severity=cfg.severity, alpha=cfg.aug_alpha)
-    if cfg.method in ("finetune", "fewshot"):
-        return M.Objective(ctx), None
-    if cfg.method == "cutout":
-        return M.Cutout(ctx), None
-    if cfg.method == "mixup":
-        return M.Mixup(ctx), None
-    if cfg.method == "cutmix":
-        return M.CutMix(ctx), None
-    if cfg.method == "sensei":
-        return M.Sensei(ctx, n_examples), None
-    if cfg.method == "augmix":
-        return M.JSDObjective(ctx, StyleAug(**aug_kw), cfg.jsd_weight), None
-    if cfg.method == "oracle":
-        return M.JSDObjective(ctx, StyleAug(OracleOps(cfg.oracle_corruption), **aug_kw), cfg.jsd_weight), None
-    sampler = ReferenceSampler(cfg.sampling, cfg.clusters, cfg.seed, cfg.cluster_features).fit(dc.x, dc.y)
-    refs = to_float(torch.from_numpy(np.ascontiguousarray(dc.x))).contiguous()
-    ops = StyleOps(create_style(cfg.style, **cfg.style_options), refs, sampler, alpha=cfg.style_alpha)
-    return M.JSDObjective(ctx, StyleAug(ops, **aug_kw), cfg.jsd_weight), sampler
+    return get_method(cfg.method).build(cfg, dc, n_examples, ctx)
 
 
 def _accuracy(model: nn.Module, ds: ImageSet | None, device, precision) -> float | None:
@@ -144,44 +107,6 @@ def final_validation(model: nn.Module, split: Split, right0: np.ndarray | None, 
         right = predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
         out["val_break"] = _break_rate(right0, right)
     return out
-
-
-def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) -> nn.Module:
-    """theta = (1 - alpha) theta_original + alpha theta_repaired (floating tensors; integer
-    buffers such as BN's batch counter come from the repaired model). 0 -> original, 1 -> repaired."""
-    out = copy.deepcopy(repaired)
-    so, sr = original.state_dict(), repaired.state_dict()
-    if alpha == 0:
-        out.load_state_dict(so)
-        return out
-    if alpha == 1:
-        return out
-    out.load_state_dict({k: (so[k] + alpha * (v - so[k])) if v.is_floating_point() else v for k, v in sr.items()})
-    return out
-
-
-def choose_interpolation(original: nn.Module, repaired: nn.Module, split: Split, max_break: float,
-                         device, precision, grid: int = 11, right0: np.ndarray | None = None) -> tuple[nn.Module, dict]:
-    """The largest validation repair over alpha in [0, 1] whose validation break rate (held-back
-    Dt images right before, wrong after) is <= ``max_break``. Only Dt/Dc validation data is read.
-    ``right0``: which validation images of Dt the original gets right, when already known."""
-    if split.val_train is None:
-        return repaired, {"alpha": 1.0, "reason": "no validation images of Dt"}
-    if right0 is None:
-        right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
-    rows = []
-    for a in np.linspace(0, 1, grid):
-        m = interpolate_weights(original, repaired, float(a))
-        right = predict(m, split.val_train.x, device=device, precision=precision) == split.val_train.y
-        brk = _break_rate(right0, right)
-        fix = _accuracy(m, split.val_failures, device, precision)
-        rows.append({"alpha": float(a), "val_break": brk, "val_failures_acc": fix,
-                     "val_train_acc": float(right.mean())})
-    ok = [r for r in rows if r["val_break"] <= max_break]
-    key = (lambda r: (r["val_failures_acc"] or 0.0, r["alpha"])) if split.val_failures is not None else (lambda r: r["alpha"])
-    best = max(ok, key=key) if ok else rows[0]
-    return interpolate_weights(original, repaired, best["alpha"]), {"alpha": best["alpha"], "grid": rows,
-                                                                     "max_break": max_break}
 
 
 def resolve_config(config: RepairConfig | None, overrides: dict, n_train: int) -> RepairConfig:
@@ -366,10 +291,16 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
 def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg: RepairConfig, device, precision,
                        clean_heldout: ImageSet | None, right0: np.ndarray | None = None
                        ) -> tuple[nn.Module, dict | None, dict | None]:
-    """``--interpolate`` (WiSE-FT mix chosen on validation) and ``--gate`` (routed repair)."""
+    """``--interpolate`` (the certified weight mix, protection.py) and ``--gate`` (routed repair)."""
     interp = routing = None
-    if cfg.interpolate:
-        model, interp = choose_interpolation(original, model, split, cfg.max_break, device, precision, right0=right0)
+    if cfg.interpolate and split.val_train is None:
+        interp = {"alpha": 1.0, "reason": "no validation images of Dt"}
+    elif cfg.interpolate:
+        if right0 is None:
+            right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
+        model, interp = certified_mix(original, model, split.val_train, right0, split.val_failures, cfg.max_break,
+                                      confidence=cfg.confidence, bound=cfg.mix_bound, device=device,
+                                      precision=precision)
     if cfg.gate:
         from .gate import fit_gate
 
@@ -385,47 +316,123 @@ def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg:
     return model, interp, routing
 
 
+def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, field, device, precision,
+                 state_path: Path | None, progress, select_last: bool, before: dict) -> tuple[list, dict]:
+    """Fine-tune ``cfg.average`` copies of ``model`` with seeds seed, seed + 1, ... on the same
+    split (protection.py, "Averaging"); ``model`` itself is left as it was. Returns the runs'
+    outcomes and what was tuned."""
+    runs, tuned = [], None
+    for k in range(cfg.average):
+        net = copy.deepcopy(model)
+        run_cfg = cfg if k == 0 else dataclasses.replace(cfg, seed=cfg.seed + k)
+        tuning = Tuning(net, cfg.tune, split.x.shape[1:])
+        tuned = tuned or {"tuned_parameters": tuning.count(), "tuned_modules": len(tuning.modules)}
+        reg = Regularisers(net, cfg, tuning, field, device, precision)
+        path = state_path if (state_path is None or k == 0) else state_path.with_name(f"{state_path.stem}.run{k}{state_path.suffix}")
+        runs.append(fine_tune(net, split, objective, tuning, reg, run_cfg, device, precision, path, progress,
+                              select_last, before["val_score"]))
+        del net, reg
+    return runs, tuned
+
+
+def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision) -> dict | None:
+    """Load into ``model`` the uniform weight average of the runs that moved off the original
+    (their selected states), recomputing BatchNorm's statistics on the fine-tuning images when
+    the average scores below the best run on validation and that helps; what it did (None for
+    one run)."""
+    chosen = [r for r in runs if r.best_epoch]  # runs that kept the original (epoch 0) add nothing
+    if len(runs) == 1 or not chosen:
+        model.load_state_dict((chosen or runs)[0].best_state)
+        return None if len(runs) == 1 else {"runs": len(runs), "averaged": 0}
+    model.load_state_dict(average_states([r.best_state for r in chosen]))
+    model.eval()
+    score = validation_score(model, split, device, precision)["val_score"]
+    best_single = max(r.best_score for r in chosen)
+    info = {"runs": len(runs), "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
+            "val_score_average": score, "bn_recomputed": False}
+    if score is not None and best_single is not None and score < best_single:
+        averaged = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        recalibrate_bn(model, split.x, device, seed=cfg.seed)
+        rescore = validation_score(model, split, device, precision)["val_score"]
+        if rescore > score:
+            info.update(bn_recomputed=True, val_score_average=rescore)
+        else:
+            model.load_state_dict(averaged)
+    return info
+
+
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
            device: torch.device | None = None, state_path: str | Path | None = None,
            progress: Callable[[int], None] | None = None, clean_heldout: ImageSet | None = None,
-           field: np.ndarray | None = None, **overrides) -> tuple[nn.Module, dict]:
+           field: np.ndarray | None = None, val: ImageSet | None = None, field_eval: ImageSet | None = None,
+           keep_runs: bool = False, **overrides) -> tuple[nn.Module, dict]:
     """Fine-tune a copy of ``model`` (a ``Classifier``, input [0, 1]) on a subset of ``train``
     plus the collected ``failures`` with the chosen method; return it and a report.
 
     The stages, in order: split (``make_split``) -> objective (``build_objective``) -> fine-tune
-    (``fine_tune``, with the ``Regularisers``) -> select (best or last epoch) -> regression
-    control (``regression_control``) -> report. Model selection and early stopping use a
-    validation split of ``train`` and ``failures`` only. With ``state_path`` the run saves its
-    state after each epoch and resumes from it. ``clean_heldout`` (with ``gate``): labelled clean
-    images the original model was not trained on, never the test set. ``field``: unlabelled
-    uint8 images from the deployment (never the images the repair is evaluated on): the repair is
-    distilled from the original on them and BatchNorm sees them.
+    (``fine_tune``, with the ``Regularisers``; ``cfg.average`` runs, averaged: ``average_runs``)
+    -> select (best or last epoch) -> protection (``regression_control``: the certified mix, the
+    gate; then the field check) -> report. Model selection and early stopping use a validation
+    split of ``train`` and ``failures`` only. With ``state_path`` the run saves its state after
+    each epoch and resumes from it.
+
+    ``val``: labelled images the model never trained on (held out by ``train``, or the user's
+    own): the break limit is certified on them. Without it the limit is checked on 1,000 held-back
+    training images, which the original has memorised, so it is optimistic (the report says so).
+    ``clean_heldout`` (with ``gate``): labelled clean images the original model was not trained
+    on, never the test set. ``field``: unlabelled uint8 images from the deployment (never the
+    images the repair is evaluated on): the repair is distilled from the original on them and
+    BatchNorm sees them. ``field_eval``: labelled field photos (never evaluated on): the repaired
+    network must not be worse on them by an exact one-sided bound, else the original is returned.
+    ``keep_runs`` (Python only, for studies): the report's ``_variant(k, max_break)`` gives the
+    network the same protection makes of the first k runs at another limit.
     """
     cfg = resolve_config(config, overrides, len(train))
     check_inputs(model, train, failures, cfg, field)
+    for name, ds in (("val", val), ("field_eval", field_eval)):
+        if ds is not None and (ds.x.shape[1:] != train.x.shape[1:] or int(ds.y.max(initial=0)) >= train.num_classes
+                               or not len(ds)):
+            raise DeepRepairError(f"{name} must be a non-empty labelled set of {train.x.shape[1:]} (H, W, C) images "
+                                  f"with the training data's {train.num_classes} classes")
     device = device or next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
     if cfg.method in ("bn-adapt", "tent"):
         return test_time_repair(model, failures, cfg, device, precision)
     select_last = cfg.resolved_selection(len(failures)) == "last"
     model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
-    original = copy.deepcopy(model).eval() if cfg.interpolate or cfg.gate else None
-    split = make_split(train, failures, cfg)
-    objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
-    tuning = Tuning(model, cfg.tune, train.x.shape[1:])
-    reg = Regularisers(model, cfg, tuning, field, device, precision)
-    before = validation_score(model, split, device, precision)
+    original = copy.deepcopy(model).eval() if cfg.interpolate or cfg.gate or field_eval is not None else None
+    split = make_split(train, failures, cfg, val)
     right0 = (predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
               if split.val_train is not None else None)
-    run = fine_tune(model, split, objective, tuning, reg, cfg, device, precision,
-                    Path(state_path) if state_path else None, progress, select_last, before["val_score"])
-    model.load_state_dict(run.best_state)
+    calibration = {"source": "val" if val is not None else "training images", "images": len(split.val_train)
+                   if split.val_train is not None else 0}
+    if val is None and cfg.interpolate and right0 is not None:
+        calibration["note"] = ("the break limit was checked on training images the model has seen, so it is "
+                               "optimistic: give labelled images it never trained on (--val, or a model whose "
+                               "training held a validation split out) for a limit that holds on new images")
+        warnings.warn(calibration["note"], stacklevel=2)
+    if cfg.interpolate and cfg.mix_bound == "clopper-pearson" and right0 is not None:
+        calibration_check(right0, cfg.max_break, cfg.confidence,
+                          "the validation set" if val is not None else "the held-back training images")
+    objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
+    before = validation_score(model, split, device, precision)
+    runs, tuned = average_runs(model, split, objective, cfg, field, device, precision,
+                               Path(state_path) if state_path else None, progress, select_last, before)
+    run = runs[0]
+    pristine = copy.deepcopy(model) if keep_runs else None
+    averaging = combine_runs(model, runs, split, cfg, device, precision)
     model.to(memory_format=torch.contiguous_format).eval()
-    interp = routing = None
-    if run.best_epoch:
+    interp = routing = checked = None
+    if any(r.best_epoch for r in runs):
         model, interp, routing = regression_control(original, model, split, cfg, device, precision, clean_heldout,
                                                     right0)
-    images = len(split.x) * len(run.history)
+    if field_eval is not None:
+        checked = field_check(original, model, field_eval, confidence=cfg.confidence, device=device,
+                              precision=precision)
+        if not checked["passed"]:
+            model = copy.deepcopy(original).to(memory_format=torch.contiguous_format).eval()
+    seconds = sum(r.seconds for r in runs)
+    images = len(split.x) * sum(len(r.history) for r in runs)
     report = {
         "config": asdict(cfg), "precision": precision, "history": run.history, "best_epoch": run.best_epoch,
         "selection": "last" if select_last else "holdout", "validation_before": before,
@@ -434,10 +441,36 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "finetune_images": len(split.x), "failures_used": len(split.dc_fit),
         "failures_validation": len(split.val_failures) if split.val_failures is not None else 0,
         "field_images": 0 if field is None else len(field),
-        "tuned_parameters": tuning.count(), "tuned_modules": len(tuning.modules),
-        "seconds": run.seconds, "img_per_s": images / run.seconds if run.seconds else None,
-        "aug_share": (sum(h["aug_seconds"] for h in run.history) / run.seconds) if run.seconds else None,
+        **tuned, "seconds": seconds, "img_per_s": images / seconds if seconds else None,
+        "aug_share": (sum(h["aug_seconds"] for r in runs for h in r.history) / seconds) if seconds else None,
         "clusters": [len(g[0]) for g in sampler.groups] if sampler is not None else None,
-        "interpolation": interp, "gate": routing,
+        "interpolation": interp, "gate": routing, "averaging": averaging, "calibration": calibration,
+        "field_check": checked, "kept_original": kept_original(interp, checked, runs),
     }
+    if keep_runs:  # Python only (bench): the same protection over the first k runs at another limit
+
+        def variant(k: int, max_break: float) -> tuple[nn.Module, dict]:
+            net = copy.deepcopy(pristine)
+            info = combine_runs(net, runs[:k], split, cfg, device, precision)
+            net.to(memory_format=torch.contiguous_format).eval()
+            if not any(r.best_epoch for r in runs[:k]):
+                return net, {"alpha": 0.0, "averaging": info}
+            net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break),
+                                             device, precision, clean_heldout, right0)
+            return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
+                         "validation_final": final_validation(net, split, right0, device, precision)}
+
+        report["_variant"] = variant
     return model, report
+
+
+def kept_original(interp: dict | None, checked: dict | None, runs: list) -> str | None:
+    """Why the original comes back unchanged, in words (None when a repair is returned)."""
+    if checked is not None and not checked["passed"]:
+        return "no repair helped on your field photos; the original is kept"
+    if not any(r.best_epoch for r in runs):
+        return "no epoch scored above the original on validation; the original is kept"
+    if interp is not None and interp.get("kept_original"):
+        return (f"no mix of the repair keeps the break rate <= {interp['max_break']:.2%} with "
+                f"{interp['confidence']:.0%} confidence on the validation images; the original is kept")
+    return None

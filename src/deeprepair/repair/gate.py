@@ -12,7 +12,8 @@ The router is fitted to tell the fine-tuning images of Dt from the collected fai
 
 and is either ``linear`` (logistic regression; with ``style`` on the descriptor and its squares)
 or ``mlp`` (one hidden layer of 128 ReLU units). ``mlp`` on ``deep+style`` keeps more of the
-repair at the same break limit (benchmarks/gate_routers.py).
+repair at the same break limit (benchmarks/results/retired/gate_routers.md, made by a script
+retired since; docs/repair.md, Regression control).
 
 Its threshold is chosen on the validation split of Dt and Dc (never De or the test set) like
 the interpolation coefficient: the largest validation repair whose validation break rate stays
@@ -27,13 +28,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..bounds import wilson_interval
 from ..data import ImageSet
 from ..engine import autocast, batches, predict, to_float
 from ..models.checkpoint import register_checkpoint_kind
+from ..repair_config import GATE_BOUNDS, GATE_FEATURES, GATE_ROUTERS
 from ..style.wavelet import style_features
-
-GATE_FEATURES = ("deep", "style", "deep+style")
-GATE_ROUTERS = ("linear", "mlp")
 
 
 def _head(model: nn.Module) -> nn.Linear | None:
@@ -242,8 +242,8 @@ def choose_threshold(clean_scores: np.ndarray, clean_before: np.ndarray, clean_a
     (failures right, less those right with nothing routed) is >= ``keep`` times the repair with
     every input routed; where none reaches it, the choice above. It stops routing where the repair
     stops growing instead of spending the whole break budget."""
-    if bound not in ("point", "wilson"):
-        raise ValueError(f"bound must be 'point' or 'wilson', got {bound!r}")
+    if bound not in GATE_BOUNDS:
+        raise ValueError(f"bound must be one of {GATE_BOUNDS}, got {bound!r}")
     if keep is not None and not 0 < keep <= 1:
         raise ValueError(f"keep must be in (0, 1], got {keep!r}")
     ts = np.unique(np.concatenate([clean_scores, fail_scores, [np.inf, -np.inf]]))
@@ -252,12 +252,7 @@ def choose_threshold(clean_scores: np.ndarray, clean_before: np.ndarray, clean_a
     broke = _count_above(clean_scores, cb & ~ca, ts)
     fail_right = int(fb.sum()) + _count_above(fail_scores, fa.astype(int) - fb.astype(int), ts)
     rate = broke / max(n_ok, 1)
-    if n_ok:  # the Wilson upper bound, as report.wilson, for every threshold at once
-        z = 1.96
-        d = 1 + z * z / n_ok
-        upper = np.minimum(1.0, (rate + z * z / (2 * n_ok)) / d + z * np.sqrt(rate * (1 - rate) / n_ok + z * z / (4 * n_ok * n_ok)) / d)
-    else:
-        upper = np.ones_like(rate)
+    upper = wilson_interval(broke, n_ok)[1]  # the Wilson upper bound for every threshold at once
     ok = (upper if bound == "wilson" else rate) <= max_break
     net = None
     if clean_heldout is not None:

@@ -9,12 +9,15 @@ import torch
 import torch.nn as nn
 
 from ..engine import autocast, batches, to_float
+from .methods import register_method
 
 
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+@register_method("bn-adapt", test_time=True, label="BN re-estimation",
+                 about="label-free: re-estimate BatchNorm's statistics on the failure images (no training)")
 @torch.no_grad()
 def bn_adapt(model: nn.Module, x: np.ndarray, batch_size: int = 128, device=None) -> nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are re-estimated on images ``x``
@@ -34,6 +37,9 @@ def bn_adapt(model: nn.Module, x: np.ndarray, batch_size: int = 128, device=None
     return m.eval()
 
 
+@register_method("tent", test_time=True, reads=("epochs", "seed"), label="TENT",
+                 about="label-free: BatchNorm's affine parameters minimise prediction entropy on the failure "
+                       "images (Wang et al. 2021; --epochs passes)")
 def tent(model: nn.Module, x: np.ndarray, steps: int = 1, lr: float = 1e-3, batch_size: int = 128,
          seed: int = 0, device=None, precision: str = "fp32") -> nn.Module:
     """TENT (Wang et al. 2021): a copy of ``model`` whose BN affine parameters minimise the

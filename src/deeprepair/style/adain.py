@@ -287,6 +287,24 @@ def save_style_checkpoint(path: str | Path, encoder: FeatureEncoder, decoder: nn
     return path
 
 
+def check_style_checkpoint(path: str | Path) -> dict:
+    """The metadata of a style checkpoint, read without its tensors: a one-line error when ``path``
+    is missing, not a safetensors file, or another kind of file (a classifier's checkpoint, random
+    weights, a pickle), as model checkpoints are checked before any work starts."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DeepRepairError(f"style checkpoint {path} not found; make one with `deeprepair train-style`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("deeprepair", "{}"))
+    except Exception as exc:
+        raise DeepRepairError(f"{path} is not a style checkpoint: not a readable safetensors file "
+                              f"({type(exc).__name__}); make one with `deeprepair train-style`") from None
+    return _check_style_metadata(meta, path, True)
+
+
 def load_style_checkpoint(path: str | Path, encoder_model: nn.Module | None = None
                           ) -> tuple[FeatureEncoder, nn.Sequential, dict]:
     """(encoder, decoder, metadata) from ``save_style_checkpoint``'s file; ``encoder_model`` is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -11,6 +10,7 @@ import torch
 
 from ..data.io import atomic_write_bytes
 from ..engine import to_float
+from ..figures import png, pyplot
 
 if TYPE_CHECKING:  # annotations only
     from .base import StyleTransfer
@@ -36,20 +36,12 @@ def render(content: np.ndarray, style: np.ndarray, st: StyleTransfer, alpha: flo
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, png(fig, dpi=100))
 
 
 def strip_figure(content: np.ndarray, style: np.ndarray, output: np.ndarray, path: str | Path) -> Path:
     """One row per image: content | style reference | output."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(content)
     fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.6 * n), squeeze=False)
@@ -68,10 +60,7 @@ def grid_figure(content: np.ndarray, references: dict[str, np.ndarray], backends
                 path: str | Path) -> Path:
     """Fig. 1 style: for each corruption, its failure reference, then each clean image rendered
     in that reference's style by each backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(references)
     cols = 1 + len(content) * (1 + len(backends))

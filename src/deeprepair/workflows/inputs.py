@@ -137,6 +137,9 @@ def style_options(backend: str, mode: str | None, checkpoint: str | None) -> dic
                                   "`deeprepair train-style`)")
         if mode and mode not in ("adain", "wct"):
             raise DeepRepairError(f"adain's mode is adain or wct, not {mode!r}")
+        from ..style.adain import check_style_checkpoint
+
+        check_style_checkpoint(checkpoint)  # a style decoder's checkpoint, before any work starts
         return {"checkpoint": checkpoint, **({"mode": mode} if mode else {})}
     if checkpoint:
         raise DeepRepairError(f"a style checkpoint is for the adain backend, not {backend}")
@@ -171,12 +174,12 @@ def resume_guard(state: Path, run_id: dict) -> Path:
 
 
 @contextlib.contextmanager
-def forget_on_failure(record: Path, state: Path):
+def forget_on_failure(record: Path, *states: Path):
     """Remove the run ``record`` of ``resume_guard`` when the run fails before saving any state
     (bad input found inside it): nothing is left behind for a run that never started."""
     try:
         yield
     except BaseException:
-        if not state.exists():
+        if not any(s.exists() for s in states):
             record.unlink(missing_ok=True)
         raise

@@ -1,10 +1,15 @@
 """``deeprepair train`` and ``train-style``: train a classifier, or the adain style backend's
-decoder, into a checkpoint file; both keep a state after every epoch and resume from it."""
+decoder, into a checkpoint file; both keep a state after every epoch and resume from it.
+
+Named ``training``, not after its command: ``deeprepair.train`` is the library module it calls, and
+no module name appears twice in the package."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import DeepRepairError
 from .inputs import (ModelSpec, Outcome, Progress, check_images, forget_on_failure, load_split, no_progress,
@@ -13,7 +18,7 @@ from .inputs import (ModelSpec, Outcome, Progress, check_images, forget_on_failu
 # train's flags and their defaults: a flag differing from its default is written into the recorded command
 _TRAIN_FLAGS = (("--batch-size", "batch_size", 128), ("--lr", "lr", 0.1), ("--schedule", "schedule", "cosine"),
                 ("--label-smoothing", "label_smoothing", 0.0), ("--weight-decay", "weight_decay", 5e-4),
-                ("--precision", "precision", "auto"))
+                ("--precision", "precision", "auto"), ("--val-split", "val_split", 0.1))
 
 
 def _checkpoint_path(out: Path, resume: bool, what: str) -> Path:
@@ -46,15 +51,17 @@ def train_to_file(arch: str | None, data: str | None, out: str | Path, cfg, *, d
     from ..distributed import is_main
     from ..engine import keep_heap, pick_device
     from ..models import Classifier, create_model
-    from ..train import read_state
+    from ..train import data_fingerprint, holdout_split, read_state
 
     out = Path(out)
     state = _checkpoint_path(out, resume, "checkpoints")
     if out.exists() and not state.exists():  # --resume of a run that finished: nothing to do
         return Outcome({"checkpoint": str(out), "finished": True}, [f"{out} is a finished run: nothing to resume"])
     _no_stale_state(state, resume)
-    _, train = load_split(data, "train", limit, out)
+    _, full = load_split(data, "train", limit, out)
     _, test = load_split(data, "test", limit, out)
+    held = holdout_split(full.y, cfg.val_split, cfg.seed)
+    train = full.subset(np.setdiff1d(np.arange(len(full)), held)) if len(held) else full
     device = pick_device(device)
     keep_heap()
     torch.manual_seed(cfg.seed)
@@ -71,7 +78,10 @@ def train_to_file(arch: str | None, data: str | None, out: str | Path, cfg, *, d
         result = _fit(model, train, test, cfg, device, state, bar)
     if not is_main():  # under torchrun: rank 0 writes the checkpoint and reports
         return None
-    acc = _save_trained(model, arch, data, out, cfg, train, result, device, factory=factory, init=init)
+    val_split = {"share": cfg.val_split, "seed": cfg.seed, "images": len(held), "indices": held.tolist(),
+                 "data_sha256": data_fingerprint(full.x, full.y)} if len(held) else None
+    acc = _save_trained(model, arch, data, out, cfg, train, result, device, factory=factory, init=init,
+                        val_split=val_split)
     state.unlink(missing_ok=True)
     secs = time.perf_counter() - t0
     return Outcome({"checkpoint": str(out), "clean_accuracy": acc, "train_seconds": result.seconds,
@@ -110,7 +120,7 @@ def _fit(model, train, test, cfg, device, state: Path, bar):
 
 
 def _save_trained(model, arch: str | None, data: str | None, out: Path, cfg, train, result, device,
-                  factory: str | None = None, init: str | None = None) -> float:
+                  factory: str | None = None, init: str | None = None, val_split: dict | None = None) -> float:
     """Save the trained ``model`` with its provenance (the command that remakes it); its test accuracy.
     A ``factory`` model is saved as its module's own weights (``save_user_weights``)."""
     import hashlib
@@ -137,7 +147,8 @@ def _save_trained(model, arch: str | None, data: str | None, out: Path, cfg, tra
             "train_command": cmd, "train_config": asdict(cfg), "precision": result.precision,
             "data_sha256": data_sha, "train_images": len(train), "seed": cfg.seed,
             "clean_accuracy": acc, "parameters": count_parameters(model), "history": result.history,
-            "train_seconds": round(result.seconds, 1), "device": str(device)}  # fmt: skip
+            "train_seconds": round(result.seconds, 1), "device": str(device),
+            "val_split": val_split}  # fmt: skip
     if not out.exists() and factory:
         from ..models.checkpoint import save_user_weights
 

@@ -14,7 +14,8 @@ from .inputs import (ModelSpec, Outcome, Progress, check_images, forget_on_failu
 
 
 def _load_inputs(spec: ModelSpec, data, failures: str, *, eval_failures, field, eval_shifted, gate_holdout, gate: bool,
-                 gate_keep, preset: str | None, limit: int, out) -> dict:
+                 gate_keep, preset: str | None, limit: int, out, val: str | None = None,
+                 field_eval: str | None = None) -> dict:
     """Every input of a repair, each checked against the model: a one-line error before any work."""
     from ..data import load_failure_set, load_unlabelled
 
@@ -52,7 +53,64 @@ def _load_inputs(spec: ModelSpec, data, failures: str, *, eval_failures, field, 
     got["shifted"] = load_failure_set(eval_shifted, train.classes) if eval_shifted else None
     if got["shifted"] is not None:
         check_images(got["shifted"], meta, "--eval-shifted")
+    got["train"], got["val"] = calibration_set(train, meta, val)
+    got["field_eval"] = None
+    if field_eval:
+        try:
+            got["field_eval"] = load_failure_set(field_eval, train.classes)
+        except DeepRepairError as e:
+            raise DeepRepairError(f"--field-eval: {e}".replace("failure images", "images")) from None
+        check_images(got["field_eval"], meta, "--field-eval")
+    _never_evaluated_on(got)
     return got
+
+
+def _never_evaluated_on(got: dict) -> None:
+    """What calibrates (--val) or checks (--field-eval) a repair must not also measure it."""
+    from ..train import image_digests
+
+    for name in ("val", "field_eval"):
+        ds = got[name]
+        if ds is None:
+            continue
+        mine = image_digests(ds.x)
+        for flag, other in (("--eval-failures", got["heldout"]), ("--eval-shifted", got["shifted"])):
+            if other is not None and np.isin(mine, image_digests(other.x)).any():
+                raise DeepRepairError(f"--{name.replace('_', '-')} and {flag} share images: a repair is never measured "
+                                      f"on the images that chose it; give {flag} other photos")
+
+
+def calibration_set(train, meta: dict, val: str | None):
+    """(the training images repair may fine-tune on, the images the break limit is certified on):
+    ``--val`` (the user's labelled images, refused where they repeat a training image), else the
+    validation split ``deeprepair train`` held out and recorded in the checkpoint (taken out of
+    the training images), else (train, None): repair then holds back training images and says the
+    limit is optimistic."""
+    from ..data import load_failure_set
+    from ..train import data_fingerprint, image_digests
+
+    held = (meta.get("val_split") or {})
+    recorded = held.get("indices") if held.get("data_sha256") == data_fingerprint(train.x, train.y) else None
+    if val:
+        try:
+            v = load_failure_set(val, train.classes)
+        except DeepRepairError as e:
+            raise DeepRepairError(f"--val: {e}".replace("failure images", "images")) from None
+        check_images(v, meta, "--val")
+        trained = np.ones(len(train), bool)
+        if recorded is not None:
+            trained[np.asarray(recorded, np.int64)] = False
+        overlap = np.isin(image_digests(v.x), image_digests(train.x[trained]))
+        if overlap.any():
+            raise DeepRepairError(f"--val: {int(overlap.sum())} of its {len(v)} images are training images the model "
+                                  "was trained on; give images it never saw (e.g. the validation split `deeprepair "
+                                  "train` held out)")
+        return train, v
+    if recorded is not None:
+        keep = np.ones(len(train), bool)
+        keep[np.asarray(recorded, np.int64)] = False
+        return train.subset(np.flatnonzero(keep)), train.subset(np.asarray(recorded, np.int64))
+    return train, None
 
 
 def _own_module(meta: dict) -> bool:
@@ -63,7 +121,8 @@ def _own_module(meta: dict) -> bool:
 def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path, cfg, *,
                eval_failures: str | None = None, field: str | None = None, eval_shifted: str | None = None,
                gate_holdout: str | None = None, force: bool = False, preset: str | None = None, limit: int = 0,
-               command: str = "", progress: Progress = no_progress) -> Outcome | None:
+               command: str = "", progress: Progress = no_progress, val: str | None = None,
+               field_eval: str | None = None) -> Outcome | None:
     """Repair ``spec``'s model with ``cfg`` (a RepairConfig; a fractional train_subset is a share of
     the training split) from the collected ``failures``; resumes an interrupted run in ``out``.
     Writes out/model.safetensors, report.json and report.md. Under torchrun only rank 0 evaluates,
@@ -77,11 +136,12 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     from ..train import data_fingerprint
 
     out = Path(out)
-    for done in ("model.safetensors", "model_state.pt"):  # model_state.pt: a user's own module, repaired
+    for done in ("model.safetensors", "model_state.pt"):  # model_state.pt: a user's own module, as repaired before
         if (out / done).exists() and not force:
             raise DeepRepairError(f"{out / done} exists; choose another --out or pass --force to replace it")
     got = _load_inputs(spec, data, failures, eval_failures=eval_failures, field=field, eval_shifted=eval_shifted,
-                       gate_holdout=gate_holdout, gate=cfg.gate, gate_keep=cfg.gate_keep, preset=preset, limit=limit, out=out)
+                       gate_holdout=gate_holdout, gate=cfg.gate, gate_keep=cfg.gate_keep, preset=preset, limit=limit, out=out, val=val,
+                       field_eval=field_eval)
     train, fails, clean, fld = got["train"], got["failures"], got["clean_heldout"], got["field"]
     cfg = resolve_config(cfg, {}, len(train))
     out_dir(out)
@@ -90,29 +150,33 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
         "model": sha256_file(spec.path), "training set": data_fingerprint(train.x, train.y),
         "failure set": data_fingerprint(fails.x, fails.y),
         "--gate-holdout": data_fingerprint(clean.x, clean.y) if clean else None,
-        "--field": data_fingerprint(fld, np.zeros(len(fld), np.int64)) if fld is not None else None})
+        "--field": data_fingerprint(fld, np.zeros(len(fld), np.int64)) if fld is not None else None,
+        "--val": data_fingerprint(got["val"].x, got["val"].y) if got["val"] is not None else None,
+        "--field-eval": data_fingerprint(got["field_eval"].x, got["field_eval"].y) if got["field_eval"] is not None
+        else None})
     torch.manual_seed(cfg.seed)
-    n_ft = min(len(train) - min(1000, len(train) // 10), cfg.train_subset or len(train)) + len(fails) * cfg.dc_repeat
-    with forget_on_failure(run_file, state), progress(n_ft * cfg.epochs, f"repair ({cfg.method})") as bar:
+    held_back = 0 if got["val"] is not None else min(1000, len(train) // 10)
+    n_ft = min(len(train) - held_back, cfg.train_subset or len(train)) + len(fails) * cfg.dc_repeat
+    runs = [state] + [state.with_name(f"{state.stem}.run{k}{state.suffix}") for k in range(1, cfg.average)]
+    with forget_on_failure(run_file, *runs), progress(n_ft * cfg.epochs * cfg.average, f"repair ({cfg.method})") as bar:
         repaired, report = repair(got["model"], train, fails, cfg, device=got["device"], state_path=state,
-                                  progress=bar.update, clean_heldout=clean, field=fld)
+                                  progress=bar.update, clean_heldout=clean, field=fld, val=got["val"],
+                                  field_eval=got["field_eval"])
     if not is_main():  # under torchrun: rank 0 evaluates and writes the checkpoint and reports
         return None
     full, md = _compare_and_save(spec, got, repaired, report, out, failures, eval_failures, gate_holdout, command)
-    state.unlink(missing_ok=True)
+    for path in runs:
+        path.unlink(missing_ok=True)
     run_file.unlink(missing_ok=True)
-    saved = "model_state.pt" if _own_module(got["meta"]) else "model.safetensors"  # users' own module: a state dict
-    return Outcome(full, [md, f"wrote {out}/{saved}, report.json and report.md"])
+    return Outcome(full, [md, f"wrote {out}/model.safetensors, report.json, report.md and report.html (figures)"])
 
 
 def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: Path, failures: str,
                       eval_failures: str | None, gate_holdout: str | None, command: str) -> tuple[dict, str]:
     """Compare the original and the repaired model, save the repaired one and report.json/.md."""
-    import torch
-
     from ..data import sha256_file
     from ..data.io import atomic_write_bytes
-    from ..models.checkpoint import save_checkpoint
+    from ..models.checkpoint import save_checkpoint, save_user_weights
     from ..repair import compare, repair_report_markdown
 
     groups = None
@@ -132,15 +196,34 @@ def _compare_and_save(spec: ModelSpec, got: dict, repaired, report: dict, out: P
              if Path(failures).is_file() else None, "repair_config": report["config"],
              "clean_accuracy": cmp["clean_after"], "repair_command": command,
              "gate": report.get("gate"), "gate_holdout": str(gate_holdout) if gate_holdout else None}  # fmt: skip
-    if _own_module(meta):
-        torch.save(repaired.state_dict(), out / "model_state.pt")  # users' own module: plain state dict
+    if _own_module(meta):  # the module's own weights and its normalisation, read back with its --factory
+        save_user_weights(repaired.net, out / "model.safetensors", rmeta)
+        (out / "model_state.pt").unlink(missing_ok=True)  # the form this was written in before (with --force)
     else:
         save_checkpoint(repaired.cpu(), out / "model.safetensors", rmeta)
     full = {"compare": cmp, "repair": report, "metadata": rmeta}
     atomic_write_bytes(out / "report.json", json.dumps(full, indent=2).encode())
     md = repair_report_markdown(Path(failures).name, cmp, report)
     atomic_write_bytes(out / "report.md", md.encode())
+    atomic_write_bytes(out / "report.html", _pictures(got, repaired, report, md, failures, spec.precision).encode())
     return full, md
+
+
+def _pictures(got: dict, repaired, report: dict, md: str, failures: str, precision: str) -> str:
+    """report.html: the validation frontier, the galleries and accuracy per class (repair/pictures.py)."""
+    from ..engine import predict
+    from ..repair.pictures import repair_html
+
+    test, ho, dev = got["test"], got["heldout"], got["device"]
+    src = dc_sources(failures, len(test))
+    unseen = None if src is None else ~np.isin(np.arange(len(test)), src)
+    kw = {}
+    if ho is not None:
+        kw = dict(heldout_x=ho.x, heldout_y=ho.y, heldout_before=predict(got["model"], ho.x, device=dev, precision=precision),
+                  heldout_after=predict(repaired, ho.x, device=dev, precision=precision))
+    return repair_html(f"Repair report: {Path(failures).name}", md, report, list(test.classes), test_x=test.x,
+                       test_y=test.y, test_before=predict(got["model"], test.x, device=dev, precision=precision),
+                       test_after=predict(repaired, test.x, device=dev, precision=precision), unseen=unseen, **kw)
 
 
 def dc_sources(failures: str, n_test: int) -> np.ndarray | None:

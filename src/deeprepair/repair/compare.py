@@ -9,6 +9,7 @@ import torch.nn as nn
 from ..bounds import wilson
 from ..data import ImageSet
 from ..engine import predict
+from ..tables import markdown_table
 
 
 def _pred(model: nn.Module, x: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
@@ -84,6 +85,46 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
     return out
 
 
+def protection_lines(report: dict, cmp: dict) -> list[str]:
+    """What protected the repair, in words: the limit it states and how sure it is, beside the
+    break measured on the test images wherever they are known; averaging; the field check; and,
+    first, why the original came back when it did."""
+    pct = lambda v: "n/a" if v is None else f"{v * 100:.2f}"  # noqa: E731
+    lines = []
+    if report.get("kept_original"):
+        lines.append(f"- **{report['kept_original'][0].upper()}{report['kept_original'][1:]}.**")
+    avg = report.get("averaging")
+    if avg and avg.get("averaged"):
+        lines.append(f"- {avg['averaged']} of {avg['runs']} repairs (seeds {report['config']['seed']}, "
+                     f"{report['config']['seed'] + 1}, ...) averaged weight by weight"
+                     + (" (BatchNorm statistics recomputed on the fine-tuning images)" if avg.get("bn_recomputed") else ""))
+    mix = report.get("interpolation")
+    measured = cmp.get("clean_unseen", {}).get("break_rate", cmp.get("break_rate"))
+    if mix and "grid" in mix:
+        chosen = next(r for r in mix["grid"] if r["alpha"] == mix["alpha"])
+        cal = report.get("calibration") or {}
+        where = ("the validation images (never trained on)" if cal.get("source") == "val"
+                 else "held-back training images (the model trained on them: optimistic)")
+        if mix.get("bound", "point") == "point":
+            lines.append(f"- weight mix alpha {mix['alpha']:.1f}: validation break {pct(chosen['val_break'])}% <= "
+                         f"{mix['max_break'] * 100:.1f}% as a point estimate on {where} (no guarantee); "
+                         f"measured on the test images: {pct(measured)}%")
+        else:
+            lines.append(f"- weight mix alpha {mix['alpha']:.1f}: break <= {pct(mix['break_bound'])}% (limit "
+                         f"{mix['max_break'] * 100:.1f}%) with {mix['confidence']:.0%} confidence on images like "
+                         f"{where}: {chosen['breaks']} of the {chosen['right_before']:,} it got right broke "
+                         f"(exact one-sided Clopper-Pearson bound); measured on the test images: {pct(measured)}%")
+    if cal_note := (report.get("calibration") or {}).get("note"):
+        lines.append(f"- note: {cal_note}")
+    fc = report.get("field_check")
+    if fc:
+        lines.append(f"- field check on {fc['images']:,} labelled field photos: accuracy {pct(fc['before'])}% -> "
+                     f"{pct(fc['after'])}% ({fc['won']} won, {fc['lost']} lost); the change is >= "
+                     f"{fc['change_lower_bound'] * 100:+.2f} points with {fc['confidence']:.0%} confidence: "
+                     + ("passed" if fc["passed"] else "not level, so the original is kept"))
+    return lines
+
+
 def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
     """A short Markdown report of one repair."""
     pct = lambda v: "n/a" if v is None else f"{v * 100:.2f}"  # noqa: E731
@@ -98,8 +139,8 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
     if "clean_unseen" in cmp:
         rows.append((f"clean test images not in Dc ({cmp['clean_unseen']['images']:,})", cmp["clean_unseen"]["before"],
                      cmp["clean_unseen"]["after"]))
-    lines = [f"# Repair report: {name}", "", "| accuracy (%) | before | after |", "|---|---:|---:|"]
-    lines += [f"| {r} | {pct(b)} | {pct(a)} |" for r, b, a in rows]
+    lines = [f"# Repair report: {name}", "",
+             markdown_table(["accuracy (%)", "before", "after"], [[r, pct(b), pct(a)] for r, b, a in rows])]
     if "shifted" in cmp:
         sh = cmp["shifted"]
         lines += ["", f"- on the shifted images the repair never saw: {pct(sh['fix_rate'])}% of the wrong ones fixed, "
@@ -119,9 +160,7 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
                  f"{report['best_epoch']} " + ("(the last: too few failures to hold any out for validation)"
                                                if report.get("selection") == "last"
                                                else "(selected on the validation split of Dt and Dc)"))
-    if report.get("interpolation"):
-        lines.append(f"- weight interpolation: alpha {report['interpolation']['alpha']:.1f} chosen on the validation "
-                     f"split (break rate <= {report['interpolation'].get('max_break', 0) * 100:.1f}%)")
+    lines += protection_lines(report, cmp)
     if report.get("gate"):
         g = report["gate"]
         lines.append(f"- routed repair: inputs whose {g.get('router', 'linear')} router score ({g.get('features', 'deep')} "
@@ -140,11 +179,11 @@ def repair_report_markdown(name: str, cmp: dict, report: dict) -> str:
     if not (report.get("gate") or report.get("interpolation")) and cmp["break_rate"] > cfg.get("max_break", 0.01):
         lines.append(f"- no regression control was used and {pct(cmp['break_rate'])}% of the clean images the model "
                      f"got right now fail; `--gate` (routed repair) keeps the original's answers on inputs that do "
-                     f"not look like the failures (docs/repair.md, Regression control)")
+                     f"not look like the failures (docs/repair.md, Protection)")
     if report.get("seconds"):
         lines.append(f"- wall time {report['seconds']:.0f} s ({report['img_per_s']:.0f} img/s, "
                      f"{report['precision']})")
     if cmp.get("de_groups"):
-        lines += ["", "| held-out group | images | before (%) | after (%) |", "|---|---:|---:|---:|"]
-        lines += [f"| {g} | {v['n']} | {pct(v['before'])} | {pct(v['after'])} |" for g, v in cmp["de_groups"].items()]
+        lines += ["", markdown_table(["held-out group", "images", "before (%)", "after (%)"],
+                                     [[g, v["n"], pct(v["before"]), pct(v["after"])] for g, v in cmp["de_groups"].items()])]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,138 @@
+"""Protection: what keeps a repair from breaking what the original got right, after fine-tuning.
+
+The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
+
+1. **Averaging** (``average_runs``): K repairs trained from the original with different seeds are
+   averaged weight by weight (a uniform model soup, Wortsman et al. 2022). Flips between two
+   networks come largely from run-to-run variance (Zhao et al. 2022, ELODI), and the average of
+   K runs keeps the repair the runs share while their individual flips cancel. If the average
+   scores below the best run on validation, its BatchNorm statistics are recomputed on the
+   fine-tuning images (``recalibrate_bn``) and the better of the two is kept.
+2. **The certified mix** (``certified_mix``): theta = (1 - a) theta_original + a theta_repaired
+   (WiSE-FT, Wortsman et al. 2022), for a on a grid walked upward from 0. For each mix the
+   break rate on the calibration images (never trained on, never evaluated on) is bounded by the
+   exact one-sided Clopper-Pearson upper bound (``bounds.clopper_pearson_upper``); the walk
+   stops at the first mix whose bound exceeds the limit (fixed-sequence testing, as in
+   Learn-then-Test, Angelopoulos et al. 2021, so the chosen mix's statement holds with the stated
+   confidence although several mixes were looked at), and among the mixes it passed the one with
+   the largest validation repair is kept. If none above 0 passes, the original comes back.
+3. **The field check** (``field_check``): with labelled field photos, the chosen network must not
+   be worse there: the exact McNemar lower bound on its paired accuracy change
+   (``bounds.paired_change_lower``) must be >= 0, else the original comes back ("no repair
+   helped on your field photos").
+
+``point`` (``mix_bound="point"``) is the point estimate the weight mix used before the bound: the
+break rate itself held to the limit. It stays for the recipes measured with it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..bounds import clopper_pearson_min_n, clopper_pearson_upper, paired_change_lower
+from ..data import ImageSet
+from ..engine import predict, to_float
+from ..errors import DeepRepairError
+
+MIX_GRID = 11  # mixes a = 0, 0.1, ..., 1
+
+
+def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) -> nn.Module:
+    """theta = (1 - alpha) theta_original + alpha theta_repaired (floating tensors; integer
+    buffers such as BN's batch counter come from the repaired model). 0 -> original, 1 -> repaired."""
+    out = copy.deepcopy(repaired)
+    so, sr = original.state_dict(), repaired.state_dict()
+    if alpha == 0:
+        out.load_state_dict(so)
+        return out
+    if alpha == 1:
+        return out
+    out.load_state_dict({k: (so[k] + alpha * (v - so[k])) if v.is_floating_point() else v for k, v in sr.items()})
+    return out
+
+
+def average_states(states: list[dict]) -> dict:
+    """The uniform average of K state dicts of one architecture (floating tensors averaged,
+    integer buffers from the first)."""
+    first = states[0]
+    return {k: (torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v)
+            for k, v in first.items()}
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: np.ndarray, device, batch: int = 256, max_images: int = 4096,
+                   seed: int = 0) -> nn.Module:
+    """Recompute BatchNorm's running statistics (cumulative average) on up to ``max_images`` of
+    ``x`` (uint8 NHWC), the rest of the network unchanged; returns the model in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval()
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_images])
+    model.train()
+    for i in range(0, len(pick), batch):
+        xb = to_float(torch.from_numpy(np.ascontiguousarray(x[pick[i:i + batch]]))).to(device)
+        model(xb.contiguous(memory_format=torch.channels_last))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    return model.eval()
+
+
+def calibration_check(right0: np.ndarray, max_break: float, confidence: float, what: str) -> None:
+    """Refuse a calibration set too small for the bound ever to reach the limit."""
+    need = clopper_pearson_min_n(max_break, confidence)
+    have = int(np.sum(right0))
+    if have < need:
+        raise DeepRepairError(
+            f"{what} has {have} images the model gets right; a break limit of {max_break:.2%} at "
+            f"{confidence:.0%} confidence needs at least {need} (with no break at all, more for any): "
+            f"give --val with more labelled images the model never trained on, or raise --max-break")
+
+
+def certified_mix(original: nn.Module, repaired: nn.Module, calib: ImageSet, right0: np.ndarray,
+                  val_failures: ImageSet | None, max_break: float, *, confidence: float = 0.95,
+                  bound: str = "clopper-pearson", device, precision, grid: int = MIX_GRID) -> tuple[nn.Module, dict]:
+    """The mix of original and repaired weights with the largest validation repair whose
+    calibration break rate is certified <= ``max_break`` (module docstring); the original when no
+    mix above 0 is. ``right0``: which calibration images the original gets right."""
+    n = int(right0.sum())
+    rows, passed = [], True
+    for a in np.linspace(0, 1, grid):
+        m = interpolate_weights(original, repaired, float(a))
+        right = predict(m, calib.x, device=device, precision=precision) == calib.y
+        k = int((right0 & ~right).sum())
+        ub = clopper_pearson_upper(k, n, confidence) if a > 0 else 0.0
+        fix = (float((predict(m, val_failures.x, device=device, precision=precision) == val_failures.y).mean())
+               if val_failures is not None else None)
+        ok = (k / max(n, 1) if bound == "point" else ub) <= max_break
+        passed = passed and ok  # fixed-sequence: a mix counts only if every smaller one passed too
+        rows.append({"alpha": float(a), "breaks": k, "right_before": n, "val_break": k / max(n, 1),
+                     "break_bound": float(ub), "val_failures_acc": fix, "val_train_acc": float(right.mean()),
+                     "passed": bool(passed)})
+    ok = [r for r in rows if r["passed"]]
+    key = (lambda r: (r["val_failures_acc"], r["alpha"])) if val_failures is not None else (lambda r: r["alpha"])
+    best = max(ok, key=key)
+    info = {"alpha": best["alpha"], "grid": rows, "max_break": max_break, "confidence": confidence,
+            "bound": bound, "calibration_images": len(calib), "calibration_right": n,
+            "break_bound": best["break_bound"], "kept_original": best["alpha"] == 0}
+    return interpolate_weights(original, repaired, best["alpha"]), info
+
+
+def field_check(original: nn.Module, chosen: nn.Module, field: ImageSet, *, confidence: float = 0.95,
+                device, precision) -> dict:
+    """The chosen network against the original on labelled field photos: accuracy before and
+    after, and the exact one-sided lower bound on the paired change; ``passed`` when that bound
+    is >= 0 (not worse, with the given confidence)."""
+    rb = predict(original, field.x, device=device, precision=precision) == field.y
+    ra = predict(chosen, field.x, device=device, precision=precision) == field.y
+    low = paired_change_lower(rb, ra, confidence)
+    return {"images": len(field), "before": float(rb.mean()), "after": float(ra.mean()),
+            "won": int((~rb & ra).sum()), "lost": int((rb & ~ra).sum()), "change_lower_bound": low,
+            "confidence": confidence, "passed": bool(low >= 0)}
