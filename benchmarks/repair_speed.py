@@ -102,7 +102,8 @@ def recipe(name: str, average: int | None):
     """The RepairConfig of a benchmarked variant, and how many repairs it stands for. ``average``:
     K repairs averaged (None: the default's own); RepairConfig's ``average`` field where it has one,
     else K repairs with seeds 0..K-1 whose times are summed."""
-    from deeprepair.repair import PRESETS, RepairConfig
+    from deeprepair.repair import RepairConfig
+    from deeprepair.repair_config import PRESETS
 
     has_avg = any(f.name == "average" for f in fields(RepairConfig))
     one = {"average": 1} if has_avg else {}
@@ -156,7 +157,8 @@ def profile_step(model, train, dc, cfg, device, steps: int) -> dict:
     objective, _ = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
     tuning = Tuning(model, cfg.tune, train.x.shape[1:])
     reg = Regularisers(model, cfg, tuning, None, device, precision)
-    opt = torch.optim.SGD(tuning.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    opt = torch.optim.SGD(tuning.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True,
+                          foreach=True)  # as fine_tune makes it
     xt, yt = torch.from_numpy(np.ascontiguousarray(split.x)), torch.from_numpy(split.y)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
