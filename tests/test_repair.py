@@ -154,7 +154,7 @@ def test_interpolation_endpoints_are_exact(setup):
 def test_regression_control_options_run_and_report(setup):
     model, train, dc, de = setup
     cfg = RepairConfig.preset("deeprepair-paper", method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32",
-                       distill=1.0, interpolate=True, max_break=0.0, dc_repeat=2)
+                       distill=1.0, interpolate=True, max_break=0.001, dc_repeat=2)
     repaired, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
     interp = report["interpolation"]
     assert interp is not None and 0 <= interp["alpha"] <= 1
@@ -246,7 +246,7 @@ def test_gated_repair_fixes_failures_and_keeps_clean_predictions(setup, monkeypa
     monkeypatch.setattr(gate_mod, "_descriptors", spy_desc)
     monkeypatch.setattr(gate_mod, "predict", spy_predict)
     cfg = RepairConfig.preset("deeprepair-paper", method="finetune", epochs=3, train_subset=0, batch_size=32, lr=0.05, precision="fp32",
-                       dc_repeat=3, gate=True, max_break=0.0, selection="holdout", gate_bound="point")
+                       dc_repeat=3, gate=True, max_break=0.001, selection="holdout", gate_bound="point")
     gated, report = repair(model, train, dc, cfg, device=torch.device("cpu"))
     # the gate is fitted on the 270 fine-tuning images of Dt and 36 of Dc, its threshold chosen on
     # the 30 held-back Dt and 4 held-back Dc images; De is never read

@@ -124,7 +124,10 @@ def resolve_config(config: RepairConfig | None, overrides: dict, n_train: int) -
 
 def check_inputs(model: nn.Module, train: ImageSet, failures: ImageSet, cfg: RepairConfig,
                  field: np.ndarray | None) -> None:
+    from .methods import get_method
+
     cfg.check(len(failures))
+    get_method(cfg.method)  # an unknown name: one line listing the registered ones
     if hasattr(model, "gate") and hasattr(model, "original"):
         raise DeepRepairError("this model is already a routed (gated) repair; repair its parent model "
                               "again with all the failures instead")
