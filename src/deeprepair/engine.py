@@ -121,3 +121,80 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
 def predict(model: nn.Module, x: np.ndarray | torch.Tensor, **kw) -> np.ndarray:
     """Predicted class indices (N,) int64."""
     return predict_logits(model, x, **kw).argmax(1).numpy()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, what: str = "--threads") -> int | None:
+    """``threads`` capped at the usable cores: more threads than cores only slow a CPU run down
+    (they take turns on the same cores), so a larger request gives a one-line warning and the
+    core count instead. None or 0 -> None (the library's default)."""
+    import warnings
+
+    if not threads:
+        return None
+    cores = usable_cores()
+    if threads > cores:
+        warnings.warn(f"{what} {threads} asked for, but this process may use {cores} core(s): using {cores}",
+                      stacklevel=2)
+        return cores
+    return threads
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``check_threads(threads)`` (unchanged when None); returns
+    the number torch now uses."""
+    n = check_threads(threads)
+    if n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+class CompileOrEager(nn.Module):
+    """``torch.compile(model)`` where this machine can run it; where it cannot (no C compiler, an
+    unsupported platform or op), a one-line warning on the first call and ``model`` run eagerly
+    from then on: never a traceback, never a silent slowdown. Shares ``model``'s parameters."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.ok: bool | None = None
+        try:
+            self.__dict__["compiled"] = torch.compile(model)  # not a submodule: no second state-dict prefix
+        except Exception as exc:  # torch.compile itself unsupported here (e.g. the Python version)
+            self._fall_back(exc)
+
+    def _fall_back(self, exc: Exception) -> None:
+        import warnings
+
+        text = str(exc).strip()
+        msg = text.splitlines()[0][:160] if text else ""
+        warnings.warn(f"--compile: torch.compile is not usable here ({type(exc).__name__}: {msg}); running "
+                      "without it", stacklevel=3)
+        self.ok = False
+
+    def forward(self, *args, **kwargs):
+        if self.ok is False:
+            return self.model(*args, **kwargs)
+        try:
+            out = self.__dict__["compiled"](*args, **kwargs)
+        except Exception as exc:
+            if self.ok:  # it compiled and ran before: a real error of the model, not of the compiler
+                raise
+            self._fall_back(exc)
+            return self.model(*args, **kwargs)
+        self.ok = True
+        return out
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """``CompileOrEager(model)``: compiled where possible, else eager with a one-line warning."""
+    return CompileOrEager(model)

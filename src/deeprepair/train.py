@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .data.io import atomic_write_bytes
-from .engine import autocast, batches, predict, resolve_precision, to_float
+from .engine import autocast, batches, compile_model, predict, resolve_precision, to_float
 from .errors import DeepRepairError
 
 
@@ -252,7 +252,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     data_sha = data_fingerprint(x, y)
     start, history, seconds = _resume(state_path, model, opt, cfg, data_sha)
-    forward = torch.compile(model) if cfg.compile else model  # shares the parameters with model
+    forward = compile_model(model) if cfg.compile else model  # shares the parameters; eager + a warning if it can't
     forward = distributed.wrap(forward)  # under torchrun: each rank runs its slice of every batch
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
     n = len(xt)
