@@ -117,7 +117,8 @@ def test_torchrun_train_and_repair_match_one_process(tmp_path):
     assert not list(tmp_path.glob("*.state.safetensors"))  # rank 0 removed the resumable state
 
     repair = ["repair", "--model", "one.safetensors", "--failures", "failures.npz", "--epochs", "1",
-              "--train-subset", "40", "--distill", "0.5", *common]  # 40 + 11 failures: 16, 16, 16, 3
+              "--train-subset", "40", "--distill", "0.5", "--preset", "finetune+focal+mix",  # tiny: no certified limit
+              *common]  # 40 + 11 failures: 16, 16, 16, 3
     _run([sys.executable, "-m", "deeprepair", *repair, "--out", "r1"], tmp_path)
     _run([*TORCHRUN, "-m", "deeprepair", *repair, "--out", "r2"], tmp_path)
     r1, r2 = _load(tmp_path / "r1/model.safetensors"), _load(tmp_path / "r2/model.safetensors")

@@ -93,13 +93,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                       schedule=args.schedule, label_smoothing=args.label_smoothing,
                       precision=args.precision, weight_decay=args.weight_decay,
                       channels_last=not args.no_channels_last, compile=args.compile,
-                      val_split=args.val_split)  # fmt: skip
+                      val_split=TrainConfig.val_split if args.val_split is None else args.val_split)  # fmt: skip
     if args.factory is None and (args.mean or args.std or args.init):
         raise DeepRepairError("--mean, --std and --init are for --factory models; a registered --arch is "
                               "trained from scratch with the normalisation 0.5")
     return _emit(args, train_to_file(args.arch, args.data, args.out, cfg, device=args.device, resume=args.resume,
                                      limit=args.limit, progress=_bars(args), factory=args.factory,
-                                     mean=args.mean, std=args.std, init=args.init))
+                                     mean=args.mean, std=args.std, init=args.init,
+                                     val_split_given=args.val_split is not None))
 
 
 def cmd_train_style(args: argparse.Namespace) -> int:

@@ -197,9 +197,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--weight-decay", type=NONNEGATIVE, default=5e-4)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle"])
     p.add_argument("--label-smoothing", type=BELOW_ONE, default=0.0)
-    p.add_argument("--val-split", type=_number(float, 0, 0.5, hi_open=True), default=0.1, help="share of the "
+    p.add_argument("--val-split", type=_number(float, 0, 0.5, hi_open=True), help="share of the "
                    "training images held out, stratified by class and never trained on; recorded in the checkpoint, "
-                   "repair certifies its break limit on them (0: train on every image; repair then needs --val)")
+                   "repair certifies its break limit on them (default 0.1; 0: train on every image; repair then needs --val)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory (faster for DenseNet's "

@@ -350,7 +350,8 @@ def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, 
     model.load_state_dict(average_states([r.best_state for r in chosen]))
     model.eval()
     score = validation_score(model, split, device, precision)["val_score"]
-    best_single = max(r.best_score for r in chosen)
+    scores = [r.best_score for r in chosen if r.best_score is not None]  # None: nothing held out to score on
+    best_single = max(scores) if scores else None
     info = {"runs": len(runs), "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
             "val_score_average": score, "bn_recomputed": False}
     if score is not None and best_single is not None and score < best_single:

@@ -53,7 +53,7 @@ def _no_stale_state(state: Path, resume: bool) -> None:
 
 def train_to_file(arch: str | None, data: str | None, out: str | Path, cfg, *, device: str | None = None,
                   resume: bool = False, limit: int = 0, progress: Progress = no_progress, factory: str | None = None,
-                  mean=None, std=None, init: str | None = None) -> Outcome | None:
+                  mean=None, std=None, init: str | None = None, val_split_given: bool = False) -> Outcome | None:
     """Train ``arch`` on the train split of ``data`` with ``cfg`` (a TrainConfig), scoring the test
     split after each epoch, and save ``out`` (.safetensors, .json beside it) with its provenance.
     With ``factory`` (a user's ``package.module:function``, e.g. ``torchvision.models:resnet18``)
@@ -76,6 +76,9 @@ def train_to_file(arch: str | None, data: str | None, out: str | Path, cfg, *, d
     _, full = load_split(data, "train", limit, out)
     _, test = load_split(data, "test", limit, out)
     held = holdout_split(full.y, cfg.val_split, cfg.seed)
+    if val_split_given and cfg.val_split > 0 and not len(held):  # an option that would change nothing is refused
+        raise DeepRepairError(f"--val-split {cfg.val_split:g} holds out no image of these {len(full):,} training images "
+                              f"(each class gives a rounded share of its images): give a larger share, or 0")
     train = full.subset(np.setdiff1d(np.arange(len(full)), held)) if len(held) else full
     device = pick_device(device)
     keep_heap()
