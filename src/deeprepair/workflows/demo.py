@@ -156,8 +156,9 @@ def demo_table(results: dict, split, corruption: str, n_test: int, about: dict) 
     return "\n".join([f"data: {about.get('data', '?')}",
                       f"demo: {Path(str(about.get('model', 'model'))).name} under {corruption} (5 severities x "
                       f"{n_test:,} test images): {len(split.index):,} failures -> {len(split.dc):,} collected (Dc) "
-                      f"from {len(split.dc_sources()):,} photos; {len(split.de):,} failures of the other photos held "
-                      "out (De)", "", markdown_table(head, rows)]) + "\n"
+                      f"from {len(split.dc_sources()):,} photos; {first.get('de_images', 0):,} failures of the other "
+                      "photos held out (De), the photos that calibrate the break limit left out of every number",
+                      "", markdown_table(head, rows)]) + "\n"
 
 
 def demo_data(data: str | None, out: Path, *, offline: bool, seed: int, device, limit: int = 0,
