@@ -1,4 +1,4 @@
-"""Issue 34, bad input: a ``--threads`` or compile option the machine cannot honour gives a
+"""Speed options on bad input: a ``--threads`` or compile option the machine cannot honour gives a
 one-line warning and falls back, never a traceback or a silent slowdown; ``corrupt`` times
 numba's first-run compile apart from its throughput."""
 

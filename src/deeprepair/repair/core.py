@@ -9,6 +9,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -123,7 +124,7 @@ def resolve_config(config: RepairConfig | None, overrides: dict, n_train: int) -
 
 
 def check_inputs(model: nn.Module, train: ImageSet, failures: ImageSet, cfg: RepairConfig,
-                 field: np.ndarray | None) -> None:
+                 field: np.ndarray | None, val: ImageSet | None = None, field_eval: ImageSet | None = None) -> None:
     from .methods import get_method
 
     cfg.check(len(failures))
@@ -139,6 +140,11 @@ def check_inputs(model: nn.Module, train: ImageSet, failures: ImageSet, cfg: Rep
     if field is not None and (field.dtype != np.uint8 or field.shape[1:] != train.x.shape[1:] or not len(field)):
         raise DeepRepairError(f"field images must be a non-empty uint8 array of {train.x.shape[1:]} (H, W, C) "
                               f"images like the training data, got {field.dtype} {field.shape}")
+    for name, ds in (("val", val), ("field_eval", field_eval)):
+        if ds is not None and (ds.x.shape[1:] != train.x.shape[1:] or int(ds.y.max(initial=0)) >= train.num_classes
+                               or not len(ds)):
+            raise DeepRepairError(f"{name} must be a non-empty labelled set of {train.x.shape[1:]} (H, W, C) images "
+                                  f"with the training data's {train.num_classes} classes")
 
 
 def test_time_repair(model: nn.Module, failures: ImageSet, cfg: RepairConfig, device, precision) -> tuple[nn.Module, dict]:
@@ -224,7 +230,7 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
     ``cfg.epochs``, scoring the validation split after each epoch, keeping the best state (or the
     last with ``select_last``), saving a resumable state after each epoch."""
     # foreach: one multi-tensor update for all parameters instead of a Python loop over them,
-    # bit-identical to it (issue 34; fused=True is faster still but not bit-identical)
+    # bit-identical to it (fused=True is faster still but not bit-identical)
     opt = torch.optim.SGD(tuning.params, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=True, foreach=True)
     n = len(split.x)
@@ -392,12 +398,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     network the same protection makes of the first k runs at another limit.
     """
     cfg = resolve_config(config, overrides, len(train))
-    check_inputs(model, train, failures, cfg, field)
-    for name, ds in (("val", val), ("field_eval", field_eval)):
-        if ds is not None and (ds.x.shape[1:] != train.x.shape[1:] or int(ds.y.max(initial=0)) >= train.num_classes
-                               or not len(ds)):
-            raise DeepRepairError(f"{name} must be a non-empty labelled set of {train.x.shape[1:]} (H, W, C) images "
-                                  f"with the training data's {train.num_classes} classes")
+    check_inputs(model, train, failures, cfg, field, val=val, field_eval=field_eval)
     device = device or next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
     if cfg.method in ("bn-adapt", "tent"):
@@ -408,16 +409,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     split = make_split(train, failures, cfg, val)
     right0 = (predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
               if split.val_train is not None else None)
-    calibration = {"source": "val" if val is not None else "training images", "images": len(split.val_train)
-                   if split.val_train is not None else 0}
-    if val is None and cfg.interpolate and right0 is not None:
-        calibration["note"] = ("the break limit was checked on training images the model has seen, so it is "
-                               "optimistic: give labelled images it never trained on (--val, or a model whose "
-                               "training held a validation split out) for a limit that holds on new images")
-        warnings.warn(calibration["note"], stacklevel=2)
-    if cfg.interpolate and cfg.mix_bound == "clopper-pearson" and right0 is not None:
-        calibration_check(right0, cfg.max_break, cfg.confidence,
-                          "the validation set" if val is not None else "the held-back training images")
+    calibration = calibration_source(split, right0, cfg, given=val is not None)
     objective, sampler = build_objective(cfg, split.dc_fit, len(split.x), lambda: autocast(device, precision))
     before = validation_score(model, split, device, precision)
     runs, tuned = average_runs(model, split, objective, cfg, field, device, precision,
@@ -452,20 +444,40 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "field_check": checked, "kept_original": kept_original(interp, checked, runs),
     }
     if keep_runs:  # Python only (bench): the same protection over the first k runs at another limit
-
-        def variant(k: int, max_break: float) -> tuple[nn.Module, dict]:
-            net = copy.deepcopy(pristine)
-            info = combine_runs(net, runs[:k], split, cfg, device, precision)
-            net.to(memory_format=torch.contiguous_format).eval()
-            if not any(r.best_epoch for r in runs[:k]):
-                return net, {"alpha": 0.0, "averaging": info}
-            net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break),
-                                             device, precision, clean_heldout, right0)
-            return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
-                         "validation_final": final_validation(net, split, right0, device, precision)}
-
-        report["_variant"] = variant
+        report["_variant"] = partial(_variant, pristine, original, runs, split, cfg, device, precision, clean_heldout,
+                                     right0)
     return model, report
+
+
+def calibration_source(split: Split, right0: np.ndarray | None, cfg: RepairConfig, given: bool) -> dict:
+    """Where the break limit is checked, in the report: ``--val`` (given) or held-back training
+    images, which the model has seen (a warning says the limit is then optimistic); a set too
+    small for the bound ever to reach the limit is refused with the size it needs."""
+    out = {"source": "val" if given else "training images",
+           "images": len(split.val_train) if split.val_train is not None else 0}
+    if not given and cfg.interpolate and right0 is not None:
+        out["note"] = ("the break limit was checked on training images the model has seen, so it is optimistic: "
+                       "give labelled images it never trained on (--val, or a model whose training held a "
+                       "validation split out) for a limit that holds on new images")
+        warnings.warn(out["note"], stacklevel=3)
+    if cfg.interpolate and cfg.mix_bound == "clopper-pearson" and right0 is not None:
+        calibration_check(right0, cfg.max_break, cfg.confidence,
+                          "the validation set" if given else "the held-back training images")
+    return out
+
+
+def _variant(pristine: nn.Module, original: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision,
+             clean_heldout, right0, k: int, max_break: float) -> tuple[nn.Module, dict]:
+    """The network the same protection makes of the first ``k`` runs at the limit ``max_break``."""
+    net = copy.deepcopy(pristine)
+    info = combine_runs(net, runs[:k], split, cfg, device, precision)
+    net.to(memory_format=torch.contiguous_format).eval()
+    if not any(r.best_epoch for r in runs[:k]):
+        return net, {"alpha": 0.0, "averaging": info}
+    net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break), device,
+                                     precision, clean_heldout, right0)
+    return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
+                 "validation_final": final_validation(net, split, right0, device, precision)}
 
 
 def kept_original(interp: dict | None, checked: dict | None, runs: list) -> str | None:
