@@ -67,5 +67,5 @@ def test_corrupt_reports_set_up_apart_from_throughput(data_dir, tmp_path):
     from deeprepair.workflows.corrupt import corrupt_dataset
 
     (res,) = corrupt_dataset(str(data_dir), str(tmp_path / "c"), corruptions=["contrast"], severities=[1])
-    assert res.result["setup_seconds"] >= 0 and res.result["seconds"] > 0
+    assert res.result["setup_seconds"] >= 0 and res.result["seconds"] >= 0  # tiny data: may round to 0.0 s
     assert any("set-up" in line for line in res.lines) and any("img/s" in line for line in res.lines)
