@@ -87,22 +87,22 @@ PRESETS: dict[str, dict] = {
     "finetune+focal+avg3+certified": {
         "method": "finetune", **_BUDGET,
         "distill": 1.0, "distill_focus": "right", "l2_pull": 0.0, "average": 3, "interpolate": True,
-        "mix_bound": "clopper-pearson", "max_break": 0.01, **_NO_GATE,
+        "mix_bound": "clopper-pearson", "mix_steps": 20, "max_break": 0.01, **_NO_GATE,
     },
     "finetune+focal+mix": {
         "method": "finetune", **_BUDGET,
         "distill": 1.0, "distill_focus": "right", "l2_pull": 0.0, "average": 1, "interpolate": True,
-        "mix_bound": "point", "max_break": 0.01, **_NO_GATE,
+        "mix_bound": "point", "mix_steps": 10, "max_break": 0.01, **_NO_GATE,
     },
     "deeprepair-paper": {
         "method": "deeprepair", **_BUDGET,
         "distill": 0.0, "distill_focus": "all", "l2_pull": 0.0, "average": 1, "interpolate": False,
-        "mix_bound": "point", "max_break": 0.01, **_NO_GATE,
+        "mix_bound": "point", "mix_steps": 10, "max_break": 0.01, **_NO_GATE,
     },
     "deeprepair+distill+gate": {
         "method": "deeprepair", **{**_BUDGET, "epochs": 1, "train_subset": 0.8, "dc_repeat": 4},
         "distill": 1.0, "distill_focus": "all", "l2_pull": 0.0, "average": 1, "interpolate": False,
-        "mix_bound": "point", "max_break": 0.01,
+        "mix_bound": "point", "mix_steps": 10, "max_break": 0.01,
         "gate": True, "gate_features": "deep+style", "gate_router": "mlp", "gate_calibration": 5000,
         "gate_bound": "wilson", "gate_keep": None,
     },
@@ -128,7 +128,7 @@ PROTECTIONS: dict[str, Protection] = {
     "distillation": Protection("--distill", ("distill_t", "distill_focus"), lambda c, f: c.distill > 0),
     "L2 pull": Protection("--l2-pull", (), lambda c, f: c.l2_pull > 0),
     "averaging": Protection("--average", (), lambda c, f: c.average > 1),
-    "weight mix": Protection("--interpolate", ("max_break", "mix_bound", "confidence", "val"),
+    "weight mix": Protection("--interpolate", ("max_break", "mix_bound", "mix_steps", "confidence", "val"),
                              lambda c, f: c.interpolate),  # val: a command's input (--val)
     "gate": Protection("--gate", ("max_break", "gate_features", "gate_router", "gate_calibration", "gate_bound",
                                   "gate_keep", "gate_holdout", "val"), lambda c, f: c.gate),  # gate_holdout: an input
@@ -211,6 +211,9 @@ class RepairConfig:
     mix_bound: str = flag(_D["mix_bound"], "how the weight mix holds --max-break: the exact one-sided upper "
                           "confidence bound of the validation break rate (clopper-pearson) or the rate itself "
                           "(point: no guarantee)", choices=MIX_BOUNDS)
+    mix_steps: int = flag(_D["mix_steps"], "with --interpolate: the mixes walked, a = 0, 1/N, 2/N, ..., 1, upward "
+                          "until the first that breaks the limit (a finer walk gets closer to it; each step costs "
+                          "one pass over the validation images)", range="positive_int")
     confidence: float = option(0.95, range="confidence")  # of the break bound and of the field check
 
     # -- field: unlabelled images from the deployment (repair --field; repair(field=...))

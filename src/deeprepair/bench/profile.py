@@ -36,7 +36,7 @@ PROTECTIONS: dict[str, dict] = {
     "pseudo": {"field": True, "field_labels": "self"},  # ... taught with FixMatch-style pseudo-labels instead
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
     "avg3": {"average": 3},  # 3 runs averaged weight by weight
-    "certified": {"interpolate": True, "mix_bound": "clopper-pearson"},  # the mix held by the exact bound
+    "certified": {"interpolate": True, "mix_bound": "clopper-pearson", "mix_steps": 20},  # the exact bound, 0.05 steps
     "fieldcheck": {"field_check": True},  # the runner passes a real profile's field half, labelled
 }
 SAFE = "deeprepair+distill+gate"  # the --safe preset as it was measured (routed: two networks and a router)

@@ -106,11 +106,11 @@ def protection_lines(report: dict, cmp: dict) -> list[str]:
         where = ("the validation images (never trained on)" if cal.get("source") == "val"
                  else "held-back training images (the model trained on them: optimistic)")
         if mix.get("bound", "point") == "point":
-            lines.append(f"- weight mix alpha {mix['alpha']:.1f}: validation break {pct(chosen['val_break'])}% <= "
+            lines.append(f"- weight mix alpha {mix['alpha']:g}: validation break {pct(chosen['val_break'])}% <= "
                          f"{mix['max_break'] * 100:.1f}% as a point estimate on {where} (no guarantee); "
                          f"measured on the test images: {pct(measured)}%")
         else:
-            lines.append(f"- weight mix alpha {mix['alpha']:.1f}: break <= {pct(mix['break_bound'])}% (limit "
+            lines.append(f"- weight mix alpha {mix['alpha']:g}: break <= {pct(mix['break_bound'])}% (limit "
                          f"{mix['max_break'] * 100:.1f}%) with {mix['confidence']:.0%} confidence on images like "
                          f"{where}: {chosen['breaks']} of the {chosen['right_before']:,} it got right broke "
                          f"(exact one-sided Clopper-Pearson bound); measured on the test images: {pct(measured)}%")

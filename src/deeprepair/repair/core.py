@@ -309,7 +309,7 @@ def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg:
             right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
         model, interp = certified_mix(original, model, split.val_train, right0, split.val_failures, cfg.max_break,
                                       confidence=cfg.confidence, bound=cfg.mix_bound, device=device,
-                                      precision=precision)
+                                      precision=precision, steps=cfg.mix_steps)
     if cfg.gate:
         from .gate import fit_gate
 

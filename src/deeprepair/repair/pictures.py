@@ -31,11 +31,12 @@ def _frontier(mix: dict) -> str | None:
     has_fix = rows[0].get("val_failures_acc") is not None
     ys = [100 * r["val_failures_acc"] for r in rows] if has_fix else [r["alpha"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    ax.plot(bound, ys, "o-", color="#4477aa", label="mix a = 0, 0.1, ..., 1")
+    walk = f"mix a = 0, {1 / mix.get('steps', 10):g}, ... (up to the first over the limit)"
+    ax.plot(bound, ys, "o-", color="#4477aa", label=walk)
     for r, b, f in zip(rows, bound, ys):
-        ax.annotate(f"{r['alpha']:.1f}", (b, f), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.annotate(f"{r['alpha']:g}", (b, f), textcoords="offset points", xytext=(4, -10), fontsize=7)
     chosen = next(i for i, r in enumerate(rows) if r["alpha"] == mix["alpha"])
-    ax.plot([bound[chosen]], [ys[chosen]], "*", ms=16, color="#cc3311", label=f"chosen (a = {mix['alpha']:.1f})")
+    ax.plot([bound[chosen]], [ys[chosen]], "*", ms=16, color="#cc3311", label=f"chosen (a = {mix['alpha']:g})")
     ax.axvline(100 * mix["max_break"], ls="--", color="grey", label=f"limit {100 * mix['max_break']:.1f}%")
     what = "break bound" if mix.get("bound", "point") != "point" else "break (point estimate)"
     ax.set_xlabel(f"validation {what} (%)")

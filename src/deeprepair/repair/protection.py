@@ -9,7 +9,8 @@ The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
    scores below the best run on validation, its BatchNorm statistics are recomputed on the
    fine-tuning images (``recalibrate_bn``) and the better of the two is kept.
 2. **The certified mix** (``certified_mix``): theta = (1 - a) theta_original + a theta_repaired
-   (WiSE-FT, Wortsman et al. 2022), for a on a grid walked upward from 0. For each mix the
+   (WiSE-FT, Wortsman et al. 2022), for a = 0, 1/N, ..., 1 walked upward from 0 (N =
+   ``mix_steps``, 20 in the default). For each mix the
    break rate on the calibration images (never trained on, never evaluated on) is bounded by the
    exact one-sided Clopper-Pearson upper bound (``bounds.clopper_pearson_upper``); the walk
    stops at the first mix whose bound exceeds the limit (fixed-sequence testing, as in
@@ -38,7 +39,7 @@ from ..data import ImageSet
 from ..engine import predict, to_float
 from ..errors import DeepRepairError
 
-MIX_GRID = 11  # mixes a = 0, 0.1, ..., 1
+MIX_STEPS = 10  # mixes a = 0, 0.1, ..., 1 unless the recipe says otherwise (RepairConfig.mix_steps)
 
 
 def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) -> nn.Module:
@@ -98,28 +99,33 @@ def calibration_check(right0: np.ndarray, max_break: float, confidence: float, w
 
 def certified_mix(original: nn.Module, repaired: nn.Module, calib: ImageSet, right0: np.ndarray,
                   val_failures: ImageSet | None, max_break: float, *, confidence: float = 0.95,
-                  bound: str = "clopper-pearson", device, precision, grid: int = MIX_GRID) -> tuple[nn.Module, dict]:
+                  bound: str = "clopper-pearson", device, precision, steps: int = MIX_STEPS) -> tuple[nn.Module, dict]:
     """The mix of original and repaired weights with the largest validation repair whose
     calibration break rate is certified <= ``max_break`` (module docstring); the original when no
-    mix above 0 is. ``right0``: which calibration images the original gets right."""
+    mix above 0 is. ``right0``: which calibration images the original gets right. The mixes
+    a = 0, 1/steps, ..., 1 are walked upward and the walk stops at the first that fails (no later
+    mix can count under fixed-sequence testing, so none is computed); ``grid`` lists the mixes
+    walked, the failing one last."""
     n = int(right0.sum())
-    rows, passed = [], True
-    for a in np.linspace(0, 1, grid):
-        m = interpolate_weights(original, repaired, float(a))
-        right = predict(m, calib.x, device=device, precision=precision) == calib.y
+    rows = []
+    for i in range(steps + 1):
+        a = i / steps
+        m = interpolate_weights(original, repaired, a)
+        right = right0 if a == 0 else predict(m, calib.x, device=device, precision=precision) == calib.y
         k = int((right0 & ~right).sum())
         ub = clopper_pearson_upper(k, n, confidence) if a > 0 else 0.0
         fix = (float((predict(m, val_failures.x, device=device, precision=precision) == val_failures.y).mean())
                if val_failures is not None else None)
         ok = (k / max(n, 1) if bound == "point" else ub) <= max_break
-        passed = passed and ok  # fixed-sequence: a mix counts only if every smaller one passed too
-        rows.append({"alpha": float(a), "breaks": k, "right_before": n, "val_break": k / max(n, 1),
+        rows.append({"alpha": a, "breaks": k, "right_before": n, "val_break": k / max(n, 1),
                      "break_bound": float(ub), "val_failures_acc": fix, "val_train_acc": float(right.mean()),
-                     "passed": bool(passed)})
+                     "passed": bool(ok)})
+        if not ok:  # fixed-sequence: a mix counts only if every smaller one passed too
+            break
     ok = [r for r in rows if r["passed"]]
     key = (lambda r: (r["val_failures_acc"], r["alpha"])) if val_failures is not None else (lambda r: r["alpha"])
     best = max(ok, key=key)
-    info = {"alpha": best["alpha"], "grid": rows, "max_break": max_break, "confidence": confidence,
+    info = {"alpha": best["alpha"], "grid": rows, "steps": steps, "max_break": max_break, "confidence": confidence,
             "bound": bound, "calibration_images": len(calib), "calibration_right": n,
             "break_bound": best["break_bound"], "kept_original": best["alpha"] == 0}
     return interpolate_weights(original, repaired, best["alpha"]), info
