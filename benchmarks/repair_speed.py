@@ -305,7 +305,6 @@ def main() -> None:
         return
 
     import numpy as np
-    import torch
 
     from deeprepair.corruptions import corrupt
     from deeprepair.data import ImageSet, load_dataset

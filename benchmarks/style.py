@@ -51,7 +51,7 @@ def adain_checkpoint(path: Path, model_path: str, data: str, epochs: int, limit:
     import torch
 
     from deeprepair.data import load_dataset
-    from deeprepair.models.checkpoint import load_checkpoint, read_metadata
+    from deeprepair.models.checkpoint import load_checkpoint
     from deeprepair.style.adain import FeatureEncoder, save_style_checkpoint, train_decoder
 
     if path.is_file():
@@ -207,7 +207,7 @@ def main() -> None:
         vals = [v for v in vals if v is not None]
         return float(np.mean(vals)) if vals else float("nan")
 
-    lines = [f"# Style transfer backends: do they carry the corruption?\n", provenance_markdown(prov),
+    lines = ["# Style transfer backends: do they carry the corruption?\n", provenance_markdown(prov),
              f"- {args.n} content images and {args.n} other reference images from the test set (seed 0); "
              f"severities {sevs}; type classifier: resnet-20, {args.type_train:,} training images "
              f"x {args.type_epochs} epochs ({type_secs:.0f} s)",

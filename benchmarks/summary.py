@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import fmean as mean
 
 from deeprepair.bench import label
-from deeprepair.bench.profile import as_today, current_name
+from deeprepair.bench.profile import as_today
 from deeprepair.bench.report import CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, frontier_points, read_record
 from deeprepair.bounds import mean_std
 

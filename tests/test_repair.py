@@ -163,8 +163,10 @@ def test_regression_control_options_run_and_report(setup):
 
 
 def test_interpolation_search_reads_only_validation_data(setup, monkeypatch):
-    """choose_interpolation is handed the split; it must never see De or a test set."""
+    """The weight mix is handed the split; it must never see De or a test set."""
     import deeprepair.repair.core as core
+    import deeprepair.repair.protection as protection
+    import deeprepair.repair.split as split
 
     model, train, dc, de = setup
     seen = []
@@ -174,7 +176,8 @@ def test_interpolation_search_reads_only_validation_data(setup, monkeypatch):
         seen.append(len(x))
         return real_predict(m, x, **kw)
 
-    monkeypatch.setattr(core, "predict", spy)
+    for module in (core, protection, split):
+        monkeypatch.setattr(module, "predict", spy)
     repair(model, train, dc, RepairConfig.preset("deeprepair-paper", method="finetune", epochs=1, train_subset=30, precision="fp32",
                                           interpolate=True, selection="holdout"), device=torch.device("cpu"))
     assert len(de) not in (30, 4)

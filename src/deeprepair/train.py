@@ -51,18 +51,25 @@ class TrainConfig:
             raise DeepRepairError("val_split must be in [0, 0.5) (0: train on every image)")
 
 
-def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning rate at optimiser step ``step`` of ``total``."""
+def schedule_lr(lr: float, step: int, total: int, schedule: str = "cosine", warmup: float = 0.0) -> float:
+    """The learning rate at optimiser step ``step`` of ``total`` (train's and repair's one
+    schedule): ``cosine`` decays per step to 0 after a linear warm-up over the first ``warmup``
+    share of the steps; ``onecycle`` rises from 4% over the first 30% and decays by cosine."""
     t = step / max(total, 1)
-    if cfg.schedule == "onecycle":
+    if schedule == "onecycle":
         up = 0.3
         if t < up:
-            return cfg.lr * (0.04 + 0.96 * t / up)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (t - up) / (1 - up)))
-    warm = cfg.warmup_epochs / cfg.epochs
-    if t < warm:
-        return cfg.lr * (step + 1) / max(warm * total, 1)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm)))
+            return lr * (0.04 + 0.96 * t / up)
+        return lr * 0.5 * (1 + math.cos(math.pi * (t - up) / (1 - up)))
+    if t < warmup:
+        return lr * (step + 1) / max(warmup * total, 1)
+    return lr * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (1 - warmup)))
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate of a training run at optimiser step ``step`` of ``total``."""
+    return schedule_lr(cfg.lr, step, total, cfg.schedule, 0.0 if cfg.schedule == "onecycle"
+                       else cfg.warmup_epochs / cfg.epochs)
 
 
 def crop_flip(xb: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -197,35 +204,58 @@ def _resume(state_path: Path | None, model: nn.Module, opt, cfg: TrainConfig, da
     return meta["epochs_done"], meta["history"], meta["seconds"]
 
 
-def _train_epoch(model: nn.Module, forward, opt, xt: torch.Tensor, yt: torch.Tensor, cfg: TrainConfig, epoch: int,
-                 device: torch.device, precision: str, progress: Callable[[int, int], None] | None) -> tuple[float, int]:
-    """One epoch of SGD (shuffles and crops from a generator seeded by (seed, epoch)); (summed loss, correct)."""
+def sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, xt: torch.Tensor, yt: torch.Tensor, *,
+              batch_size: int, epoch: int, epochs: int, lr: Callable[[int, int], float], gen: torch.Generator,
+              step_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]],
+              device: torch.device, progress: Callable[[int], None] | None = None) -> dict:
+    """One epoch of SGD, the loop ``train`` and ``repair`` share: shuffle with ``gen``, pad-4
+    crop + flip each batch on the CPU (uint8) and move it to ``device`` as float, set the step's
+    learning rate (``lr(step, total)``), ``loss, stats = step_loss(x, y, idx)``, backward,
+    average the gradients across ranks under torchrun, step. Returns ``loss`` (the batch means
+    times their sizes, summed) and each of ``step_loss``'s ``stats`` summed over the batches."""
     n = len(xt)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-    torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout
+    per_epoch = math.ceil(n / batch_size)
+    total = per_epoch * epochs
     order = torch.randperm(n, generator=gen)
-    model.train()
-    loss_sum, correct = 0.0, 0
-    for i, s in enumerate(batches(n, cfg.batch_size)):
+    params = [p for g in opt.param_groups for p in g["params"]]
+    sums: dict = {"loss": 0.0}
+    for i, s in enumerate(batches(n, batch_size)):
         idx = order[s]
         xb = to_float(crop_flip(xt[idx], gen).to(device, non_blocking=True))
         yb = yt[idx].to(device, non_blocking=True)
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, epoch * steps_per_epoch + i, total)
+            g["lr"] = lr(epoch * per_epoch + i, total)
+        loss, stats = step_loss(xb, yb, idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(params)
+        opt.step()
+        sums["loss"] += loss.item() * len(idx)
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if progress is not None:
+            progress(len(idx))
+    return sums
+
+
+def _train_epoch(model: nn.Module, forward, opt, xt: torch.Tensor, yt: torch.Tensor, cfg: TrainConfig, epoch: int,
+                 device: torch.device, precision: str, progress: Callable[[int, int], None] | None) -> tuple[float, int]:
+    """One epoch of supervised training (``sgd_epoch`` with cross-entropy; shuffles and crops
+    from a generator seeded by (seed, epoch)); (summed loss, correct)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout
+    model.train()
+
+    def step_loss(xb, yb, idx):
         with autocast(device, precision):
             logits = forward(xb)
         loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.average_gradients(opt.param_groups[0]["params"])
-        opt.step()
-        loss_sum += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == yb).sum())
-        if progress is not None:
-            progress(len(idx), epoch)
-    return loss_sum, correct
+        return loss, {"correct": int((logits.argmax(1) == yb).sum())}
+
+    sums = sgd_epoch(model, opt, xt, yt, batch_size=cfg.batch_size, epoch=epoch, epochs=cfg.epochs,
+                     lr=lambda step, total: lr_at(cfg, step, total), gen=gen, step_loss=step_loss, device=device,
+                     progress=None if progress is None else (lambda k: progress(k, epoch)))
+    return sums["loss"], sums.get("correct", 0)
 
 
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,

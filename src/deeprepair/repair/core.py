@@ -21,54 +21,15 @@ from .. import distributed
 from ..augment import StyleAug
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
-from ..engine import autocast, batches, predict, resolve_precision, to_float
+from ..engine import autocast, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
 from ..repair_config import PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
-from ..train import crop_flip, load_run_state, save_run_state
+from ..train import crop_flip, load_run_state, save_run_state, schedule_lr, sgd_epoch
 from .losses import distill_loss, focal_weights, l2_pull, pseudo_label_loss
-from .protection import (average_states, calibration_check, certified_mix, field_check, interpolate_weights,  # noqa: F401
-                         recalibrate_bn)
+from .protection import (calibration_check, combine_runs, field_check, interpolate_weights,  # noqa: F401
+                         kept_original, protected_variant, regression_control)
+from .split import Split, final_validation, make_split, validation_score  # noqa: F401  (re-exported)
 from .tuning import Tuning
-
-
-@dataclass
-class Split:
-    """Fine-tuning set and the validation sets carved from Dt and Dc (never from De or test)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    is_failure: np.ndarray
-    val_train: ImageSet | None
-    val_failures: ImageSet | None
-    dc_fit: ImageSet
-    calibration: ImageSet | None = None  # training images in neither fine-tuning nor validation (gate threshold)
-
-
-def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig, val: ImageSet | None = None) -> Split:
-    """``val``: labelled images the model never trained on (the calibration set of the break
-    limit); without it 1,000 (at most a tenth) of ``train`` are held back instead."""
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(train))
-    n_val = 0 if val is not None else min(cfg.val_train, len(train) // 10)
-    val_t = val if val is not None else (train.subset(order[:n_val]) if n_val else None)
-    rest = order[n_val:]
-    if cfg.method == "fewshot":
-        rest, unused = rest[: cfg.fewshot_replay], rest[cfg.fewshot_replay:]
-    elif cfg.train_subset:
-        rest, unused = rest[: cfg.train_subset], rest[cfg.train_subset:]
-    else:
-        unused = rest[:0]
-    calib = train.subset(np.sort(unused[: cfg.gate_calibration])) if cfg.gate_calibration and len(unused) else None
-    fo = rng.permutation(len(failures))
-    keep_out = len(failures) >= 10 and cfg.resolved_selection(len(failures)) == "holdout"
-    n_fval = int(round(cfg.val_fraction * len(failures))) if keep_out else 0
-    val_f = failures.subset(np.sort(fo[:n_fval])) if n_fval else None
-    dc_fit = failures.subset(np.sort(fo[n_fval:]))
-    reps = [dc_fit.x] * cfg.dc_repeat
-    x = np.concatenate([train.x[rest], *reps]) if reps else train.x[rest]
-    y = np.concatenate([train.y[rest], *[dc_fit.y] * cfg.dc_repeat])
-    is_f = np.concatenate([np.zeros(len(rest), bool), np.ones(len(dc_fit) * cfg.dc_repeat, bool)])
-    return Split(x, y, is_f, val_t, val_f, dc_fit, calib)
 
 
 def build_objective(cfg: RepairConfig, dc: ImageSet, n_examples: int, ctx) -> tuple[object, ReferenceSampler | None]:
@@ -77,37 +38,6 @@ def build_objective(cfg: RepairConfig, dc: ImageSet, n_examples: int, ctx) -> tu
     from .methods import get_method
 
     return get_method(cfg.method).build(cfg, dc, n_examples, ctx)
-
-
-def _accuracy(model: nn.Module, ds: ImageSet | None, device, precision) -> float | None:
-    if ds is None:
-        return None
-    return float((predict(model, ds.x, device=device, precision=precision) == ds.y).mean())
-
-
-def validation_score(model: nn.Module, split: Split, device, precision) -> dict:
-    """Accuracy on the held-back Dt and Dc images; the score is their mean."""
-    a_t = _accuracy(model, split.val_train, device, precision)
-    a_f = _accuracy(model, split.val_failures, device, precision)
-    parts = [a for a in (a_t, a_f) if a is not None]
-    return {"val_train_acc": a_t, "val_failures_acc": a_f,
-            "val_score": float(np.mean(parts)) if parts else None}
-
-
-def _break_rate(right0: np.ndarray, right: np.ndarray) -> float:
-    """Share of the images right before that are wrong after."""
-    return float((right0 & ~right).sum() / max(right0.sum(), 1))
-
-
-def final_validation(model: nn.Module, split: Split, right0: np.ndarray | None, device, precision) -> dict:
-    """The returned model on the validation split (after regression control): accuracy on the
-    held-back Dt and Dc images, and the break rate on Dt (right before, wrong after). A recipe is
-    chosen on these numbers only, never on De or the test set (benchmarks/results/SUMMARY.md)."""
-    out = validation_score(model, split, device, precision)
-    if right0 is not None:
-        right = predict(model, split.val_train.x, device=device, precision=precision) == split.val_train.y
-        out["val_break"] = _break_rate(right0, right)
-    return out
 
 
 def resolve_config(config: RepairConfig | None, overrides: dict, n_train: int) -> RepairConfig:
@@ -234,8 +164,6 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
     opt = torch.optim.SGD(tuning.params, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=True, foreach=True)
     n = len(split.x)
-    per_epoch = math.ceil(n / cfg.batch_size)
-    steps = per_epoch * cfg.epochs
     run = FineTune(best_score=score_before,
                    best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
     if state_path is not None and state_path.exists():
@@ -257,27 +185,18 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 7919 + epoch)
-        order = torch.randperm(n, generator=gen)
         tuning.train(model)
-        tot = {"loss": 0.0, "jsd": 0.0, "aug_s": 0.0}
-        for i, s in enumerate(batches(n, cfg.batch_size)):
-            idx = order[s]
-            x = to_float(crop_flip(xt[idx], gen)).to(device)
-            yb = yt[idx].to(device)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / steps))
+
+        def step_loss(x, yb, idx):
             loss, extra = objective.loss(net, x, yb, idx.numpy(), rng)
             extra_loss, _ = reg.loss(net, extra, yb, split.is_failure[idx.numpy()], gen)
-            loss = loss + extra_loss
-            tot["jsd"] += extra.get("jsd", 0.0) * len(idx)
-            tot["aug_s"] += extra.get("aug_s", 0.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(tuning.params)
-            opt.step()
-            tot["loss"] += loss.item() * len(idx)
-            if progress is not None:
-                progress(len(idx))
+            return loss + extra_loss, {"jsd": extra.get("jsd", 0.0) * len(idx), "aug_s": extra.get("aug_s", 0.0)}
+
+        tot = sgd_epoch(model, opt, xt, yt, batch_size=cfg.batch_size, epoch=epoch, epochs=cfg.epochs,
+                        lr=lambda step, total: schedule_lr(cfg.lr, step, total), gen=gen, step_loss=step_loss,
+                        device=device, progress=progress)
+        tot.setdefault("jsd", 0.0)
+        tot.setdefault("aug_s", 0.0)
         if not math.isfinite(tot["loss"]):
             raise DeepRepairError(f"repair diverged in epoch {epoch + 1}: lower the learning rate")
         val = validation_score(model, split, device, precision)
@@ -297,34 +216,6 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
     return run
 
 
-def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg: RepairConfig, device, precision,
-                       clean_heldout: ImageSet | None, right0: np.ndarray | None = None
-                       ) -> tuple[nn.Module, dict | None, dict | None]:
-    """``--interpolate`` (the certified weight mix, protection.py) and ``--gate`` (routed repair)."""
-    interp = routing = None
-    if cfg.interpolate and split.val_train is None:
-        interp = {"alpha": 1.0, "reason": "no validation images of Dt"}
-    elif cfg.interpolate:
-        if right0 is None:
-            right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
-        model, interp = certified_mix(original, model, split.val_train, right0, split.val_failures, cfg.max_break,
-                                      confidence=cfg.confidence, bound=cfg.mix_bound, device=device,
-                                      precision=precision, steps=cfg.mix_steps)
-    if cfg.gate:
-        from .gate import fit_gate
-
-        model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
-                                  cfg.max_break, device, precision, features=cfg.gate_features,
-                                  bound=cfg.gate_bound, clean_heldout=clean_heldout, router=cfg.gate_router,
-                                  seed=cfg.seed, keep=cfg.gate_keep)
-        if cfg.gate_calibration and split.calibration is None:
-            routing["calibration_note"] = ("no training images were left out of fine-tuning (train_subset covers Dt), "
-                                           "so the threshold was checked on the validation images only")
-            warnings.warn(f"gate: {routing['calibration_note']}; lower --train-subset to calibrate on more", stacklevel=3)
-        model.eval()
-    return model, interp, routing
-
-
 def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, field, device, precision,
                  state_path: Path | None, progress, select_last: bool, before: dict) -> tuple[list, dict]:
     """Fine-tune ``cfg.average`` copies of ``model`` with seeds seed, seed + 1, ... on the same
@@ -342,33 +233,6 @@ def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, f
                               select_last, before["val_score"]))
         del net, reg
     return runs, tuned
-
-
-def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision) -> dict | None:
-    """Load into ``model`` the uniform weight average of the runs that moved off the original
-    (their selected states), recomputing BatchNorm's statistics on the fine-tuning images when
-    the average scores below the best run on validation and that helps; what it did (None for
-    one run)."""
-    chosen = [r for r in runs if r.best_epoch]  # runs that kept the original (epoch 0) add nothing
-    if len(runs) == 1 or not chosen:
-        model.load_state_dict((chosen or runs)[0].best_state)
-        return None if len(runs) == 1 else {"runs": len(runs), "averaged": 0}
-    model.load_state_dict(average_states([r.best_state for r in chosen]))
-    model.eval()
-    score = validation_score(model, split, device, precision)["val_score"]
-    scores = [r.best_score for r in chosen if r.best_score is not None]  # None: nothing held out to score on
-    best_single = max(scores) if scores else None
-    info = {"runs": len(runs), "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
-            "val_score_average": score, "bn_recomputed": False}
-    if score is not None and best_single is not None and score < best_single:
-        averaged = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        recalibrate_bn(model, split.x, device, seed=cfg.seed)
-        rescore = validation_score(model, split, device, precision)["val_score"]
-        if rescore > score:
-            info.update(bn_recomputed=True, val_score_average=rescore)
-        else:
-            model.load_state_dict(averaged)
-    return info
 
 
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
@@ -444,7 +308,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "field_check": checked, "kept_original": kept_original(interp, checked, runs),
     }
     if keep_runs:  # Python only (bench): the same protection over the first k runs at another limit
-        report["_variant"] = partial(_variant, pristine, original, runs, split, cfg, device, precision, clean_heldout,
+        report["_variant"] = partial(protected_variant, pristine, original, runs, split, cfg, device, precision, clean_heldout,
                                      right0)
     return model, report
 
@@ -464,29 +328,3 @@ def calibration_source(split: Split, right0: np.ndarray | None, cfg: RepairConfi
         calibration_check(right0, cfg.max_break, cfg.confidence,
                           "the validation set" if given else "the held-back training images")
     return out
-
-
-def _variant(pristine: nn.Module, original: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision,
-             clean_heldout, right0, k: int, max_break: float) -> tuple[nn.Module, dict]:
-    """The network the same protection makes of the first ``k`` runs at the limit ``max_break``."""
-    net = copy.deepcopy(pristine)
-    info = combine_runs(net, runs[:k], split, cfg, device, precision)
-    net.to(memory_format=torch.contiguous_format).eval()
-    if not any(r.best_epoch for r in runs[:k]):
-        return net, {"alpha": 0.0, "averaging": info}
-    net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break), device,
-                                     precision, clean_heldout, right0)
-    return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
-                 "validation_final": final_validation(net, split, right0, device, precision)}
-
-
-def kept_original(interp: dict | None, checked: dict | None, runs: list) -> str | None:
-    """Why the original comes back unchanged, in words (None when a repair is returned)."""
-    if checked is not None and not checked["passed"]:
-        return "no repair helped on your field photos; the original is kept"
-    if not any(r.best_epoch for r in runs):
-        return "no epoch scored above the original on validation; the original is kept"
-    if interp is not None and interp.get("kept_original"):
-        return (f"no mix of the repair keeps the break rate <= {interp['max_break']:.2%} with "
-                f"{interp['confidence']:.0%} confidence on the validation images; the original is kept")
-    return None

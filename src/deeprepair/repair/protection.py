@@ -29,6 +29,8 @@ break rate itself held to the limit. It stays for the recipes measured with it.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import warnings
 
 import numpy as np
 import torch
@@ -38,6 +40,8 @@ from ..bounds import clopper_pearson_min_n, clopper_pearson_upper, paired_change
 from ..data import ImageSet
 from ..engine import predict, to_float
 from ..errors import DeepRepairError
+from ..repair_config import RepairConfig
+from .split import Split, final_validation, validation_score
 
 MIX_STEPS = 10  # mixes a = 0, 0.1, ..., 1 unless the recipe says otherwise (RepairConfig.mix_steps)
 
@@ -142,3 +146,84 @@ def field_check(original: nn.Module, chosen: nn.Module, field: ImageSet, *, conf
     return {"images": len(field), "before": float(rb.mean()), "after": float(ra.mean()),
             "won": int((~rb & ra).sum()), "lost": int((rb & ~ra).sum()), "change_lower_bound": low,
             "confidence": confidence, "passed": bool(low >= 0)}
+
+
+def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg: RepairConfig, device, precision,
+                       clean_heldout: ImageSet | None, right0: np.ndarray | None = None
+                       ) -> tuple[nn.Module, dict | None, dict | None]:
+    """``--interpolate`` (the certified weight mix, protection.py) and ``--gate`` (routed repair)."""
+    interp = routing = None
+    if cfg.interpolate and split.val_train is None:
+        interp = {"alpha": 1.0, "reason": "no validation images of Dt"}
+    elif cfg.interpolate:
+        if right0 is None:
+            right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
+        model, interp = certified_mix(original, model, split.val_train, right0, split.val_failures, cfg.max_break,
+                                      confidence=cfg.confidence, bound=cfg.mix_bound, device=device,
+                                      precision=precision, steps=cfg.mix_steps)
+    if cfg.gate:
+        from .gate import fit_gate
+
+        model, routing = fit_gate(original.to(memory_format=torch.contiguous_format), model, split,
+                                  cfg.max_break, device, precision, features=cfg.gate_features,
+                                  bound=cfg.gate_bound, clean_heldout=clean_heldout, router=cfg.gate_router,
+                                  seed=cfg.seed, keep=cfg.gate_keep)
+        if cfg.gate_calibration and split.calibration is None:
+            routing["calibration_note"] = ("no training images were left out of fine-tuning (train_subset covers Dt), "
+                                           "so the threshold was checked on the validation images only")
+            warnings.warn(f"gate: {routing['calibration_note']}; lower --train-subset to calibrate on more", stacklevel=3)
+        model.eval()
+    return model, interp, routing
+
+
+def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision) -> dict | None:
+    """Load into ``model`` the uniform weight average of the runs that moved off the original
+    (their selected states), recomputing BatchNorm's statistics on the fine-tuning images when
+    the average scores below the best run on validation and that helps; what it did (None for
+    one run)."""
+    chosen = [r for r in runs if r.best_epoch]  # runs that kept the original (epoch 0) add nothing
+    if len(runs) == 1 or not chosen:
+        model.load_state_dict((chosen or runs)[0].best_state)
+        return None if len(runs) == 1 else {"runs": len(runs), "averaged": 0}
+    model.load_state_dict(average_states([r.best_state for r in chosen]))
+    model.eval()
+    score = validation_score(model, split, device, precision)["val_score"]
+    scores = [r.best_score for r in chosen if r.best_score is not None]  # None: nothing held out to score on
+    best_single = max(scores) if scores else None
+    info = {"runs": len(runs), "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
+            "val_score_average": score, "bn_recomputed": False}
+    if score is not None and best_single is not None and score < best_single:
+        averaged = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        recalibrate_bn(model, split.x, device, seed=cfg.seed)
+        rescore = validation_score(model, split, device, precision)["val_score"]
+        if rescore > score:
+            info.update(bn_recomputed=True, val_score_average=rescore)
+        else:
+            model.load_state_dict(averaged)
+    return info
+
+
+def protected_variant(pristine: nn.Module, original: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision,
+             clean_heldout, right0, k: int, max_break: float) -> tuple[nn.Module, dict]:
+    """The network the same protection makes of the first ``k`` runs at the limit ``max_break``."""
+    net = copy.deepcopy(pristine)
+    info = combine_runs(net, runs[:k], split, cfg, device, precision)
+    net.to(memory_format=torch.contiguous_format).eval()
+    if not any(r.best_epoch for r in runs[:k]):
+        return net, {"alpha": 0.0, "averaging": info}
+    net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break), device,
+                                     precision, clean_heldout, right0)
+    return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
+                 "validation_final": final_validation(net, split, right0, device, precision)}
+
+
+def kept_original(interp: dict | None, checked: dict | None, runs: list) -> str | None:
+    """Why the original comes back unchanged, in words (None when a repair is returned)."""
+    if checked is not None and not checked["passed"]:
+        return "no repair helped on your field photos; the original is kept"
+    if not any(r.best_epoch for r in runs):
+        return "no epoch scored above the original on validation; the original is kept"
+    if interp is not None and interp.get("kept_original"):
+        return (f"no mix of the repair keeps the break rate <= {interp['max_break']:.2%} with "
+                f"{interp['confidence']:.0%} confidence on the validation images; the original is kept")
+    return None

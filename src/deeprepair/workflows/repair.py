@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import atomic_open, atomic_write_bytes
+from ..data.io import atomic_write_bytes
 from ..errors import DeepRepairError
 from .inputs import (ModelSpec, Outcome, Progress, check_images, forget_on_failure, load_split, no_progress,
                      open_model, out_dir, resume_guard)
