@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,15 @@ def test_state_files_from_before_a_new_option_still_resume():
     assert not same_config(old, TrainConfig(epochs=3, compile=True))
     assert not same_config({**old, "lr": 0.5}, cfg) and not same_config({**old, "extra": 1}, cfg)
     assert not same_config(None, cfg)
+
+
+def test_repair_state_files_share_trains_resume_and_read_new_options_at_their_defaults():
+    from dataclasses import asdict
+
+    from deeprepair.repair_config import RepairConfig
+    from deeprepair.train import same_config
+
+    cfg = RepairConfig()
+    old = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "mix_steps"}
+    assert same_config(old, cfg)  # a repair state saved before --mix-steps existed resumes
+    assert not same_config(old, RepairConfig(mix_steps=5)) and not same_config({**old, "lr": 0.5}, cfg)

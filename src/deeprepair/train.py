@@ -173,12 +173,32 @@ def image_digests(x: np.ndarray) -> np.ndarray:
                      for img in x], dtype=np.uint64)
 
 
-def same_config(saved: dict | None, cfg: TrainConfig) -> bool:
-    """``cfg`` equals the config stored in a state file (fields added since then at their defaults)."""
-    if saved is None:
+def same_config(saved: dict | None, cfg, defaults=None) -> bool:
+    """``cfg`` (a config dataclass) equals the config stored in a state file, fields added since
+    then read at ``defaults`` (the dataclass's own defaults unless given)."""
+    if not isinstance(saved, dict):
         return False
-    now, default = asdict(cfg), asdict(TrainConfig())
+    now = json.loads(json.dumps(asdict(cfg)))
+    default = json.loads(json.dumps(asdict(defaults if defaults is not None else type(cfg)())))
     return all(saved.get(k, default[k]) == v for k, v in now.items()) and set(saved) <= set(now)
+
+
+def resume_run(state_path: Path | None, model: nn.Module, opt: torch.optim.Optimizer, cfg, *, defaults=None,
+               data_sha: str | None = None) -> tuple[dict, dict] | None:
+    """The one resume of ``train`` and ``repair``: (record, best state) of the run saved at
+    ``state_path``, its model and optimiser state loaded into ``model`` and ``opt``; None when there
+    is none. Refused, in one line, when it was written with other settings (``same_config``) or
+    on other data (``data_sha``)."""
+    if state_path is None or not Path(state_path).exists():
+        return None
+    meta, best = load_run_state(Path(state_path), model, opt)
+    if not same_config(meta.get("config"), cfg, defaults):
+        raise DeepRepairError(f"{state_path} was written by a run with other settings; "
+                              "delete it to start over, or rerun with the same settings")
+    if data_sha is not None and meta.get("data_sha256", data_sha) != data_sha:
+        raise DeepRepairError(f"{state_path} was written by a run on other training data; "
+                              "rerun with the same --data (and --limit), or delete it to start over")
+    return meta, best
 
 
 @dataclass
@@ -187,21 +207,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     precision: str = "fp32"
-
-
-def _resume(state_path: Path | None, model: nn.Module, opt, cfg: TrainConfig, data_sha: str) -> tuple[int, list, float]:
-    """(epochs done, history, seconds) of the run saved at ``state_path`` (its model and optimiser
-    state loaded), refused if it had other settings or data; (0, [], 0.0) when there is none."""
-    if state_path is None or not Path(state_path).exists():
-        return 0, [], 0.0
-    meta, _ = load_run_state(Path(state_path), model, opt)
-    if not same_config(meta.get("config"), cfg):
-        raise DeepRepairError(f"{state_path} was written by a run with other settings; "
-                              "delete it to start over, or rerun with the same settings")
-    if meta.get("data_sha256", data_sha) != data_sha:
-        raise DeepRepairError(f"{state_path} was written by a run on other training data; "
-                              "rerun with the same --data (and --limit), or delete it to start over")
-    return meta["epochs_done"], meta["history"], meta["seconds"]
 
 
 def sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, xt: torch.Tensor, yt: torch.Tensor, *,
@@ -281,7 +286,9 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
     opt = torch.optim.SGD(decay + no_decay, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     data_sha = data_fingerprint(x, y)
-    start, history, seconds = _resume(state_path, model, opt, cfg, data_sha)
+    resumed = resume_run(state_path, model, opt, cfg, data_sha=data_sha)
+    start, history, seconds = (0, [], 0.0) if resumed is None else (
+        resumed[0]["epochs_done"], resumed[0]["history"], resumed[0]["seconds"])
     forward = compile_model(model) if cfg.compile else model  # shares the parameters; eager + a warning if it can't
     forward = distributed.wrap(forward)  # under torchrun: each rank runs its slice of every batch
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 import warnings
@@ -24,7 +23,7 @@ from ..data import ImageSet
 from ..engine import autocast, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
 from ..repair_config import PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
-from ..train import crop_flip, load_run_state, save_run_state, schedule_lr, sgd_epoch
+from ..train import crop_flip, resume_run, save_run_state, schedule_lr, sgd_epoch
 from .losses import distill_loss, focal_weights, l2_pull, pseudo_label_loss
 from .protection import (calibration_check, combine_runs, field_check, interpolate_weights,  # noqa: F401
                          kept_original, protected_variant, regression_control)
@@ -166,11 +165,9 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
     n = len(split.x)
     run = FineTune(best_score=score_before,
                    best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
-    if state_path is not None and state_path.exists():
-        meta, best = load_run_state(state_path, model, opt)
-        if meta["config"] != json.loads(json.dumps(asdict(cfg))):
-            raise DeepRepairError(f"{state_path} belongs to a run with other settings; delete it or "
-                                  "rerun with the same settings")
+    resumed = resume_run(state_path, model, opt, cfg)  # fields added since a state was saved: their defaults
+    if resumed is not None:
+        meta, best = resumed
         run = FineTune(meta["history"], meta["best_score"], meta["best_epoch"], meta["epochs_done"],
                        meta["seconds"], best or run.best_state)
     xt = torch.from_numpy(np.ascontiguousarray(split.x))
