@@ -291,37 +291,34 @@ def check_style_checkpoint(path: str | Path) -> dict:
     """The metadata of a style checkpoint, read without its tensors: a one-line error when ``path``
     is missing, not a safetensors file, or another kind of file (a classifier's checkpoint, random
     weights, a pickle), as model checkpoints are checked before any work starts."""
+    meta, _ = _read_style_file(Path(path), tensors=False)
+    return _check_style_metadata(meta, Path(path), True)
+
+
+def _read_style_file(path: Path, tensors: bool) -> tuple[dict, dict]:
+    """(metadata, tensors or {}) of a style checkpoint file, opened once; one line when it is
+    missing or not a readable safetensors file."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise DeepRepairError(f"style checkpoint {path} not found; make one with `deeprepair train-style`")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("deeprepair", "{}"))
+            return meta, ({k: f.get_tensor(k) for k in f.keys()} if tensors else {})
     except Exception as exc:
         raise DeepRepairError(f"{path} is not a style checkpoint: not a readable safetensors file "
                               f"({type(exc).__name__}); make one with `deeprepair train-style`") from None
-    return _check_style_metadata(meta, path, True)
 
 
 def load_style_checkpoint(path: str | Path, encoder_model: nn.Module | None = None
                           ) -> tuple[FeatureEncoder, nn.Sequential, dict]:
     """(encoder, decoder, metadata) from ``save_style_checkpoint``'s file; ``encoder_model`` is
     needed only when the encoder was a user's own model (its weights are not stored)."""
-    from safetensors import safe_open
-
     from ..models import Classifier, create_model, list_models
 
     path = Path(path)
-    if not path.is_file():
-        raise DeepRepairError(f"style checkpoint {path} not found; make one with `deeprepair train-style`")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("deeprepair", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise DeepRepairError(f"{path} is not a readable safetensors file: {exc}") from None
+    meta, tensors = _read_style_file(path, tensors=True)
     from ..models.checkpoint import check_finite
 
     meta = _check_style_metadata(meta, path, encoder_model is None)
