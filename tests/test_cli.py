@@ -203,6 +203,9 @@ def test_demo_runs_end_to_end(trained, data_dir, tmp_path, capsys):
     cmp = res["results"]["deeprepair"]["compare"]
     assert 0 <= cmp["clean_after"] <= 1 and 0 <= cmp["break_rate"] <= 1 and cmp["dc_before"] == 0.0
     assert (out / "demo.md").is_file() and (out / "fog.dc.npz").is_file()
+    for method in res["results"]:  # its pictures, linked from demo.md
+        page = (out / f"report-{method}.html").read_text()
+        assert page.count("data:image/png;base64,") >= 2 and f"(report-{method}.html)" in (out / "demo.md").read_text()
 
 
 def test_demo_without_model_explains_how_to_get_one(data_dir, tmp_path, capsys, monkeypatch):

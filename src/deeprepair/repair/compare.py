@@ -29,7 +29,8 @@ def _rates(right_b: np.ndarray, right_a: np.ndarray) -> dict:
 def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: ImageSet | None = None,
             heldout: ImageSet | None = None, heldout_groups: dict[str, np.ndarray] | None = None,
             shifted: ImageSet | None = None, dc_sources: np.ndarray | None = None,
-            device: torch.device, precision: str = "auto", cache: dict | None = None) -> dict:
+            device: torch.device, precision: str = "auto", cache: dict | None = None,
+            predictions: dict | None = None) -> dict:
     """Accuracy before and after on the clean test set, the collected failures (Dc) and the
     held-out failures (De); repair rate = share of De now right that was wrong before; break
     rate = share of the clean test images right before and wrong after.
@@ -42,7 +43,9 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
 
     ``heldout_groups`` maps a group name (e.g. ``severity 3``) to a boolean mask over De for
     the per-group breakdown. ``cache`` (a dict kept by the caller) stores the original
-    model's predictions so that comparing several repairs of one model predicts them once.
+    model's predictions so that comparing several repairs of one model predicts them once;
+    ``predictions`` (a dict, optional) receives the repaired model's (``test``, ``de``), for
+    pictures drawn without predicting again.
     """
     cache = {} if cache is None else cache
 
@@ -54,6 +57,8 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
 
     pb, pa = pred_before("test", test.x), _pred(after, test.x, device, precision)
     right_b, right_a = pb == test.y, pa == test.y
+    if predictions is not None:
+        predictions["test"] = pa
     broke = np.flatnonzero(right_b & ~right_a)
     out = {
         "clean_before": float(right_b.mean()), "clean_after": float(right_a.mean()),
@@ -74,7 +79,10 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
         out["dc_after"] = float((_pred(after, failures.x, device, precision) == failures.y).mean())
     if heldout is not None:
         hb = pred_before("de", heldout.x) == heldout.y
-        ha = _pred(after, heldout.x, device, precision) == heldout.y
+        pha = _pred(after, heldout.x, device, precision)
+        ha = pha == heldout.y
+        if predictions is not None:
+            predictions["de"] = pha
         out["de_before"], out["de_after"] = float(hb.mean()), float(ha.mean())
         out["repair_rate"] = float((~hb & ha).sum() / max((~hb).sum(), 1))
         out["de_images"] = len(heldout)

@@ -121,12 +121,18 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
         with progress(n_ft * epochs * cfg.average, f"demo: repair ({method})") as bar:
             repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update, val=val)
         t2 = time.perf_counter()
+        after: dict = {}
         cmp = compare(model, repaired, test, failures=failures, heldout=heldout, heldout_groups=groups,
-                      shifted=shifted, dc_sources=excluded, device=device, precision=precision, cache=before)
+                      shifted=shifted, dc_sources=excluded, device=device, precision=precision, cache=before,
+                      predictions=after)
         phases[f"repair {method}"], phases[f"compare {method}"] = t2 - t1, time.perf_counter() - t2
         results[method] = {"compare": cmp, "repair": report}
+        atomic_write_bytes(out / f"report-{method}.html", _pictures(
+            method, model, test, heldout, excluded, before, after, cmp, report).encode())
     table = demo_table(results, split, corruption, len(test), about or {})
-    atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + "\n".join(
+    pictures = "Pictures (validation frontier, broken and fixed images, accuracy per class): " + ", ".join(
+        f"[{m}](report-{m}.html)" for m in results)
+    atomic_write_bytes(out / "demo.md", ("# deeprepair demo\n\n" + table + "\n" + pictures + "\n\n" + "\n".join(
         repair_report_markdown(m, r["compare"], r["repair"]) for m, r in results.items())).encode())
     seconds = time.perf_counter() - t0
     phases["the rest (split, calibration, Dc file, report)"] = seconds - sum(phases.values())
@@ -134,6 +140,23 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
                                                       "seconds_by_phase": phases, "results": results},
                                                      indent=2).encode())
     return {"results": results, "table": table, "seconds": seconds, "seconds_by_phase": phases}
+
+
+def _pictures(method: str, model: nn.Module, test: ImageSet, heldout: ImageSet | None, excluded: np.ndarray,
+              before: dict, after: dict, cmp: dict, report: dict) -> str:
+    """report-METHOD.html (repair/pictures.py) from the predictions ``compare`` already made: the
+    original's (``before``, its cache) and the repair's (``after``)."""
+    from ..repair import repair_report_markdown
+    from ..repair.pictures import repair_html
+
+    kw = {}
+    if heldout is not None:
+        kw = dict(heldout_x=heldout.x, heldout_y=heldout.y, heldout_before=before[("de", id(model), len(heldout.x))],
+                  heldout_after=after["de"])
+    return repair_html(f"deeprepair demo: {method}", repair_report_markdown(method, cmp, report), report,
+                       list(test.classes), test_x=test.x, test_y=test.y,
+                       test_before=before[("test", id(model), len(test.x))], test_after=after["test"],
+                       unseen=~np.isin(np.arange(len(test)), excluded), **kw)
 
 
 def demo_table(results: dict, split, corruption: str, n_test: int, about: dict) -> str:
@@ -216,4 +239,4 @@ def demo_to_folder(spec: ModelSpec, data: str | None, out: str | Path, *, corrup
                    device=device, progress=progress, say=say, about={"model": spec.path, "data": note})
     return Outcome({"out": str(out), "seconds": res["seconds"], "results": res["results"]},
                    [res["table"], f"one seed, one corruption: a demonstration, not a benchmark (see benchmarks/). "
-                                  f"Wrote {out}/demo.md and demo.json in {res['seconds']:.0f} s"])
+                                  f"Wrote {out}/demo.md, demo.json and report-METHOD.html (pictures) in {res['seconds']:.0f} s"])
