@@ -83,3 +83,16 @@ def test_image_split_puts_every_photo_on_one_side(seed):
 def test_unknown_split_is_an_error():
     with pytest.raises(DeepRepairError, match="split_by"):
         find_failures("x", [np.zeros(3, int)], np.ones(3, int), 1, 2, 0, split_by="photo")
+
+
+def test_a_split_left_by_a_killed_mine_is_refused_for_another_model(tmp_path):
+    """A kill after a corruption's split file but before mining.json: the split file itself says
+    what it was mined with, so a rerun with another model is refused instead of reusing it."""
+    from deeprepair.workflows.mine import _mine_one
+
+    split = find_failures("fog", [np.array([0, 1, 1, 0])] * 5, np.array([0, 0, 1, 1]), 2, 2, 0)
+    split.settings = '{"model_sha256": "a"}'
+    split.save(tmp_path)
+    assert FailureSplit.load(tmp_path, "fog").settings == split.settings
+    with pytest.raises(DeepRepairError, match="another model"):
+        _mine_one(None, None, "fog", None, tmp_path, 2, 0, "image", False, "cpu", "fp32", None, '{"model_sha256": "b"}')

@@ -91,6 +91,7 @@ class FailureSplit:
     de: np.ndarray
     n_images: int
     n_severities: int = 5
+    settings: str = ""  # what it was mined with (mine's record, as JSON): a rerun refuses another model's split
 
     @property
     def source(self) -> np.ndarray:
@@ -112,7 +113,7 @@ class FailureSplit:
         buf = io.BytesIO()
         np.savez(buf, index=self.index, y=self.y, pred=self.pred, severity=self.severity,
                  dc=self.dc, de=self.de, n_images=np.int64(self.n_images),
-                 n_severities=np.int64(self.n_severities))
+                 n_severities=np.int64(self.n_severities), settings=np.str_(self.settings))
         return atomic_write_bytes(folder / f"{self.name}.split.npz", buf.getvalue())
 
     @classmethod
@@ -122,7 +123,8 @@ class FailureSplit:
             raise DeepRepairError(f"{path} not found: run `deeprepair mine` first")
         with np.load(path, allow_pickle=False) as f:
             return cls(name, f["index"], f["y"], f["pred"], f["severity"], f["dc"], f["de"],
-                       int(f["n_images"]), int(f["n_severities"]))
+                       int(f["n_images"]), int(f["n_severities"]),
+                       str(f["settings"]) if "settings" in f.files else "")  # files from before it was recorded: ""
 
 
 def find_failures(name: str, preds: list[np.ndarray], y: np.ndarray, n_collect: int,

@@ -15,6 +15,9 @@ from .evaluation import model_on_test
 from .inputs import ModelSpec, Outcome, Progress, check_images, no_progress, open_model, out_dir
 
 
+MINING_KEYS = ("model_sha256", "collect", "seed", "source", "data_sha256", "split_by")  # what a mined folder is of
+
+
 def _check_mining_record(out: Path, info: dict) -> None:
     """Refuse to add to a mining folder made with another model, test set or split."""
     old = out / "mining.json"
@@ -26,7 +29,7 @@ def _check_mining_record(out: Path, info: dict) -> None:
         raise DeepRepairError(f"{old} is unreadable ({exc}); choose a new --out") from None
     if not isinstance(prev, dict):
         raise DeepRepairError(f"{old} is not a mining record; choose a new --out")
-    for key in ("model_sha256", "collect", "seed", "source", "data_sha256", "split_by"):
+    for key in MINING_KEYS:
         if prev.get(key) != info[key] and (key in prev or key != "data_sha256"):
             what = {"model_sha256": "model", "data_sha256": "test set"}.get(key)
             raise DeepRepairError(f"{out} holds failures mined with another {what or key}"
@@ -58,7 +61,7 @@ def mine_corruptions(spec: ModelSpec, data: str | None, out: str | Path, *, coll
     with progress(len(test) * 5 * len(names), "mine") as bar:
         for name in names:
             splits[name], fresh = _mine_one(model, src, name, test, out, collect, seed, split_by, export_heldout,
-                                            device, spec.precision, bar)
+                                            device, spec.precision, bar, _settings(info))
             if fresh:
                 write_mining(out, splits, info, collect)
     write_mining(out, splits, info, collect)
@@ -76,8 +79,13 @@ def mine_corruptions(spec: ModelSpec, data: str | None, out: str | Path, *, coll
     return Outcome({"out": str(out), "table1": res, "short": short}, lines)
 
 
+def _settings(info: dict) -> str:
+    """The part of mine's record a corruption's split depends on, as the split file keeps it."""
+    return json.dumps({k: info[k] for k in MINING_KEYS}, sort_keys=True)
+
+
 def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, split_by: str, export_heldout: bool,
-              device, precision: str, bar):
+              device, precision: str, bar, settings: str = ""):
     """(the FailureSplit of one corruption, whether it is new). ``NAME.split.npz`` is written first
     and records the corruption's predictions and Dc/De split: a rerun reads it back and only renders
     (never predicts again) what a kill left unwritten (``NAME.dc.npz``, and ``NAME.de.npz`` with
@@ -90,6 +98,9 @@ def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, s
     missing = [p for p in parts if not (out / f"{name}.{p}.npz").is_file()]
     if (out / f"{name}.split.npz").is_file():
         split = FailureSplit.load(out, name)
+        if split.settings and settings and split.settings != settings:  # a kill before mining.json was written
+            raise DeepRepairError(f"{out / f'{name}.split.npz'} was mined with another model, test set or "
+                                  "settings; choose a new --out")
         if not missing:
             bar.update(len(test) * 5)
             return split, False
@@ -99,6 +110,7 @@ def _mine_one(model, src, name: str, test, out: Path, collect: int, seed: int, s
     else:
         preds, stack = predict_corrupted(model, src, name, device=device, precision=precision, progress=bar.update)
         split = find_failures(name, preds, src.labels(), collect, test.num_classes, seed, split_by)
+        split.settings = settings
         split.save(out)  # the corruption's record first: what follows is rendered from it
         missing, fresh = parts, True
     for part in reversed(missing):  # de before dc, as before
