@@ -2,7 +2,7 @@
 
 The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
 
-1. **Averaging** (``average_runs``): K repairs trained from the original with different seeds are
+1. **Averaging** (``core.average_runs`` trains, ``combine_runs`` averages): K repairs trained from the original with different seeds are
    averaged weight by weight (a uniform model soup, Wortsman et al. 2022). Flips between two
    networks come largely from run-to-run variance (Zhao et al. 2022, ELODI), and the average of
    K runs keeps the repair the runs share while their individual flips cancel. If the average
@@ -151,7 +151,8 @@ def field_check(original: nn.Module, chosen: nn.Module, field: ImageSet, *, conf
 def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg: RepairConfig, device, precision,
                        clean_heldout: ImageSet | None, right0: np.ndarray | None = None
                        ) -> tuple[nn.Module, dict | None, dict | None]:
-    """``--interpolate`` (the certified weight mix, protection.py) and ``--gate`` (routed repair)."""
+    """Protection after training: ``--interpolate`` (``certified_mix``) and ``--gate`` (routed
+    repair, gate.py); returns the network and what each did (None where it was off)."""
     interp = routing = None
     if cfg.interpolate and split.val_train is None:
         interp = {"alpha": 1.0, "reason": "no validation images of Dt"}
@@ -203,8 +204,8 @@ def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, 
     return info
 
 
-def protected_variant(pristine: nn.Module, original: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision,
-             clean_heldout, right0, k: int, max_break: float) -> tuple[nn.Module, dict]:
+def protected_variant(pristine: nn.Module, original: nn.Module, runs: list, split: Split, cfg: RepairConfig, device,
+                      precision, clean_heldout, right0, k: int, max_break: float) -> tuple[nn.Module, dict]:
     """The network the same protection makes of the first ``k`` runs at the limit ``max_break``."""
     net = copy.deepcopy(pristine)
     info = combine_runs(net, runs[:k], split, cfg, device, precision)
