@@ -2,8 +2,9 @@
 
 The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
 
-1. **Averaging** (``core.average_runs`` trains, ``combine_runs`` averages): K repairs trained from the original with different seeds are
-   averaged weight by weight (a uniform model soup, Wortsman et al. 2022). Flips between two
+1. **Averaging** (``core.average_runs`` trains, ``combine_runs`` averages): K repairs trained
+   from the original with different seeds are averaged weight by weight (a uniform model soup,
+   Wortsman et al. 2022). Flips between two
    networks come largely from run-to-run variance (Zhao et al. 2022, ELODI), and the average of
    K runs keeps the repair the runs share while their individual flips cancel. If the average
    scores below the best run on validation, its BatchNorm statistics are recomputed on the
