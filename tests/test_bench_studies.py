@@ -157,3 +157,30 @@ def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_
     (tmp_path / "bad.json").write_text(json.dumps({**prof, "variants": {"average": [0], "max_break": [0.01]}}))
     with pytest.raises(DeepRepairError, match="variants"):
         load_profile(str(tmp_path / "bad.json"))
+
+
+def test_a_real_profile_with_the_field_check_reads_the_labelled_field_half(tmp_path, smooth_images):
+    """A real-failures profile (cinic-certified's shape): the certified default with the field
+    check reads the field half of the photos, labelled, and records what the check decided; the
+    evaluation half stays unseen; the CIFAR-10 break is read on the photos calibration left out."""
+    data_dir, photos = tmp_path / "data", tmp_path / "photos"
+    data_dir.mkdir()
+    photos.mkdir()
+    for split, seed, n in (("train", 1, 100), ("test", 2, 300)):
+        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    np.savez(photos / "test.npz", x=smooth_images(160, seed=3), y=np.arange(160, dtype=np.int64) % 10)
+    prof = {**load_profile("cinic-certified"), "name": "realcal", "real": {"data": str(photos), "split": "test",
+                                                                            "field_fraction": 0.5},
+            "data": {"train_subset": 0, "test_subset": 0}, "seeds": [0], "collect": 20, "calibration": 120,
+            "repair": {"selection": "last", "epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32,
+                       "average": 2, "max_break": 0.5}}
+    (tmp_path / "realcal.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / "realcal.json"), "--data", str(data_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    checked = cells["finetune+focal+avg3+certified+fieldcheck"]
+    fc = checked["field_check"]
+    assert checked["field_photos"] == fc["images"] > 0 and fc["passed"] == (fc["change_lower_bound"] >= 0)
+    assert checked["calibration_images"] == 120 and cells["finetune+focal+avg3+certified"]["field_check"] is None
+    assert checked["metrics"]["clean_unseen"]["images"] == 300 - 120
