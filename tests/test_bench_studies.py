@@ -179,8 +179,8 @@ def test_a_real_profile_with_the_field_check_reads_the_labelled_field_half(tmp_p
     assert main(["bench", "--profile", str(tmp_path / "realcal.json"), "--data", str(data_dir), "--out", str(out),
                  "--quiet"]) == 0
     cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
-    checked = cells["finetune+focal+avg3+certified+fieldcheck"]
+    checked = cells["finetune+focal+avg2+certified+fieldcheck"]
     fc = checked["field_check"]
     assert checked["field_photos"] == fc["images"] > 0 and fc["passed"] == (fc["change_lower_bound"] >= 0)
-    assert checked["calibration_images"] == 120 and cells["finetune+focal+avg3+certified"]["field_check"] is None
+    assert checked["calibration_images"] == 120 and cells["finetune+focal+avg2+certified"]["field_check"] is None
     assert checked["metrics"]["clean_unseen"]["images"] == 300 - 120

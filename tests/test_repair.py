@@ -577,10 +577,10 @@ def test_presets_are_named_recipes():
 def test_the_default_is_the_protected_fine_tune_and_deeprepair_paper_is_the_papers_method():
     from deeprepair.repair_config import DEFAULT_PRESET
 
-    assert DEFAULT_PRESET == "finetune+focal+avg3+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
+    assert DEFAULT_PRESET == "finetune+focal+avg2+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
     d, p = RepairConfig(), RepairConfig.preset("deeprepair-paper")
     assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
-    assert (d.average, d.mix_bound) == (3, "clopper-pearson") and p.average == 1
+    assert (d.average, d.mix_bound) == (2, "clopper-pearson") and p.average == 1
     assert (p.method, p.distill, p.distill_focus, p.interpolate, p.gate) == ("deeprepair", 0.0, "all", False, False)
     safe = RepairConfig.preset("deeprepair+distill+gate")  # --safe, as measured in regressions.md section 11
     assert safe.gate and not safe.interpolate and safe.distill_focus == "all" and safe.method == "deeprepair"

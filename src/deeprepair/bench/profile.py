@@ -35,6 +35,7 @@ PROTECTIONS: dict[str, dict] = {
     "field": {"field": True},  # unlabelled field photos distilled ("field": the runner passes a real profile's)
     "pseudo": {"field": True, "field_labels": "self"},  # ... taught with FixMatch-style pseudo-labels instead
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
+    "avg2": {"average": 2},  # 2 runs averaged weight by weight (the default)
     "avg3": {"average": 3},  # 3 runs averaged weight by weight
     "certified": {"interpolate": True, "mix_bound": "clopper-pearson", "mix_steps": 20},  # the exact bound, 0.05 steps
     "fieldcheck": {"field_check": True},  # the runner passes a real profile's field half, labelled
@@ -115,9 +116,9 @@ VARIANT_WORDS = {"first-block": "first block", "uniform": "no clustering", "per-
                  "fourier": "fourier", "adain": "adain", "style-clusters": "clusters of style features"}
 PROTECTION_WORDS = {"focal": "focal distillation", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
-                    "avg3": "3 runs averaged", "certified": "certified weight mix",
+                    "avg2": "2 runs averaged", "avg3": "3 runs averaged", "certified": "certified weight mix",
                     "fieldcheck": "field check"}
-DEFAULT_RECIPE = "finetune+focal+avg3+certified"  # = repair_config.DEFAULT_PRESET (tested)
+DEFAULT_RECIPE = "finetune+focal+avg2+certified"  # = repair_config.DEFAULT_PRESET (tested)
 
 
 def list_profiles() -> list[str]:
