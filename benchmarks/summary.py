@@ -16,9 +16,9 @@ from statistics import fmean as mean
 
 from deeprepair.bench import label
 from deeprepair.bench.profile import as_today
-from deeprepair.repair_config import RepairConfig
 from deeprepair.bench.report import CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, frontier_points, read_record
 from deeprepair.bounds import mean_std
+from deeprepair.repair_config import RepairConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
