@@ -16,7 +16,8 @@ from statistics import fmean as mean
 
 from deeprepair.bench import label
 from deeprepair.bench.profile import as_today
-from deeprepair.bench.report import CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, frontier_points, read_record
+from deeprepair.bench.report import (CERTIFIED_HEAD, FRONTIER, K_HEAD, LIVES_WITH, certified_rows, frontier_points,
+                                     k_choice_rows, read_record)
 from deeprepair.bounds import mean_std
 from deeprepair.repair_config import RepairConfig
 
@@ -24,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SUMMARY = RESULTS / "SUMMARY.md"
 RETIRED_AT = "1e66f62"  # the last commit with the retired study scripts (results/retired/README.md)
-
 
 ms = partial(mean_std, scale=100)  # mean ± sample std over seeds, in points
 load = lambda name: json.loads((RESULTS / name).read_text())  # noqa: E731
@@ -258,10 +258,11 @@ def frontier(name: str) -> str:
 def certified(name: str) -> str:
     """The limit on images no repair saw (bench certified_rows: the cells, then variants of their own runs)."""
     cells, prof, src = folder(name)
-    name = lambda r: label(r) if ", " not in r else "its own runs: " + r.split(", ")[1]  # noqa: E731  a variant
-    is_default = lambda r: r[0].endswith(f", {RepairConfig().average} runs averaged") and r[1] == "1%"  # noqa: E731
-    rows = [[name(r[0]) + (" = the default recipe" if is_default(r) else ""), *r[1:]] for r in certified_rows(cells)]
-    return table(CERTIFIED_HEAD, rows) + "\n\n" + src
+    ks, k = k_choice_rows(cells)
+    rows = [[label(r[0]) if ", " not in r[0] else "its own runs: " + r[0].split(", ")[1] + (  # a variant; the default's
+        " = the default recipe" if r[0].endswith(f", {RepairConfig().average} runs averaged") and r[1] == "1%" else ""),
+        *r[1:]] for r in certified_rows(cells)]
+    return table(CERTIFIED_HEAD, rows) + (f"\n\n{table(K_HEAD, ks)}\n\nChosen: K = {k}." if ks else "") + "\n\n" + src
 
 
 BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "repair-seeds": partial(seeded, "repair"),

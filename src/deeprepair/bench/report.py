@@ -163,6 +163,37 @@ def certified_rows(cells: list[dict]) -> list[list]:
     return out
 
 
+def k_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], int | None]:
+    """How many runs to average, chosen on validation only: per K of the cells' variants at
+    ``limit``, the mean validation Dc repaired and its paired difference from the best K's over
+    the cells that have every K (mean ± standard error); the chosen K is the smallest within one
+    standard error of the best (the one-standard-error rule, Breiman et al. 1984)."""
+    per = defaultdict(dict)  # K -> cell -> validation Dc repaired
+    for c in cells:
+        for v in c.get("variants", []):
+            val = (v.get("validation_final") or {}).get("val_failures_acc")
+            if v["max_break"] == limit and val is not None:
+                per[v["average"]][(c["corruption"], c["seed"])] = val
+    common = sorted(set.intersection(*(set(d) for d in per.values()))) if per else []
+    if len(common) < 2:
+        return [], None
+    means = {k: float(np.mean([d[c] for c in common])) for k, d in per.items()}
+    best = max(means, key=means.get)
+    rows, chosen = [], None
+    for k in sorted(per):
+        diff = np.array([per[k][c] - per[best][c] for c in common])
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+        within = bool(-diff.mean() <= se)
+        chosen = k if (chosen is None and within) else chosen
+        rows.append([k, len(common), f"{means[k] * 100:.2f}", f"{diff.mean() * 100:.2f} ± {se * 100:.2f}",
+                     "yes" if within else "no"])
+    return rows, chosen
+
+
+K_HEAD = ["runs averaged (K)", "cells", "validation Dc repaired (%)", "minus the best K's (points, ± s.e.)",
+          "within one s.e."]
+
+
 CERTIFIED_HEAD = ["repair", "limit", "seeds with every corruption", "cells within the limit (clean, unseen)", "cells with clean >= the original's",
                   "De (%)", "clean break, measured (%)", "validation Dc repaired (%)"]
 
