@@ -184,3 +184,20 @@ def test_a_real_profile_with_the_field_check_reads_the_labelled_field_half(tmp_p
     assert checked["field_photos"] == fc["images"] > 0 and fc["passed"] == (fc["change_lower_bound"] >= 0)
     assert checked["calibration_images"] == 120 and cells["finetune+focal+avg2+certified"]["field_check"] is None
     assert checked["metrics"]["clean_unseen"]["images"] == 300 - 120
+
+
+def test_the_runs_averaged_are_chosen_by_the_one_standard_error_rule_on_validation_only():
+    from deeprepair.bench.report import k_choice_rows
+
+    def cell(i, vals, de=0.9):
+        return {"corruption": f"c{i}", "seed": 0, "variants": [
+            {"average": k, "max_break": 0.01, "de_after": de, "validation_final": {"val_failures_acc": v}}
+            for k, v in vals.items()]}
+
+    noise = [0.0, 0.02, -0.02, 0.01, -0.01]
+    cells = [cell(i, {1: 0.20 + e, 2: 0.31 + e, 3: 0.30 + e + 0.02 * (-1) ** i}) for i, e in enumerate(noise)]
+    rows, k = k_choice_rows(cells)
+    assert k == 2 and [r[0] for r in rows] == [1, 2, 3] and rows[0][-1] == "no"
+    flat = [cell(i, {1: 0.3, 2: 0.3, 3: 0.3}, de=0.1 * i) for i in range(5)]
+    assert k_choice_rows(flat)[1] == 1  # ties: the fewest runs; De never enters
+    assert k_choice_rows(cells[:1]) == ([], None)  # one cell has no standard error
