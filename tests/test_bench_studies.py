@@ -120,34 +120,46 @@ def test_a_frontier_profile_scores_the_interpolation_path(tmp_path, data_dir):
         load_profile(str(tmp_path / "bad.json"))
 
 
+def _cifar_like(tmp_path, smooth_images):
+    """A data folder of 100 training and 300 test images, 10 classes."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split, seed, n in (("train", 1, 100), ("test", 2, 300)):
+        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    return data_dir
+
+
+def _bench_cells(tmp_path, prof: dict, data_dir) -> dict:
+    """Run the profile ``prof`` through the CLI; its cells by method."""
+    (tmp_path / f"{prof['name']}.json").write_text(json.dumps(prof))
+    out = tmp_path / "bench"
+    assert main(["bench", "--profile", str(tmp_path / f"{prof['name']}.json"), "--data", str(data_dir), "--out",
+                 str(out), "--quiet"]) == 0
+    return {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+
+
 def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_path, smooth_images):
     """calibration: repair certifies its limit on that many clean test photos that are not sources
     of Dc, drawn per seed; De, the shifted set and the clean unseen photos all leave them out; the
     default's cell also scores its variants (k runs averaged x limits) from its own runs."""
     from deeprepair.bench.runner import Context, calibration_photos
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    for split, seed, n in (("train", 1, 100), ("test", 2, 300)):
-        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
+    data_dir = _cifar_like(tmp_path, smooth_images)
     prof = {**load_profile("smoke"), "name": "cal", "corruptions": ["fog"], "ablation": [], "collect": 20,
             "data": {"train_subset": 0, "test_subset": 0},
             "methods": ["original", "finetune+focal+avg3+certified"], "shifted": True, "split_by": "image",
             "calibration": 120, "variants": {"average": [1, 2], "max_break": [0.5]},
             "repair": {"epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32, "average": 2,
                        "max_break": 0.5}}
-    (tmp_path / "cal.json").write_text(json.dumps(prof))
-    out = tmp_path / "bench"
-    assert main(["bench", "--profile", str(tmp_path / "cal.json"), "--data", str(data_dir), "--out", str(out),
-                 "--quiet"]) == 0
-    cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    cells = _bench_cells(tmp_path, prof, data_dir)
     cell = cells["finetune+focal+avg3+certified"]
     assert cell["calibration_images"] == 120
     prot = cell["protection"]
     assert prot["calibration"]["source"] == "val" and prot["interpolation"]["bound"] == "clopper-pearson"
     assert prot["interpolation"]["break_bound"] <= 0.5
     assert [(v["average"], v["max_break"]) for v in cell["variants"]] == [(1, 0.5), (2, 0.5)]
-    ctx = Context(load_profile(str(tmp_path / "cal.json")), str(data_dir), out, __import__("torch").device("cpu"))
+    ctx = Context(load_profile(str(tmp_path / "cal.json")), str(data_dir), tmp_path / "bench",
+                  __import__("torch").device("cpu"))
     f = ctx.failures("resnet-20", "fog")
     cal = calibration_photos(ctx, f, 0)
     assert len(cal) == 120 and not np.isin(cal, f["dc_sources"]).any()
@@ -163,22 +175,15 @@ def test_a_real_profile_with_the_field_check_reads_the_labelled_field_half(tmp_p
     """A real-failures profile (cinic-certified's shape): the certified default with the field
     check reads the field half of the photos, labelled, and records what the check decided; the
     evaluation half stays unseen; the CIFAR-10 break is read on the photos calibration left out."""
-    data_dir, photos = tmp_path / "data", tmp_path / "photos"
-    data_dir.mkdir()
+    data_dir, photos = _cifar_like(tmp_path, smooth_images), tmp_path / "photos"
     photos.mkdir()
-    for split, seed, n in (("train", 1, 100), ("test", 2, 300)):
-        np.savez(data_dir / f"{split}.npz", x=smooth_images(n, seed=seed), y=np.arange(n, dtype=np.int64) % 10)
     np.savez(photos / "test.npz", x=smooth_images(160, seed=3), y=np.arange(160, dtype=np.int64) % 10)
     prof = {**load_profile("cinic-certified"), "name": "realcal", "real": {"data": str(photos), "split": "test",
                                                                             "field_fraction": 0.5},
             "data": {"train_subset": 0, "test_subset": 0}, "seeds": [0], "collect": 20, "calibration": 120,
             "repair": {"selection": "last", "epochs": 1, "train_subset": 30, "lr": 0.01, "batch_size": 32,
                        "average": 2, "max_break": 0.5}}
-    (tmp_path / "realcal.json").write_text(json.dumps(prof))
-    out = tmp_path / "bench"
-    assert main(["bench", "--profile", str(tmp_path / "realcal.json"), "--data", str(data_dir), "--out", str(out),
-                 "--quiet"]) == 0
-    cells = {c["method"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    cells = _bench_cells(tmp_path, prof, data_dir)
     checked = cells["finetune+focal+avg2+certified+fieldcheck"]
     fc = checked["field_check"]
     assert checked["field_photos"] == fc["images"] > 0 and fc["passed"] == (fc["change_lower_bound"] >= 0)
