@@ -209,15 +209,16 @@ class TrainResult:
     precision: str = "fp32"
 
 
-def sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, xt: torch.Tensor, yt: torch.Tensor, *,
+def sgd_epoch(opt: torch.optim.Optimizer, xt: torch.Tensor, yt: torch.Tensor, *,
               batch_size: int, epoch: int, epochs: int, lr: Callable[[int, int], float], gen: torch.Generator,
               step_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]],
               device: torch.device, progress: Callable[[int], None] | None = None) -> dict:
-    """One epoch of SGD, the loop ``train`` and ``repair`` share: shuffle with ``gen``, pad-4
-    crop + flip each batch on the CPU (uint8) and move it to ``device`` as float, set the step's
-    learning rate (``lr(step, total)``), ``loss, stats = step_loss(x, y, idx)``, backward,
-    average the gradients across ranks under torchrun, step. Returns ``loss`` (the batch means
-    times their sizes, summed) and each of ``step_loss``'s ``stats`` summed over the batches."""
+    """One epoch of SGD over the optimiser's parameters, the loop ``train`` and ``repair`` share
+    (``step_loss`` runs the model, in train mode): shuffle with ``gen``, pad-4 crop + flip each
+    batch on the CPU (uint8) and move it to ``device`` as float, set the step's learning rate
+    (``lr(step, total)``), ``loss, stats = step_loss(x, y, idx)``, backward, average the gradients
+    across ranks under torchrun, step. Returns ``loss`` (the batch means times their sizes, summed)
+    and each of ``step_loss``'s ``stats`` summed over the batches."""
     n = len(xt)
     per_epoch = math.ceil(n / batch_size)
     total = per_epoch * epochs
@@ -257,7 +258,7 @@ def _train_epoch(model: nn.Module, forward, opt, xt: torch.Tensor, yt: torch.Ten
         loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
         return loss, {"correct": int((logits.argmax(1) == yb).sum())}
 
-    sums = sgd_epoch(model, opt, xt, yt, batch_size=cfg.batch_size, epoch=epoch, epochs=cfg.epochs,
+    sums = sgd_epoch(opt, xt, yt, batch_size=cfg.batch_size, epoch=epoch, epochs=cfg.epochs,
                      lr=lambda step, total: lr_at(cfg, step, total), gen=gen, step_loss=step_loss, device=device,
                      progress=None if progress is None else (lambda k: progress(k, epoch)))
     return sums["loss"], sums.get("correct", 0)

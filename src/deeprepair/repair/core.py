@@ -189,7 +189,7 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
             extra_loss, _ = reg.loss(net, extra, yb, split.is_failure[idx.numpy()], gen)
             return loss + extra_loss, {"jsd": extra.get("jsd", 0.0) * len(idx), "aug_s": extra.get("aug_s", 0.0)}
 
-        tot = sgd_epoch(model, opt, xt, yt, batch_size=cfg.batch_size, epoch=epoch, epochs=cfg.epochs,
+        tot = sgd_epoch(opt, xt, yt, batch_size=cfg.batch_size, epoch=epoch, epochs=cfg.epochs,
                         lr=lambda step, total: schedule_lr(cfg.lr, step, total), gen=gen, step_loss=step_loss,
                         device=device, progress=progress)
         tot.setdefault("jsd", 0.0)
