@@ -44,8 +44,8 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
     ``heldout_groups`` maps a group name (e.g. ``severity 3``) to a boolean mask over De for
     the per-group breakdown. ``cache`` (a dict kept by the caller) stores the original
     model's predictions so that comparing several repairs of one model predicts them once;
-    ``predictions`` (a dict, optional) receives the repaired model's (``test``, ``de``), for
-    pictures drawn without predicting again.
+    ``predictions`` (a dict, optional) receives (before, after) predictions on ``test`` and on
+    ``heldout`` (keys ``test``, ``de``), for pictures drawn without predicting again.
     """
     cache = {} if cache is None else cache
 
@@ -58,7 +58,7 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
     pb, pa = pred_before("test", test.x), _pred(after, test.x, device, precision)
     right_b, right_a = pb == test.y, pa == test.y
     if predictions is not None:
-        predictions["test"] = pa
+        predictions["test"] = (pb, pa)
     broke = np.flatnonzero(right_b & ~right_a)
     out = {
         "clean_before": float(right_b.mean()), "clean_after": float(right_a.mean()),
@@ -78,11 +78,10 @@ def compare(before: nn.Module, after: nn.Module, test: ImageSet, *, failures: Im
         out["dc_before"] = float((pred_before("dc", failures.x) == failures.y).mean())
         out["dc_after"] = float((_pred(after, failures.x, device, precision) == failures.y).mean())
     if heldout is not None:
-        hb = pred_before("de", heldout.x) == heldout.y
-        pha = _pred(after, heldout.x, device, precision)
-        ha = pha == heldout.y
+        phb, pha = pred_before("de", heldout.x), _pred(after, heldout.x, device, precision)
+        hb, ha = phb == heldout.y, pha == heldout.y
         if predictions is not None:
-            predictions["de"] = pha
+            predictions["de"] = (phb, pha)
         out["de_before"], out["de_after"] = float(hb.mean()), float(ha.mean())
         out["repair_rate"] = float((~hb & ha).sum() / max((~hb).sum(), 1))
         out["de_images"] = len(heldout)

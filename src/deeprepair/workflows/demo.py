@@ -127,8 +127,8 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
                       predictions=after)
         phases[f"repair {method}"], phases[f"compare {method}"] = t2 - t1, time.perf_counter() - t2
         results[method] = {"compare": cmp, "repair": report}
-        atomic_write_bytes(out / f"report-{method}.html", _pictures(
-            method, model, test, heldout, excluded, before, after, cmp, report).encode())
+        atomic_write_bytes(out / f"report-{method}.html",
+                           _pictures(method, test, heldout, excluded, after, cmp, report).encode())
     table = demo_table(results, split, corruption, len(test), about or {})
     pictures = "Pictures (validation frontier, broken and fixed images, accuracy per class): " + ", ".join(
         f"[{m}](report-{m}.html)" for m in results)
@@ -142,20 +142,19 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
     return {"results": results, "table": table, "seconds": seconds, "seconds_by_phase": phases}
 
 
-def _pictures(method: str, model: nn.Module, test: ImageSet, heldout: ImageSet | None, excluded: np.ndarray,
-              before: dict, after: dict, cmp: dict, report: dict) -> str:
-    """report-METHOD.html (repair/pictures.py) from the predictions ``compare`` already made: the
-    original's (``before``, its cache) and the repair's (``after``)."""
+def _pictures(method: str, test: ImageSet, heldout: ImageSet | None, excluded: np.ndarray, preds: dict, cmp: dict,
+              report: dict) -> str:
+    """report-METHOD.html (repair/pictures.py) from the (before, after) predictions ``compare``
+    already made (``preds``)."""
     from ..repair import repair_report_markdown
     from ..repair.pictures import repair_html
 
     kw = {}
     if heldout is not None:
-        kw = dict(heldout_x=heldout.x, heldout_y=heldout.y, heldout_before=before[("de", id(model), len(heldout.x))],
-                  heldout_after=after["de"])
+        kw = dict(heldout_x=heldout.x, heldout_y=heldout.y, heldout_before=preds["de"][0], heldout_after=preds["de"][1])
     return repair_html(f"deeprepair demo: {method}", repair_report_markdown(method, cmp, report), report,
                        list(test.classes), test_x=test.x, test_y=test.y,
-                       test_before=before[("test", id(model), len(test.x))], test_after=after["test"],
+                       test_before=preds["test"][0], test_after=preds["test"][1],
                        unseen=~np.isin(np.arange(len(test)), excluded), **kw)
 
 

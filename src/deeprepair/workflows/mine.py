@@ -57,11 +57,11 @@ def mine_corruptions(spec: ModelSpec, data: str | None, out: str | Path, *, coll
             "data": str(root), "data_sha256": data_sha, "classes": test.classes, "corruptions": names}  # fmt: skip
     _check_mining_record(out, info)
     out_dir(out)
-    splits, t0 = {}, time.perf_counter()
+    splits, t0, settings = {}, time.perf_counter(), _settings(info)
     with progress(len(test) * 5 * len(names), "mine") as bar:
         for name in names:
             splits[name], fresh = _mine_one(model, src, name, test, out, collect, seed, split_by, export_heldout,
-                                            device, spec.precision, bar, _settings(info))
+                                            device, spec.precision, bar, settings)
             if fresh:
                 write_mining(out, splits, info, collect)
     write_mining(out, splits, info, collect)
