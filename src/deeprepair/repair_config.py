@@ -27,6 +27,7 @@ GATE_ROUTERS = ("linear", "mlp")
 GATE_BOUNDS = ("point", "wilson")
 DISTILL_FOCI = ("all", "right")
 FIELD_LABELS = ("original", "self")  # what unlabelled field images are taught with
+MIX_PATHS = ("linear", "fisher")  # the path the weight mix walks (repair/protection.py: mix_path)
 MIX_BOUNDS = ("clopper-pearson", "point")  # how the weight mix holds --max-break (repair/protection.py)
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -135,7 +136,8 @@ PROTECTIONS: dict[str, Protection] = {
     "distillation": Protection("--distill", ("distill_t", "distill_focus"), lambda c, f: c.distill > 0),
     "L2 pull": Protection("--l2-pull", (), lambda c, f: c.l2_pull > 0),
     "averaging": Protection("--average", (), lambda c, f: c.average > 1),
-    "weight mix": Protection("--interpolate", ("max_break", "mix_bound", "mix_steps", "confidence", "val"),
+    "weight mix": Protection("--interpolate", ("max_break", "mix_bound", "mix_steps", "mix_path", "confidence",
+                                                   "val"),
                              lambda c, f: c.interpolate),  # val: a command's input (--val)
     "gate": Protection("--gate", ("max_break", "gate_features", "gate_router", "gate_calibration", "gate_bound",
                                   "gate_keep", "gate_holdout", "val"), lambda c, f: c.gate),  # gate_holdout: an input
@@ -221,6 +223,9 @@ class RepairConfig:
     mix_steps: int = flag(_D["mix_steps"], "with --interpolate: the mixes walked, a = 0, 1/N, 2/N, ..., 1, upward "
                           "until the first that breaks the limit (a finer walk gets closer to it; each step costs "
                           "one pass over the validation images)", range="positive_int")
+    mix_path: str = flag("linear", "with --interpolate: the path from the original to the repair that the walk "
+                         "takes: linear, or fisher (each weight mixed in proportion to its Fisher information "
+                         "under each network, BCWI; about 7 s more for a ResNet-20 on 2 cores)", choices=MIX_PATHS)
     confidence: float = option(0.95, range="confidence")  # of the break bound and of the field check
 
     # -- field: unlabelled images from the deployment (repair --field; repair(field=...))

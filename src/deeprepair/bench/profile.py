@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..corruptions import ALL_CORRUPTIONS
 from ..errors import DeepRepairError
+from ..repair_config import MIX_PATHS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MIXED = "mixed"  # a profile's pseudo-corruption: failures drawn across its other corruptions, types not told
@@ -167,11 +168,13 @@ def load_profile(name_or_path: str) -> dict:
     if not isinstance(cal, int) or isinstance(cal, bool) or cal < 0:
         raise DeepRepairError(f"profile {path}: calibration must be a whole number of clean test photos (0: none)")
     var = prof.get("variants")
-    if var is not None and not (isinstance(var, dict) and set(var) == {"average", "max_break"}
+    if var is not None and not (isinstance(var, dict) and {"average", "max_break"} <= set(var)
+                                and set(var) <= {"average", "max_break", "mix_path"}
                                 and all(isinstance(k, int) and k >= 1 for k in var["average"])
-                                and all(isinstance(b, (int, float)) and 0 < b <= 0.5 for b in var["max_break"])):
+                                and all(isinstance(b, (int, float)) and 0 < b <= 0.5 for b in var["max_break"])
+                                and all(p in MIX_PATHS for p in var.get("mix_path", ["linear"]))):
         raise DeepRepairError(f"profile {path}: variants must be {{\"average\": [K, ...], \"max_break\": [limit, ...]}} "
-                              "with K >= 1 and limits in (0, 0.5]")
+                              f"with K >= 1 and limits in (0, 0.5], and optionally \"mix_path\": [{', '.join(MIX_PATHS)}]")
     prof.setdefault("ablation", [])
     prof.setdefault("data", {"train_subset": 0, "test_subset": 0})
     return prof

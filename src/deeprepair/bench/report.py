@@ -138,7 +138,8 @@ def certified_rows(cells: list[dict]) -> list[list]:
         lim = ((c.get("protection") or {}).get("interpolation") or {}).get("max_break")
         rows = [(c["method"], lim, c["metrics"].get("de_after"), c["metrics"].get("clean_unseen"),
                  (c["repair"].get("validation_final") or {}).get("val_failures_acc"))]
-        rows += [(f"{c['method']}, {v['average']} run{'s' * (v['average'] > 1)} averaged", v["max_break"],
+        rows += [(f"{c['method']}, {v['average']} run{'s' * (v['average'] > 1)} averaged"
+                  + (", Fisher path" if v.get("mix_path") == "fisher" else ""), v["max_break"],
                   v["de_after"], v["clean_unseen"], (v.get("validation_final") or {}).get("val_failures_acc"))
                  for v in c.get("variants", [])]
         for name, limit, de, cu, val in rows:
@@ -165,22 +166,43 @@ def certified_rows(cells: list[dict]) -> list[list]:
 
 def k_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], int | None]:
     """How many runs to average, chosen on validation only: per K of the cells' variants at
-    ``limit``, the mean validation Dc repaired and its paired difference from the best K's over
-    the cells that have every K (mean ± standard error); the chosen K is the smallest within one
-    standard error of the best (the one-standard-error rule, Breiman et al. 1984)."""
-    per = defaultdict(dict)  # K -> cell -> validation Dc repaired
+    ``limit`` (linear path), the mean validation Dc repaired and its paired difference from the
+    best K's over the cells that have every K (mean ± standard error); the chosen K is the
+    smallest within one standard error of the best (the one-standard-error rule, Breiman et al. 1984)."""
+    return one_se_rows(_variant_scores(cells, lambda v: v["average"] if v.get("mix_path", "linear") == "linear"
+                                       and v["max_break"] == limit else None))
+
+
+def path_choice_rows(cells: list[dict], k: int, limit: float = 0.01) -> tuple[list[list], str | None]:
+    """The mix path (linear or fisher) chosen on validation only, as ``k_choice_rows`` chooses K,
+    among the variants of ``k`` runs at ``limit``; linear comes first, so a tie keeps it."""
+    return one_se_rows(_variant_scores(cells, lambda v: v.get("mix_path", "linear") if v["average"] == k
+                                       and v["max_break"] == limit else None), order=["linear", "fisher"])
+
+
+def _variant_scores(cells: list[dict], key) -> dict:
+    """{key(variant): {(corruption, seed): validation Dc repaired}} over the cells' variants
+    (``key`` None: left out)."""
+    per = defaultdict(dict)
     for c in cells:
         for v in c.get("variants", []):
             val = (v.get("validation_final") or {}).get("val_failures_acc")
-            if v["max_break"] == limit and val is not None:
-                per[v["average"]][(c["corruption"], c["seed"])] = val
+            if key(v) is not None and val is not None:
+                per[key(v)][(c["corruption"], c["seed"])] = val
+    return per
+
+
+def one_se_rows(per: dict, order: list | None = None) -> tuple[list[list], object]:
+    """Rows of ``K_HEAD`` shape for each option of ``per`` ({option: {cell: score}}) over the cells
+    every option has, and the chosen option: the first (in ``order``, default sorted) whose mean is
+    within one paired standard error of the best's (the one-standard-error rule)."""
     common = sorted(set.intersection(*(set(d) for d in per.values()))) if per else []
     if len(common) < 2:
         return [], None
     means = {k: float(np.mean([d[c] for c in common])) for k, d in per.items()}
     best = max(means, key=means.get)
     rows, chosen = [], None
-    for k in sorted(per):
+    for k in [o for o in (order or sorted(per)) if o in per]:
         diff = np.array([per[k][c] - per[best][c] for c in common])
         se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
         within = bool(-diff.mean() <= se)
@@ -188,6 +210,24 @@ def k_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], i
         rows.append([k, len(common), f"{means[k] * 100:.2f}", f"{diff.mean() * 100:.2f} ± {se * 100:.2f}",
                      "yes" if within else "no"])
     return rows, chosen
+
+
+def _choices(cells: list[dict], var: dict) -> list[str]:
+    """The report's choices made on validation only: K (several K in the variants) and the mix
+    path (several paths), each by the one-standard-error rule at the 1% limit."""
+    md = []
+    ks, k = k_choice_rows(cells) if len(var.get("average", [])) > 1 else ([], None)
+    if ks:
+        md += ["### Runs averaged, chosen on validation", "", markdown_table(K_HEAD, ks, numbers=False), "",
+               f"Chosen: K = {k}.", ""]
+    if len(var.get("mix_path", [])) > 1:
+        k = k or max(var["average"])
+        rows, path = path_choice_rows(cells, k)
+        if rows:
+            md += [f"### Mix path ({k} run{'s' * (k > 1)} averaged), chosen on validation", "",
+                   markdown_table(["mix path", *K_HEAD[1:3], "minus the best path's (points, ± s.e.)", K_HEAD[4]],
+                                  rows, numbers=False), "", f"Chosen: {path}.", ""]
+    return md
 
 
 K_HEAD = ["runs averaged (K)", "cells", "validation Dc repaired (%)", "minus the best K's (points, ± s.e.)",
@@ -498,6 +538,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
                "Break measured on the clean test photos that are neither sources of Dc nor calibration photos; "
                "variants are the cell's own runs averaged and mixed at each limit.", "",
                markdown_table(CERTIFIED_HEAD, certified_rows(cells), numbers=False), ""]
+        md += _choices(cells, prof.get("variants") or {})
     fr_md, figs = frontier(cells, prof)
     md += fr_md
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities

@@ -423,13 +423,14 @@ def _variants(ctx: Context, model, variant, dc: ImageSet, de: ImageSet | None, u
     from ..repair import compare
 
     rows, cache = [], {}
-    for k in ctx.prof["variants"]["average"]:
-        for limit in ctx.prof["variants"]["max_break"]:
-            net, info = variant(k, limit)
-            cmp = compare(model, net, ctx.test, heldout=de, dc_sources=unseen_by, cache=cache, device=ctx.device)
-            rows.append({"average": k, "max_break": limit, "alpha": info["alpha"],
-                         "averaging": info["averaging"], "validation_final": info.get("validation_final"),
-                         "de_after": cmp.get("de_after"), "clean_unseen": cmp.get("clean_unseen")})
+    for path in ctx.prof["variants"].get("mix_path", [None]):  # None: the recipe's own (rows say no path)
+        for k in ctx.prof["variants"]["average"]:
+            for limit in ctx.prof["variants"]["max_break"]:
+                net, info = variant(k, limit, path)
+                cmp = compare(model, net, ctx.test, heldout=de, dc_sources=unseen_by, cache=cache, device=ctx.device)
+                rows.append({"average": k, "max_break": limit, **({"mix_path": path} if path else {}), "alpha": info["alpha"],
+                             "averaging": info["averaging"], "validation_final": info.get("validation_final"),
+                             "de_after": cmp.get("de_after"), "clean_unseen": cmp.get("clean_unseen")})
     return rows
 
 

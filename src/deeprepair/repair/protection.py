@@ -18,6 +18,10 @@ The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
    Learn-then-Test, Angelopoulos et al. 2021, so the chosen mix's statement holds with the stated
    confidence although several mixes were looked at), and among the mixes it passed the one with
    the largest validation repair is kept. If none above 0 passes, the original comes back.
+   ``mix_path="fisher"`` walks another path with the same ends (``fisher_mix``): each weight
+   mixed in proportion to its diagonal Fisher information under each network, so the weights
+   the original relies on move later (Fisher merging, Matena & Raffel 2022, as BCWI's
+   importance-weighted interpolation, Schumann et al. 2023).
 3. **The field check** (``field_check``): with labelled field photos, the chosen network must not
    be worse there: the exact McNemar lower bound on its paired accuracy change
    (``bounds.paired_change_lower``) must be >= 0, else the original comes back ("no repair
@@ -36,6 +40,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..bounds import clopper_pearson_min_n, clopper_pearson_upper, paired_change_lower
 from ..data import ImageSet
@@ -59,6 +64,62 @@ def interpolate_weights(original: nn.Module, repaired: nn.Module, alpha: float) 
         return out
     out.load_state_dict({k: (so[k] + alpha * (v - so[k])) if v.is_floating_point() else v for k, v in sr.items()})
     return out
+
+
+def fisher_diag(model: nn.Module, x: np.ndarray, y: np.ndarray, device, *, images: int = 1024, batch: int = 128,
+                seed: int = 0) -> dict:
+    """The diagonal empirical Fisher information of ``model`` (eval mode: BatchNorm's running
+    statistics) on up to ``images`` of (x, y): the mean over images of each parameter's squared
+    gradient of the cross-entropy at its label. Per-image gradients in one batched pass
+    (``torch.func.vmap`` of ``grad``), in fp32."""
+    from torch.func import functional_call, grad, vmap
+
+    model = model.eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def loss(p, xi, yi):
+        return F.cross_entropy(functional_call(model, (p, buffers), (xi[None],)), yi[None])
+
+    per_image = vmap(grad(loss), in_dims=(None, 0, 0))
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:images])
+    fisher = {k: torch.zeros_like(v) for k, v in params.items()}
+    for i in range(0, len(pick), batch):
+        j = pick[i:i + batch]
+        xb = to_float(torch.from_numpy(np.ascontiguousarray(x[j]))).to(device)
+        grads = per_image(params, xb, torch.from_numpy(np.asarray(y[j], dtype=np.int64)).to(device))
+        for k in fisher:
+            fisher[k] += grads[k].pow(2).sum(0)
+    return {k: v / max(len(pick), 1) for k, v in fisher.items()}
+
+
+def fisher_mix(original: nn.Module, repaired: nn.Module, f_original: dict, f_repaired: dict, alpha: float,
+               floor: float = 1e-8) -> nn.Module:
+    """theta = ((1 - a) F_o theta_o + a F_r theta_r) / ((1 - a) F_o + a F_r), weight by weight (F: the
+    diagonal Fisher of each network, ``fisher_diag``, plus ``floor``); buffers (BatchNorm's
+    statistics) mix linearly. a = 0 is the original, a = 1 the repaired network."""
+    if alpha in (0, 1):
+        return interpolate_weights(original, repaired, alpha)
+    out = interpolate_weights(original, repaired, alpha)  # buffers: the linear mix
+    so, sr = original.state_dict(), repaired.state_dict()
+    state = out.state_dict()
+    for k in f_original:
+        wo, wr = (1 - alpha) * (f_original[k] + floor), alpha * (f_repaired[k] + floor)
+        state[k] = (wo * so[k].float() + wr * sr[k].float()) / (wo + wr)
+    out.load_state_dict(state)
+    return out
+
+
+def mix_path(original: nn.Module, repaired: nn.Module, split: Split, cfg: RepairConfig, device):
+    """The path the certified walk takes from the original (a = 0) to the repaired network (a =
+    1): ``interpolate_weights`` (linear) or ``fisher_mix`` with each network's Fisher on its own
+    fine-tuning images (the original's: the training images; the repair's: those and Dc)."""
+    if cfg.mix_path == "linear":
+        return lambda a: interpolate_weights(original, repaired, a)
+    keep = ~split.is_failure
+    f_o = fisher_diag(original, split.x[keep], split.y[keep], device, seed=cfg.seed)
+    f_r = fisher_diag(repaired, split.x, split.y, device, seed=cfg.seed + 1)
+    return lambda a: fisher_mix(original, repaired, f_o, f_r, a)
 
 
 def average_states(states: list[dict]) -> dict:
@@ -104,18 +165,21 @@ def calibration_check(right0: np.ndarray, max_break: float, confidence: float, w
 
 def certified_mix(original: nn.Module, repaired: nn.Module, calib: ImageSet, right0: np.ndarray,
                   val_failures: ImageSet | None, max_break: float, *, confidence: float = 0.95,
-                  bound: str = "clopper-pearson", device, precision, steps: int = MIX_STEPS) -> tuple[nn.Module, dict]:
+                  bound: str = "clopper-pearson", device, precision, steps: int = MIX_STEPS,
+                  path=None) -> tuple[nn.Module, dict]:
     """The mix of original and repaired weights with the largest validation repair whose
     calibration break rate is certified <= ``max_break`` (module docstring); the original when no
     mix above 0 is. ``right0``: which calibration images the original gets right. The mixes
     a = 0, 1/steps, ..., 1 are walked upward and the walk stops at the first that fails (no later
     mix can count under fixed-sequence testing, so none is computed); ``grid`` lists the mixes
-    walked, the failing one last."""
+    walked, the failing one last. ``path(a)``: the network at mix a (default: the linear mix,
+    ``interpolate_weights``)."""
+    path = path or (lambda a: interpolate_weights(original, repaired, a))
     n = int(right0.sum())
     rows = []
     for i in range(steps + 1):
         a = i / steps
-        m = interpolate_weights(original, repaired, a)
+        m = path(a)
         right = right0 if a == 0 else predict(m, calib.x, device=device, precision=precision) == calib.y
         k = int((right0 & ~right).sum())
         ub = clopper_pearson_upper(k, n, confidence) if a > 0 else 0.0
@@ -133,7 +197,7 @@ def certified_mix(original: nn.Module, repaired: nn.Module, calib: ImageSet, rig
     info = {"alpha": best["alpha"], "grid": rows, "steps": steps, "max_break": max_break, "confidence": confidence,
             "bound": bound, "calibration_images": len(calib), "calibration_right": n,
             "break_bound": best["break_bound"], "kept_original": best["alpha"] == 0}
-    return interpolate_weights(original, repaired, best["alpha"]), info
+    return path(best["alpha"]), info
 
 
 def field_check(original: nn.Module, chosen: nn.Module, field: ImageSet, *, confidence: float = 0.95,
@@ -162,7 +226,9 @@ def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg:
             right0 = predict(original, split.val_train.x, device=device, precision=precision) == split.val_train.y
         model, interp = certified_mix(original, model, split.val_train, right0, split.val_failures, cfg.max_break,
                                       confidence=cfg.confidence, bound=cfg.mix_bound, device=device,
-                                      precision=precision, steps=cfg.mix_steps)
+                                      precision=precision, steps=cfg.mix_steps,
+                                      path=mix_path(original, model, split, cfg, device))
+        interp["path"] = cfg.mix_path
     if cfg.gate:
         from .gate import fit_gate
 
@@ -206,15 +272,18 @@ def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, 
 
 
 def protected_variant(pristine: nn.Module, original: nn.Module, runs: list, split: Split, cfg: RepairConfig, device,
-                      precision, clean_heldout, right0, k: int, max_break: float) -> tuple[nn.Module, dict]:
-    """The network the same protection makes of the first ``k`` runs at the limit ``max_break``."""
+                      precision, clean_heldout, right0, k: int, max_break: float,
+                      path: str | None = None) -> tuple[nn.Module, dict]:
+    """The network the same protection makes of the first ``k`` runs at the limit ``max_break``
+    (and along the mix ``path``, default the recipe's)."""
     net = copy.deepcopy(pristine)
     info = combine_runs(net, runs[:k], split, cfg, device, precision)
     net.to(memory_format=torch.contiguous_format).eval()
     if not any(r.best_epoch for r in runs[:k]):
         return net, {"alpha": 0.0, "averaging": info}
-    net, mix, _ = regression_control(original, net, split, dataclasses.replace(cfg, max_break=max_break), device,
-                                     precision, clean_heldout, right0)
+    net, mix, _ = regression_control(original, net, split,
+                                     dataclasses.replace(cfg, max_break=max_break, mix_path=path or cfg.mix_path),
+                                     device, precision, clean_heldout, right0)
     return net, {"alpha": (mix or {}).get("alpha"), "averaging": info,
                  "validation_final": final_validation(net, split, right0, device, precision)}
 
