@@ -166,9 +166,10 @@ def test_a_calibration_profile_certifies_on_test_photos_no_evaluation_reads(tmp_
     n_free = len(ctx.test) - len(f["dc_sources"])
     assert cell["metrics"]["clean_unseen"]["images"] == n_free - 120  # the calibration photos are left out
     assert cell["metrics"]["de_images"] == int((~np.isin(f["de_photo"], cal)).sum())
-    (tmp_path / "bad.json").write_text(json.dumps({**prof, "variants": {"average": [0], "max_break": [0.01]}}))
-    with pytest.raises(DeepRepairError, match="variants"):
-        load_profile(str(tmp_path / "bad.json"))
+    for bad in ({"average": [0], "max_break": [0.01]}, {"average": [1], "max_break": [0.01], "mix_path": ["cubic"]}):
+        (tmp_path / "bad.json").write_text(json.dumps({**prof, "variants": bad}))
+        with pytest.raises(DeepRepairError, match="variants"):
+            load_profile(str(tmp_path / "bad.json"))
 
 
 def test_a_real_profile_with_the_field_check_reads_the_labelled_field_half(tmp_path, smooth_images):
@@ -206,3 +207,19 @@ def test_the_runs_averaged_are_chosen_by_the_one_standard_error_rule_on_validati
     flat = [cell(i, {1: 0.3, 2: 0.3, 3: 0.3}, de=0.1 * i) for i in range(5)]
     assert k_choice_rows(flat)[1] == 1  # ties: the fewest runs; De never enters
     assert k_choice_rows(cells[:1]) == ([], None)  # one cell has no standard error
+
+
+def test_the_mix_path_is_chosen_on_validation_and_a_tie_keeps_the_linear_path():
+    from deeprepair.bench.report import k_choice_rows, path_choice_rows
+
+    def cell(i, lin, fis):
+        return {"corruption": f"c{i}", "seed": 0, "variants": [
+            {"average": 2, "max_break": 0.01, "mix_path": p, "validation_final": {"val_failures_acc": v}}
+            for p, v in (("linear", lin), ("fisher", fis))]}
+
+    better = [cell(i, 0.30 + e, 0.36 + e) for i, e in enumerate([0.0, 0.02, -0.01, 0.01])]
+    rows, path = path_choice_rows(better, 2)
+    assert path == "fisher" and [r[0] for r in rows] == ["linear", "fisher"] and rows[0][-1] == "no"
+    tie = [cell(i, 0.30 + e, 0.30 - e) for i, e in enumerate([0.0, 0.02, -0.01, 0.01])]
+    assert path_choice_rows(tie, 2)[1] == "linear"
+    assert [r[:3] for r in k_choice_rows(better)[0]] == [[2, 4, "30.50"]]  # K is chosen on the linear path alone

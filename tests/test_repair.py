@@ -151,6 +151,35 @@ def test_interpolation_endpoints_are_exact(setup):
                 assert torch.equal(v, ref.state_dict()[k]), (a, k)
 
 
+def test_the_fisher_path_has_the_same_ends_and_moves_the_weights_the_original_relies_on_later(setup):
+    """fisher_mix: a = 0 is the original and a = 1 the repair, bit for bit; with equal Fisher
+    information it is the linear mix; a weight the original's Fisher marks important stays nearer
+    the original than the linear mix puts it. A repair along it reports the path it walked."""
+    from deeprepair.repair.protection import fisher_diag, fisher_mix, interpolate_weights
+
+    model, train, dc, _ = setup
+    repaired, report = repair(model, train, dc, RepairConfig(epochs=1, train_subset=60, batch_size=32, average=1,
+                                                             precision="fp32", mix_path="fisher", max_break=0.5,
+                                                             mix_bound="point", mix_steps=4),
+                              device=torch.device("cpu"))
+    assert report["interpolation"]["path"] == "fisher" and len(report["interpolation"]["grid"]) >= 1
+    other = interpolate_weights(model, model, 1.0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    f_o = fisher_diag(model, train.x, train.y, torch.device("cpu"), images=64)
+    assert all(torch.isfinite(v).all() and (v >= 0).all() for v in f_o.values()) and any(v.sum() > 0 for v in f_o.values())
+    for a, ref in ((0.0, model), (1.0, other)):
+        for k, v in fisher_mix(model, other, f_o, f_o, a).state_dict().items():
+            assert torch.equal(v, ref.state_dict()[k]), (a, k)
+    same, lin = fisher_mix(model, other, f_o, f_o, 0.5).state_dict(), interpolate_weights(model, other, 0.5).state_dict()
+    assert all(torch.allclose(same[k].float(), lin[k].float(), atol=1e-6) for k in f_o)
+    heavy = {k: v + 1.0 for k, v in f_o.items()}  # the original's weights all matter more than the repair's
+    light = {k: torch.zeros_like(v) for k, v in f_o.items()}
+    mixed, so = fisher_mix(model, other, heavy, light, 0.5).state_dict(), model.state_dict()
+    assert all((mixed[k] - so[k]).abs().sum() < (lin[k] - so[k]).abs().sum() for k in f_o if (lin[k] != so[k]).any())
+
+
 def test_regression_control_options_run_and_report(setup):
     model, train, dc, de = setup
     cfg = RepairConfig.preset("deeprepair-paper", method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32",
