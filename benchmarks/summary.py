@@ -16,8 +16,8 @@ from statistics import fmean as mean
 
 from deeprepair.bench import label
 from deeprepair.bench.profile import as_today
-from deeprepair.bench.report import (CERTIFIED_HEAD, FRONTIER, K_HEAD, LIVES_WITH, certified_rows, frontier_points,
-                                     k_choice_rows, read_record)
+from deeprepair.bench.report import (CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, choice_tables,
+                                     frontier_points, read_record)
 from deeprepair.bounds import mean_std
 from deeprepair.repair_config import RepairConfig
 
@@ -258,15 +258,15 @@ def frontier(name: str) -> str:
 def certified(name: str) -> str:
     """The limit on images no repair saw (bench certified_rows: the cells, then variants of their own runs)."""
     cells, prof, src = folder(name)
-    ks, k = k_choice_rows(cells)
     rows = [[label(r[0]) if ", " not in r[0] else "its own runs: " + r[0].split(", ")[1] + (  # a variant; the default's
         " = the default recipe" if r[0].endswith(f", {RepairConfig().average} runs averaged") and r[1] == "1%" else ""),
         *r[1:]] for r in certified_rows(cells)]
-    return table(CERTIFIED_HEAD, rows) + (f"\n\n{table(K_HEAD, ks)}\n\nChosen: K = {k}." if ks else "") + "\n\n" + src
+    return table(CERTIFIED_HEAD, rows) + "\n\n" + "\n".join([*choice_tables(cells, prof.get("variants") or {}), src])
 
 
 BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "repair-seeds": partial(seeded, "repair"),
-          "certified100": partial(certified, "certified100"), "cinic-certified": partial(net, "cinic-certified"),
+          "certified100": partial(certified, "certified100"),
+          "mix-paths": partial(certified, "mix-paths"), "cinic-certified": partial(net, "cinic-certified"),
           "mixed": partial(seeded, "mixed"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,
           "cinic": partial(net, "cinic"), "leakfree": partial(net, "leakfree"), "validation": validation,

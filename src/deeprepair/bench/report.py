@@ -212,7 +212,7 @@ def one_se_rows(per: dict, order: list | None = None) -> tuple[list[list], objec
     return rows, chosen
 
 
-def _choices(cells: list[dict], var: dict) -> list[str]:
+def choice_tables(cells: list[dict], var: dict) -> list[str]:
     """The report's choices made on validation only: K (several K in the variants) and the mix
     path (several paths), each by the one-standard-error rule at the 1% limit."""
     md = []
@@ -538,7 +538,7 @@ def build(out: Path, prof: dict | None = None, provenance: dict | None = None) -
                "Break measured on the clean test photos that are neither sources of Dc nor calibration photos; "
                "variants are the cell's own runs averaged and mixed at each limit.", "",
                markdown_table(CERTIFIED_HEAD, certified_rows(cells), numbers=False), ""]
-        md += _choices(cells, prof.get("variants") or {})
+        md += choice_tables(cells, prof.get("variants") or {})
     fr_md, figs = frontier(cells, prof)
     md += fr_md
     paper_tables = not prof.get("real")  # the paper's tables and figures read corruption severities
