@@ -180,6 +180,29 @@ def test_the_fisher_path_has_the_same_ends_and_moves_the_weights_the_original_re
     assert all((mixed[k] - so[k]).abs().sum() < (lin[k] - so[k]).abs().sum() for k in f_o if (lin[k] != so[k]).any())
 
 
+def test_distilling_the_runs_trains_one_more_network_toward_their_mean_output(setup, monkeypatch):
+    """combine="distill" (ELODI-style): after the K runs, one more run from the original is
+    distilled toward their mean softened output; that run, not the weight average, is returned."""
+    import deeprepair.repair.core as core
+
+    model, train, dc, _ = setup
+    cfg = RepairConfig(epochs=1, train_subset=60, batch_size=32, average=2, precision="fp32", interpolate=False,
+                       selection="last")
+    seen = []
+    real = core.distill_loss
+    monkeypatch.setattr(core, "distill_loss", lambda s, t, temp, w=None: seen.append(w is None) or real(s, t, temp, w))
+    avg, rep_avg = repair(model, train, dc, cfg, device=torch.device("cpu"))
+    assert rep_avg["averaging"]["averaged"] == 2 and seen and not any(seen)  # focal distillation only (weighted)
+    n_avg = len(seen)
+    dist, rep = repair(model, train, dc, dataclasses.replace(cfg, combine="distill"), device=torch.device("cpu"))
+    assert rep["averaging"]["combined"] == "distill" and len(rep["averaging"]["val_scores"]) == 2
+    extra = seen[n_avg:]
+    assert sum(extra) == n_avg // 2 and len(extra) == 2 * n_avg  # the third run: focal + one ensemble term a step
+    assert len(rep["history"]) == len(rep_avg["history"]) == 1
+    sa, sd = avg.state_dict(), dist.state_dict()
+    assert any(not torch.equal(sa[k], sd[k]) for k in sa if sa[k].is_floating_point())
+
+
 def test_regression_control_options_run_and_report(setup):
     model, train, dc, de = setup
     cfg = RepairConfig.preset("deeprepair-paper", method="finetune", epochs=2, train_subset=60, batch_size=32, lr=0.02, precision="fp32",

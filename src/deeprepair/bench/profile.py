@@ -38,6 +38,7 @@ PROTECTIONS: dict[str, dict] = {
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
     "avg2": {"average": 2},  # 2 runs averaged weight by weight (the default)
     "avg3": {"average": 3},  # 3 runs averaged weight by weight
+    "elodi2": {"average": 2, "combine": "distill"},  # 2 runs distilled into one more (ELODI-style)
     "certified": {"interpolate": True, "mix_bound": "clopper-pearson", "mix_steps": 20},  # the exact bound, 0.05 steps
     "fieldcheck": {"field_check": True},  # the runner passes a real profile's field half, labelled
 }
@@ -117,7 +118,8 @@ VARIANT_WORDS = {"first-block": "first block", "uniform": "no clustering", "per-
                  "fourier": "fourier", "adain": "adain", "style-clusters": "clusters of style features"}
 PROTECTION_WORDS = {"focal": "focal distillation", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
-                    "avg2": "2 runs averaged", "avg3": "3 runs averaged", "certified": "certified weight mix",
+                    "avg2": "2 runs averaged", "avg3": "3 runs averaged",
+                    "elodi2": "2 runs distilled into one (ELODI-style)", "certified": "certified weight mix",
                     "fieldcheck": "field check"}
 DEFAULT_RECIPE = "finetune+focal+avg2+certified"  # = repair_config.DEFAULT_PRESET (tested)
 

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .. import distributed
 from ..augment import StyleAug
@@ -117,6 +118,7 @@ class Regularisers:
         self.anchors = [p.detach().clone() for p in tuning.params] if cfg.l2_pull > 0 else None
         self.params = tuning.params
         self.field = torch.from_numpy(np.ascontiguousarray(field)) if field is not None else None
+        self.ensemble: list[nn.Module] = []  # with combine="distill": the K runs the repair is distilled toward
 
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):
@@ -132,6 +134,13 @@ class Regularisers:
                 w = focal_weights(t_logits, y[keep]) if cfg.distill_focus == "right" else None
                 kd = distill_loss(extra["student"][keep], t_logits, cfg.distill_t, w)
                 total, parts["distill"] = total + cfg.distill * kd, kd.item()
+        if self.ensemble:  # ELODI-style: toward the K runs' mean softened output, on every input
+            t = cfg.distill_t
+            with torch.no_grad(), autocast(self.device, self.precision):
+                xin = extra["inputs"].contiguous(memory_format=torch.channels_last)
+                mean_p = torch.stack([F.softmax(m(xin).float() / t, 1) for m in self.ensemble]).mean(0)
+            kd = distill_loss(extra["student"], t * mean_p.clamp_min(1e-8).log(), t)
+            total, parts["ensemble"] = total + kd, kd.item()
         if self.field is not None:  # unlabelled field images: the original's answers, and BN statistics
             pick = torch.randint(len(self.field), (min(cfg.field_batch, len(self.field)),), generator=gen)
             xf = to_float(crop_flip(self.field[pick], gen)).to(self.device)
@@ -232,6 +241,26 @@ def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, f
     return runs, tuned
 
 
+def distill_runs(model: nn.Module, runs: list, split: Split, objective, cfg: RepairConfig, field, device, precision,
+                 state_path: Path | None, progress, select_last: bool, before: dict) -> FineTune:
+    """``combine="distill"`` (ELODI-style, Zhao et al. 2022): one more run from the original, with
+    seed seed + K and the recipe's own loss and protections, also distilled toward the mean
+    softened output of the K runs (their selected states) on every input; ``model`` is left as
+    it was. Returns that run."""
+    ensemble = []
+    for r in runs:
+        net = copy.deepcopy(model)
+        net.load_state_dict(r.best_state)
+        ensemble.append(net.eval())
+    net = copy.deepcopy(model)
+    tuning = Tuning(net, cfg.tune, split.x.shape[1:])
+    reg = Regularisers(net, cfg, tuning, field, device, precision)
+    reg.ensemble = ensemble
+    path = None if state_path is None else state_path.with_name(f"{state_path.stem}.distilled{state_path.suffix}")
+    return fine_tune(net, split, objective, tuning, reg, dataclasses.replace(cfg, seed=cfg.seed + len(runs)), device,
+                     precision, path, progress, select_last, before["val_score"])
+
+
 def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: RepairConfig | None = None, *,
            device: torch.device | None = None, state_path: str | Path | None = None,
            progress: Callable[[int], None] | None = None, clean_heldout: ImageSet | None = None,
@@ -277,7 +306,15 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
                                Path(state_path) if state_path else None, progress, select_last, before)
     run = runs[0]
     pristine = copy.deepcopy(model) if keep_runs else None
-    averaging = combine_runs(model, runs, split, cfg, device, precision)
+    if cfg.combine == "distill" and len(runs) > 1 and any(r.best_epoch for r in runs):
+        student = distill_runs(model, [r for r in runs if r.best_epoch], split, objective, cfg, field, device,
+                               precision, Path(state_path) if state_path else None, progress, select_last, before)
+        averaging = combine_runs(model, [student], split, cfg, device, precision) or {
+            "runs": len(runs), "combined": "distill", "val_scores": [r.best_score for r in runs],
+            "val_score_distilled": student.best_score}
+        runs = [*runs, student]
+    else:
+        averaging = combine_runs(model, runs, split, cfg, device, precision)
     model.to(memory_format=torch.contiguous_format).eval()
     interp = routing = checked = None
     if any(r.best_epoch for r in runs):
