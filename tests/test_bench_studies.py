@@ -223,3 +223,20 @@ def test_the_mix_path_is_chosen_on_validation_and_a_tie_keeps_the_linear_path():
     tie = [cell(i, 0.30 + e, 0.30 - e) for i, e in enumerate([0.0, 0.02, -0.01, 0.01])]
     assert path_choice_rows(tie, 2)[1] == "linear"
     assert [r[:3] for r in k_choice_rows(better)[0]] == [[2, 4, "30.50"]]  # K is chosen on the linear path alone
+
+
+def test_averaging_or_distilling_the_runs_is_chosen_on_validation_against_the_same_runs_averaged():
+    from deeprepair.bench.report import combine_choice_rows
+
+    def cell(i, avg, dist):
+        return {"corruption": f"c{i}", "seed": 0, "method": "finetune+focal+elodi2+certified",
+                "protection": {"interpolation": {"max_break": 0.01}},
+                "repair": {"validation_final": {"val_failures_acc": dist}},
+                "variants": [{"average": 2, "max_break": 0.01, "validation_final": {"val_failures_acc": avg}}]}
+
+    noise = [0.0, 0.02, -0.01, 0.01]
+    rows, how = combine_choice_rows([cell(i, 0.30 + e, 0.38 + e) for i, e in enumerate(noise)])
+    assert how == "distill" and [r[0] for r in rows] == ["average", "distill"]
+    assert combine_choice_rows([cell(i, 0.30 + e, 0.30 - e) for i, e in enumerate(noise)])[1] == "average"
+    other = [{**cell(i, 0.3, 0.4), "method": "finetune+focal+avg2+certified"} for i in range(4)]
+    assert combine_choice_rows(other) == ([], None)

@@ -180,6 +180,26 @@ def path_choice_rows(cells: list[dict], k: int, limit: float = 0.01) -> tuple[li
                                        and v["max_break"] == limit else None), order=["linear", "fisher"])
 
 
+def combine_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], str | None]:
+    """Averaging the K runs' weights or distilling them into one more run (``combine``), chosen on
+    validation only as ``k_choice_rows`` chooses K: a distilling cell at ``limit`` against the
+    variant of its own K runs averaged at the same limit; averaging comes first, so a tie keeps it."""
+    from .profile import recipe_options
+
+    per = defaultdict(dict)
+    for c in cells:
+        opts = recipe_options(c["method"])
+        if opts.get("combine") != "distill" or (c["protection"].get("interpolation") or {}).get("max_break") != limit:
+            continue
+        avg = [v for v in c.get("variants", []) if v["average"] == opts["average"] and v["max_break"] == limit
+               and v.get("mix_path", "linear") == "linear"]
+        val = (c["repair"].get("validation_final") or {}).get("val_failures_acc")
+        if avg and val is not None and (avg[0].get("validation_final") or {}).get("val_failures_acc") is not None:
+            per["distill"][(c["corruption"], c["seed"])] = val
+            per["average"][(c["corruption"], c["seed"])] = avg[0]["validation_final"]["val_failures_acc"]
+    return one_se_rows(per, order=["average", "distill"])
+
+
 def _variant_scores(cells: list[dict], key) -> dict:
     """{key(variant): {(corruption, seed): validation Dc repaired}} over the cells' variants
     (``key`` None: left out)."""
@@ -227,6 +247,11 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
             md += [f"### Mix path ({k} run{'s' * (k > 1)} averaged), chosen on validation", "",
                    markdown_table(["mix path", *K_HEAD[1:3], "minus the best path's (points, ± s.e.)", K_HEAD[4]],
                                   rows, numbers=False), "", f"Chosen: {path}.", ""]
+    rows, how = combine_choice_rows(cells)
+    if rows:
+        md += ["### Averaging or distilling the runs, chosen on validation", "",
+               markdown_table(["combine", *K_HEAD[1:3], "minus the better's (points, ± s.e.)", K_HEAD[4]],
+                              rows, numbers=False), "", f"Chosen: {how}.", ""]
     return md
 
 
