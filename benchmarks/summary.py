@@ -258,7 +258,7 @@ def frontier(name: str) -> str:
 def certified(name: str) -> str:
     """The limit on images no repair saw (bench certified_rows: the cells, then variants of their own runs)."""
     cells, prof, src = folder(name)
-    rows = [[label(r[0]) if ", " not in r[0] else "its own runs: " + r[0].split(", ")[1] + (  # a variant; the default's
+    rows = [[label(r[0]) if ", " not in r[0] else "its own runs: " + r[0].split(", ", 1)[1] + (  # a variant; the default's
         " = the default recipe" if r[0].endswith(f", {RepairConfig().average} runs averaged") and r[1] == "1%" else ""),
         *r[1:]] for r in certified_rows(cells)]
     return table(CERTIFIED_HEAD, rows) + "\n\n" + "\n".join([*choice_tables(cells, prof.get("variants") or {}), src])
