@@ -94,7 +94,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    "plain state dict (runs code from the file: only for files you trust)")  # fmt: skip
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto = bf16 where the hardware runs it fast (AMX CPUs, GPUs), else fp32")
+                   help="auto = bf16 where the hardware has bf16 units (CPUs with AMX or AVX512-BF16, "
+                   "GPUs), else fp32; without AMX, fp32 can be faster")
 
 
 def _norm_args(p: argparse.ArgumentParser) -> None:

@@ -29,8 +29,8 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means bf16 where the hardware runs it fast (CPU with AMX, AMD with AVX512-BF16, or
-    CUDA), else fp32."""
+    """``auto`` means bf16 where the hardware has bf16 units (CPU with AMX or AVX512-BF16, or CUDA),
+    else fp32."""
     if precision not in PRECISIONS:
         raise DeepRepairError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
@@ -41,15 +41,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def _cpu_has_fast_bf16(info: str | None = None) -> bool:
-    """AMX (Intel: bf16 1.6-2.9x fp32, benchmarks/results/train_speed.md), or AVX512-BF16 on AMD.
-    An Intel CPU with AVX512-BF16 but no AMX trains ResNet-20 1.4x faster in fp32
-    (benchmarks/results/intel-no-amx/train_speed.md), so it gets fp32."""
+    """AMX or AVX512-BF16. Where there is AVX512-BF16 but no AMX, fp32 can be faster: an Intel
+    Xeon of that kind trains ResNet-20 1.4x faster in fp32 (benchmarks/results/intel-no-amx/
+    train_speed.md), but whether fp32 repairs as much under the certified walk is not measured,
+    so ``auto`` keeps bf16 there and ``--precision fp32`` is the user's choice."""
     if info is None:
         try:
             info = open("/proc/cpuinfo").read()
         except OSError:
             return False
-    return " amx_bf16" in info or (" avx512_bf16" in info and "AuthenticAMD" in info)
+    return " amx_bf16" in info or " avx512_bf16" in info
 
 
 def cpu_model() -> str:
