@@ -290,6 +290,11 @@ class RepairConfig:
         if n_failures == 0:
             raise DeepRepairError("the failure set is empty: collect at least one misclassified image")
 
+    def runs_trained(self) -> int:
+        """How many fine-tuning runs a repair makes: ``average``, and one more when they are
+        distilled (``combine="distill"``)."""
+        return self.average + int(self.combine == "distill" and self.average > 1)
+
     def resolved_selection(self, n_failures: int) -> str:
         """``holdout`` or ``last`` for a failure set of this size (``auto`` decides by its size)."""
         if self.selection != "auto":

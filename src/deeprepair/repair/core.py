@@ -222,6 +222,13 @@ def fine_tune(model: nn.Module, split: Split, objective, tuning: Tuning, reg: Re
     return run
 
 
+def run_state_paths(state_path: Path, cfg: RepairConfig) -> list[Path]:
+    """The resumable state of each run a repair with ``cfg`` makes (``cfg.runs_trained()``): the
+    first at ``state_path``, then ``.run1`` ... beside it, and ``.distilled`` last."""
+    extra = [f"run{k}" for k in range(1, cfg.average)] + ["distilled"] * (cfg.runs_trained() > cfg.average)
+    return [state_path] + [state_path.with_name(f"{state_path.stem}.{e}{state_path.suffix}") for e in extra]
+
+
 def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, field, device, precision,
                  state_path: Path | None, progress, select_last: bool, before: dict) -> tuple[list, dict]:
     """Fine-tune ``cfg.average`` copies of ``model`` with seeds seed, seed + 1, ... on the same
@@ -234,7 +241,7 @@ def average_runs(model: nn.Module, split: Split, objective, cfg: RepairConfig, f
         tuning = Tuning(net, cfg.tune, split.x.shape[1:])
         tuned = tuned or {"tuned_parameters": tuning.count(), "tuned_modules": len(tuning.modules)}
         reg = Regularisers(net, cfg, tuning, field, device, precision)
-        path = state_path if (state_path is None or k == 0) else state_path.with_name(f"{state_path.stem}.run{k}{state_path.suffix}")
+        path = None if state_path is None else run_state_paths(state_path, cfg)[k]
         runs.append(fine_tune(net, split, objective, tuning, reg, run_cfg, device, precision, path, progress,
                               select_last, before["val_score"]))
         del net, reg
@@ -256,7 +263,7 @@ def distill_runs(model: nn.Module, runs: list, split: Split, objective, cfg: Rep
     tuning = Tuning(net, cfg.tune, split.x.shape[1:])
     reg = Regularisers(net, cfg, tuning, field, device, precision)
     reg.ensemble = ensemble
-    path = None if state_path is None else state_path.with_name(f"{state_path.stem}.distilled{state_path.suffix}")
+    path = None if state_path is None else run_state_paths(state_path, cfg)[-1]
     return fine_tune(net, split, objective, tuning, reg, dataclasses.replace(cfg, seed=cfg.seed + len(runs)), device,
                      precision, path, progress, select_last, before["val_score"])
 
@@ -270,7 +277,8 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
     plus the collected ``failures`` with the chosen method; return it and a report.
 
     The stages, in order: split (``make_split``) -> objective (``build_objective``) -> fine-tune
-    (``fine_tune``, with the ``Regularisers``; ``cfg.average`` runs, averaged: ``average_runs``)
+    (``fine_tune``, with the ``Regularisers``; ``cfg.average`` runs, averaged: ``average_runs``, or
+    distilled into one more: ``distill_runs``)
     -> select (best or last epoch) -> protection (``regression_control``: the certified mix, the
     gate; then the field check) -> report. Model selection and early stopping use a validation
     split of ``train`` and ``failures`` only. With ``state_path`` the run saves its state after

@@ -118,7 +118,7 @@ def run_demo(model: nn.Module, train: ImageSet, test: ImageSet, out: Path, *, co
             cfg.average = average if (average is not None and method == RepairConfig().method) else 1
         n_ft = min(len(train), train_subset or len(train)) + len(failures)
         t1 = time.perf_counter()
-        with progress(n_ft * epochs * cfg.average, f"demo: repair ({method})") as bar:
+        with progress(n_ft * epochs * cfg.runs_trained(), f"demo: repair ({method})") as bar:
             repaired, report = repair(model, train, failures, cfg, device=device, progress=bar.update, val=val)
         t2 = time.perf_counter()
         after: dict = {}

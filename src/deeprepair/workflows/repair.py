@@ -143,7 +143,7 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     from ..data import sha256_file
     from ..distributed import is_main
     from ..repair import repair
-    from ..repair.core import resolve_config
+    from ..repair.core import resolve_config, run_state_paths
     from ..train import data_fingerprint
 
     out = Path(out)
@@ -175,8 +175,8 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     torch.manual_seed(cfg.seed)
     held_back = 0 if got["val"] is not None else min(1000, len(train) // 10)
     n_ft = min(len(train) - held_back, cfg.train_subset or len(train)) + len(fails) * cfg.dc_repeat
-    runs = [state] + [state.with_name(f"{state.stem}.run{k}{state.suffix}") for k in range(1, cfg.average)]
-    with forget_on_failure(run_file, *runs), progress(n_ft * cfg.epochs * cfg.average, f"repair ({cfg.method})") as bar:
+    runs = run_state_paths(state, cfg)
+    with forget_on_failure(run_file, *runs), progress(n_ft * cfg.epochs * len(runs), f"repair ({cfg.method})") as bar:
         repaired, report = repair(got["model"], train, fails, cfg, device=got["device"], state_path=state,
                                   progress=bar.update, clean_heldout=clean, field=fld, val=got["val"],
                                   field_eval=got["field_eval"])
@@ -210,6 +210,7 @@ def _finish(spec: ModelSpec, got: dict, cfg, run_id: dict, out: Path, made: Path
     reports that are missing, from the repair's report kept in the completion record."""
     from ..distributed import is_main
     from ..repair import repair_report_markdown
+    from ..repair.core import run_state_paths
 
     record = out / "repair.state.run.json"
     try:
@@ -233,7 +234,7 @@ def _finish(spec: ModelSpec, got: dict, cfg, run_id: dict, out: Path, made: Path
     from ..models.checkpoint import load_model
 
     state = out / "repair.state.safetensors"
-    states = [state] + [state.with_name(f"{state.stem}.run{k}{state.suffix}") for k in range(1, cfg.average)]
+    states = run_state_paths(state, cfg)
     try:
         repaired, _ = load_model(made, device=got["device"], factory=spec.factory, num_classes=spec.num_classes,
                                  mean=spec.mean, std=spec.std)
