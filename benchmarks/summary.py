@@ -266,7 +266,7 @@ def certified(name: str) -> str:
 
 BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "repair-seeds": partial(seeded, "repair"),
           "certified100": partial(certified, "certified100"),
-          "mix-paths": partial(certified, "mix-paths"), "cinic-certified": partial(net, "cinic-certified"),
+          "mix-paths": partial(certified, "mix-paths"), "elodi": partial(certified, "elodi"), "cinic-certified": partial(net, "cinic-certified"),
           "mixed": partial(seeded, "mixed"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,
           "cinic": partial(net, "cinic"), "leakfree": partial(net, "leakfree"), "validation": validation,
