@@ -725,3 +725,11 @@ def test_field_images_taught_with_their_own_answers_need_no_labels(setup):
     for bad in (dict(field_labels="mine"), dict(field_threshold=0.0)):
         with pytest.raises(DeepRepairError, match="field_"):
             repair(model, train, dc, RepairConfig.preset("deeprepair-paper", **{**SMALL, **bad}), device=CPU, field=field)
+
+
+def test_the_fisher_path_refuses_a_model_without_per_image_gradients_in_one_line():
+    from deeprepair.repair.protection import fisher_diag
+
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 14 * 14, 3)))
+    with pytest.raises(DeepRepairError, match="--mix-path linear"):
+        fisher_diag(scripted, np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, int), torch.device("cpu"), images=4)

@@ -87,7 +87,12 @@ def fisher_diag(model: nn.Module, x: np.ndarray, y: np.ndarray, device, *, image
     for i in range(0, len(pick), batch):
         j = pick[i:i + batch]
         xb = to_float(torch.from_numpy(np.ascontiguousarray(x[j]))).to(device)
-        grads = per_image(params, xb, torch.from_numpy(np.asarray(y[j], dtype=np.int64)).to(device))
+        try:
+            grads = per_image(params, xb, torch.from_numpy(np.asarray(y[j], dtype=np.int64)).to(device))
+        except (RuntimeError, NotImplementedError) as exc:  # e.g. a TorchScript module: no torch.func
+            msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise DeepRepairError(f"--mix-path fisher needs per-image gradients of the model (torch.func), which "
+                                  f"this model does not support ({msg}): use --mix-path linear") from None
         for k in fisher:
             fisher[k] += grads[k].pow(2).sum(0)
     return {k: v / max(len(pick), 1) for k, v in fisher.items()}
