@@ -19,9 +19,10 @@ The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
    confidence although several mixes were looked at), and among the mixes it passed the one with
    the largest validation repair is kept. If none above 0 passes, the original comes back.
    ``mix_path="fisher"`` walks another path with the same ends (``fisher_mix``): each weight
-   mixed in proportion to its diagonal Fisher information under each network, so the weights
-   the original relies on move later (Fisher merging, Matena & Raffel 2022, as BCWI's
-   importance-weighted interpolation, Schumann et al. 2023).
+   mixed in proportion to its diagonal Fisher information under each network (Fisher merging,
+   Matena & Raffel 2022, as BCWI's importance-weighted interpolation, Schumann et al. 2023). It
+   repaired less than the linear path within the same limit (SUMMARY section 5), so it is not
+   the default.
 3. **The field check** (``field_check``): with labelled field photos, the chosen network must not
    be worse there: the exact McNemar lower bound on its paired accuracy change
    (``bounds.paired_change_lower``) must be >= 0, else the original comes back ("no repair
