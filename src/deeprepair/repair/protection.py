@@ -104,15 +104,13 @@ def fisher_mix(original: nn.Module, repaired: nn.Module, f_original: dict, f_rep
     """theta = ((1 - a) F_o theta_o + a F_r theta_r) / ((1 - a) F_o + a F_r), weight by weight (F: the
     diagonal Fisher of each network, ``fisher_diag``, plus ``floor``); buffers (BatchNorm's
     statistics) mix linearly. a = 0 is the original, a = 1 the repaired network."""
+    out = interpolate_weights(original, repaired, alpha)  # the ends exactly; buffers: the linear mix
     if alpha in (0, 1):
-        return interpolate_weights(original, repaired, alpha)
-    out = interpolate_weights(original, repaired, alpha)  # buffers: the linear mix
-    so, sr = original.state_dict(), repaired.state_dict()
-    state = out.state_dict()
+        return out
+    so, sr, state = original.state_dict(), repaired.state_dict(), out.state_dict()
     for k in f_original:
         wo, wr = (1 - alpha) * (f_original[k] + floor), alpha * (f_repaired[k] + floor)
-        state[k] = (wo * so[k].float() + wr * sr[k].float()) / (wo + wr)
-    out.load_state_dict(state)
+        state[k].copy_((wo * so[k].float() + wr * sr[k].float()) / (wo + wr))
     return out
 
 
