@@ -138,11 +138,10 @@ def apply(corr: Corruption, images: np.ndarray, severity: int, seed: int, start:
     pixels = images.shape[1] * images.shape[2]
     # work units hold about CHUNK 32x32 images' worth of pixels (CHUNK images up to 32x32)
     chunk = CHUNK if pixels <= 1024 else max(1, CHUNK * 1024 // pixels)
-    if not corr.chunked and pixels <= 1024:
-        out = to_uint8(corr.fn(images, p, RandomStream(seed, corr.name, severity, start, n)))
-        return out
-    if not corr.chunked:  # torch code, threaded itself: pieces one after the other (bounded memory)
-        threads = 1
+    if not corr.chunked:  # torch code, threaded itself: pieces of twice a work unit, one after the other.
+        # Speed trick: bounded pieces, not one call on the whole batch; on 10,000 CIFAR images in one
+        # call elastic_transform ran 6.7k img/s against 28k in pieces of 512 (memory-bound temporaries)
+        threads, chunk = 1, 2 * chunk
     bounds = [0]
     nxt = (start // chunk + 1) * chunk - start
     while nxt < n:
