@@ -265,7 +265,7 @@ def certified(name: str) -> str:
 
 
 BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "repair-seeds": partial(seeded, "repair"),
-          "certified100": partial(certified, "certified100"),
+          "certified100": partial(certified, "certified100"), "half-runs": partial(certified, "half-runs"),
           "mix-paths": partial(certified, "mix-paths"), "elodi": partial(certified, "elodi"), "cinic-certified": partial(net, "cinic-certified"),
           "mixed": partial(seeded, "mixed"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,

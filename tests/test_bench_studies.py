@@ -240,3 +240,24 @@ def test_averaging_or_distilling_the_runs_is_chosen_on_validation_against_the_sa
     assert combine_choice_rows([cell(i, 0.30 + e, 0.30 - e) for i, e in enumerate(noise)])[1] == "average"
     other = [{**cell(i, 0.3, 0.4), "method": "finetune+focal+avg2+certified"} for i in range(4)]
     assert combine_choice_rows(other) == ([], None)
+
+
+def test_the_training_images_per_run_are_chosen_on_validation_and_a_tie_keeps_the_cheaper_recipe():
+    from deeprepair.bench.report import budget_choice_rows, choice_tables
+
+    def cell(i, method, val, limit=0.01):
+        return {"corruption": f"c{i}", "seed": 0, "method": method, "protection": {"interpolation": {"max_break": limit}},
+                "repair": {"validation_final": {"val_failures_acc": val}}}
+
+    noise = [0.0, 0.02, -0.01, 0.01]
+    full, half = "finetune+focal+avg2+certified", "finetune-half+focal+avg2+certified"
+    worse = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.35 + e), cell(i, half, 0.30 + e))]
+    rows, n = budget_choice_rows(worse)
+    assert n == 10000 and [r[0] for r in rows] == [5000, 10000] and rows[0][-1] == "no"
+    tie = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.30 + e), cell(i, half, 0.30 - e))]
+    assert budget_choice_rows(tie)[1] == 5000
+    assert "Chosen: 5,000 per run." in "\n".join(choice_tables(tie, {}))
+    # only recipes that differ from the default in their training images alone, at the limit asked
+    other = [c for i in range(4) for c in (cell(i, full, 0.3), cell(i, "finetune+focal+avg3+certified", 0.4))]
+    assert budget_choice_rows(other) == ([], None)
+    assert budget_choice_rows([cell(i, half, 0.3, limit=0.005) for i in range(4)] + worse[::2])[0] == []

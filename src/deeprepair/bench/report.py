@@ -200,6 +200,26 @@ def combine_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[li
     return one_se_rows(per, order=["average", "distill"])
 
 
+def budget_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], int | None]:
+    """Training images per run (``train_subset``) of the default recipe, chosen on validation only
+    as ``k_choice_rows`` chooses K: the cells of recipes that differ from the default only in it,
+    at ``limit``; fewer images come first, so a tie keeps the cheaper recipe."""
+    from ..repair_config import PRESETS
+    from .profile import DEFAULT_RECIPE, recipe_options
+
+    def rest(opts: dict) -> dict:
+        return {k: v for k, v in opts.items() if k != "train_subset"}
+
+    base, per = rest(recipe_options(DEFAULT_RECIPE)), defaultdict(dict)
+    for c in cells:
+        opts = recipe_options(c["method"]) if c["method"] != "original" else {}
+        val = (c["repair"].get("validation_final") or {}).get("val_failures_acc") if c.get("repair") else None
+        if (opts and rest(opts) == base and val is not None
+                and ((c.get("protection") or {}).get("interpolation") or {}).get("max_break") == limit):
+            per[opts.get("train_subset", PRESETS["deeprepair-paper"]["train_subset"])][(c["corruption"], c["seed"])] = val
+    return one_se_rows(per, order=sorted(per)) if len(per) > 1 else ([], None)
+
+
 def _variant_scores(cells: list[dict], key) -> dict:
     """{key(variant): {(corruption, seed): validation Dc repaired}} over the cells' variants
     (``key`` None: left out)."""
@@ -247,6 +267,12 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
             md += [f"### Mix path ({k} run{'s' * (k > 1)} averaged), chosen on validation", "",
                    markdown_table(["mix path", *K_HEAD[1:3], "minus the best path's (points, ± s.e.)", K_HEAD[4]],
                                   rows, numbers=False), "", f"Chosen: {path}.", ""]
+    rows, n = budget_choice_rows(cells)
+    if rows:
+        md += ["### Training images per run (the default recipe), chosen on validation", "",
+               markdown_table(["training images per run", *K_HEAD[1:3], "minus the best's (points, ± s.e.)",
+                               K_HEAD[4]], [[f"{r[0]:,}", *r[1:]] for r in rows], numbers=False), "",
+               f"Chosen: {n:,} per run.", ""]
     rows, how = combine_choice_rows(cells)
     if rows:
         md += ["### Averaging or distilling the runs, chosen on validation", "",
