@@ -221,14 +221,14 @@ def budget_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[lis
 
 
 def _variant_scores(cells: list[dict], key) -> dict:
-    """{key(variant): {(corruption, seed): validation Dc repaired}} over the cells' variants
-    (``key`` None: left out)."""
+    """{key(variant): {(method, corruption, seed): validation Dc repaired}} over the cells' variants
+    (``key`` None: left out); each cell pairs its own variants, whatever recipes the profile runs."""
     per = defaultdict(dict)
     for c in cells:
         for v in c.get("variants", []):
             val = (v.get("validation_final") or {}).get("val_failures_acc")
             if key(v) is not None and val is not None:
-                per[key(v)][(c["corruption"], c["seed"])] = val
+                per[key(v)][(c.get("method"), c["corruption"], c["seed"])] = val
     return per
 
 
