@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from statistics import fmean as mean
 
-from deeprepair.bench.profile import as_today, label, recipe_options
+from deeprepair.bench.profile import as_today, computes_default, label
 from deeprepair.bench.report import (CERTIFIED_HEAD, FRONTIER, LIVES_WITH, certified_rows, choice_tables,
                                      frontier_points, read_record)
 from deeprepair.bounds import mean_std
@@ -259,7 +259,7 @@ def certified(name: str) -> str:
     cells, prof, src = folder(name)
     rows = [[label(r[0]) if ", " not in r[0] else "its own runs: " + r[0].split(", ", 1)[1] + (  # a variant; the default's
         " = the default recipe" if r[0].endswith(f", {RepairConfig().average} runs averaged") and r[1] == "1%"
-        and RepairConfig.preset("deeprepair-paper", **{**recipe_options(r[0].split(", ")[0]), "average": RepairConfig().average, "combine": "average"}) == RepairConfig() else ""),
+        and computes_default(r[0].split(", ")[0], average=RepairConfig().average, combine="average") else ""),
         *r[1:]] for r in certified_rows(cells)]
     return table(CERTIFIED_HEAD, rows) + "\n\n" + "\n".join([*choice_tables(cells, prof.get("variants") or {}), src])
 

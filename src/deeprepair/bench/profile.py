@@ -99,6 +99,14 @@ def recipe_options(name: str) -> dict:
     return opts
 
 
+def computes_default(name: str, **over) -> bool:
+    """Whether the bench method ``name``, with the options ``over`` put over its own (a variant's K
+    runs averaged, another training budget), makes the default recipe's computation."""
+    from ..repair_config import RepairConfig
+
+    return name != "original" and RepairConfig.preset("deeprepair-paper", **{**recipe_options(name), **over}) == RepairConfig()
+
+
 def label(name: str) -> str:
     """A bench method's name in reports: the registry's label of its method, then its variant and
     protections in words (a former name reads as its replacement)."""

@@ -204,19 +204,16 @@ def budget_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[lis
     """Training images per run (``train_subset``) of the default recipe, chosen on validation only
     as ``k_choice_rows`` chooses K: the cells of recipes that differ from the default only in it,
     at ``limit``; fewer images come first, so a tie keeps the cheaper recipe."""
-    from ..repair_config import PRESETS
-    from .profile import DEFAULT_RECIPE, recipe_options
+    from ..repair_config import RepairConfig
+    from .profile import computes_default, recipe_options
 
-    def rest(opts: dict) -> dict:
-        return {k: v for k, v in opts.items() if k != "train_subset"}
-
-    base, per = rest(recipe_options(DEFAULT_RECIPE)), defaultdict(dict)
+    per = defaultdict(dict)
     for c in cells:
-        opts = recipe_options(c["method"]) if c["method"] != "original" else {}
         val = (c["repair"].get("validation_final") or {}).get("val_failures_acc") if c.get("repair") else None
-        if (opts and rest(opts) == base and val is not None
+        if (val is not None and computes_default(c["method"], train_subset=RepairConfig().train_subset)
                 and ((c.get("protection") or {}).get("interpolation") or {}).get("max_break") == limit):
-            per[opts.get("train_subset", PRESETS["deeprepair-paper"]["train_subset"])][(c["corruption"], c["seed"])] = val
+            n = RepairConfig.preset("deeprepair-paper", **recipe_options(c["method"])).train_subset
+            per[n][(c["corruption"], c["seed"])] = val
     return one_se_rows(per, order=sorted(per)) if len(per) > 1 else ([], None)
 
 
