@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--shared", action="store_true", help="say in the results that other jobs shared the machine")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
+    if args.n < 1 or args.reference_images < 0:
+        ap.error("--n must be >= 1 and --reference-images >= 0")
     _, main_c, held = import_corruptions()
     names = select_corruptions(args.corruptions, main_c, held)
     prov = provenance()
