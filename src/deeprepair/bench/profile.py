@@ -23,6 +23,7 @@ REQUIRED_TYPES = {"name": str, "archs": dict, "corruptions": list, "methods": li
 # protection), so a bare method name is that method unprotected.
 VARIANTS: dict[str, dict] = {
     "first-block": {"tune": "first-block"},  # surgical fine-tuning (repair/tuning.py)
+    "bn": {"tune": "bn"},  # only the normalisation layers' affine parameters (repair/tuning.py)
     "half": {"train_subset": 5000},  # each run fine-tunes on 5,000 training images, half the default's 10,000
     "uniform": {"sampling": "uniform"},  # DeepRepair's ablations: no clusters,
     "per-class": {"sampling": "per-class"},  # the authors' per-class sampling,
@@ -123,7 +124,7 @@ def label(name: str) -> str:
     return words + (" (the default recipe)" if name == DEFAULT_RECIPE else "")
 
 
-VARIANT_WORDS = {"first-block": "first block", "half": "5,000 training images per run", "uniform": "no clustering", "per-class": "per-class sampling",
+VARIANT_WORDS = {"first-block": "first block", "bn": "normalisation layers only", "half": "5,000 training images per run", "uniform": "no clustering", "per-class": "per-class sampling",
                  "fourier": "fourier", "adain": "adain", "style-clusters": "clusters of style features"}
 PROTECTION_WORDS = {"focal": "focal distillation", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
