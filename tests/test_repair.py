@@ -3,6 +3,7 @@ less (``tune``) and protects what was right (focal distillation, L2 pull, unlabe
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -576,6 +577,24 @@ def test_tune_leaves_every_other_parameter_and_buffer_bit_identical(setup, tune)
             else:
                 assert same, f"{name}.{k} changed although --tune {tune} does not tune it"
     assert changed > 0 and 0 < report["tuned_parameters"] < sum(p.numel() for p in model.parameters())
+
+
+def test_recomputing_batchnorm_statistics_after_averaging_leaves_the_untuned_layers_as_they_were(setup):
+    """After averaging first-block runs, only the first block's BatchNorm statistics may be
+    recomputed: a frozen layer keeps the original's (the --tune promise)."""
+    from deeprepair.repair.protection import recalibrate_bn
+
+    model, train, _, _ = setup
+    net = copy.deepcopy(model)
+    tuned = set(tuned_modules(net, "first-block", train.x.shape[1:]))
+    recalibrate_bn(net, train.x, CPU, only=tuned)
+    before, after = dict(model.named_modules()), dict(net.named_modules())
+    bns = [n for n, m in before.items() if isinstance(m, nn.BatchNorm2d)]
+    assert any(n in tuned for n in bns) and any(n not in tuned for n in bns)
+    for n in bns:
+        same = torch.equal(before[n].running_var, after[n].running_var)
+        assert same == (n not in tuned), f"{n}: recomputed {not same}, tuned {n in tuned}"
+    assert not net.training
 
 
 def test_focal_weights_are_zero_where_the_original_is_wrong():

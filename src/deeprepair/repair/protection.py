@@ -7,8 +7,9 @@ The stages, in the order ``repair()`` runs them (docs/repair.md, "Protection"):
    Wortsman et al. 2022). Flips between two
    networks come largely from run-to-run variance (Zhao et al. 2022, ELODI), and the average of
    K runs keeps the repair the runs share while their individual flips cancel. If the average
-   scores below the best run on validation, its BatchNorm statistics are recomputed on the
-   fine-tuning images (``recalibrate_bn``) and the better of the two is kept.
+   scores below the best run on validation, the BatchNorm statistics of the layers the runs
+   tuned are recomputed on the fine-tuning images (``recalibrate_bn``) and the better of the two
+   is kept.
 2. **The certified mix** (``certified_mix``): theta = (1 - a) theta_original + a theta_repaired
    (WiSE-FT, Wortsman et al. 2022), for a = 0, 1/N, ..., 1 walked upward from 0 (N =
    ``mix_steps``, 20 in the default). For each mix the
@@ -49,6 +50,7 @@ from ..engine import predict, to_float
 from ..errors import DeepRepairError
 from ..repair_config import RepairConfig
 from .split import Split, final_validation, validation_score
+from .tuning import tuned_modules
 
 MIX_STEPS = 10  # mixes a = 0, 0.1, ..., 1 unless the recipe says otherwise (RepairConfig.mix_steps)
 
@@ -136,10 +138,13 @@ def average_states(states: list[dict]) -> dict:
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: np.ndarray, device, batch: int = 256, max_images: int = 4096,
-                   seed: int = 0) -> nn.Module:
+                   seed: int = 0, only: set[str] | None = None) -> nn.Module:
     """Recompute BatchNorm's running statistics (cumulative average) on up to ``max_images`` of
-    ``x`` (uint8 NHWC), the rest of the network unchanged; returns the model in eval mode."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    ``x`` (uint8 NHWC), the rest of the network unchanged; ``only``: the names of the BatchNorm
+    layers to recompute (the fine-tuned ones; default all), the others kept as they are. Returns
+    the model in eval mode."""
+    bns = [m for n, m in model.named_modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and (only is None or n in only)]
     if not bns:
         return model.eval()
     saved = [m.momentum for m in bns]
@@ -147,7 +152,9 @@ def recalibrate_bn(model: nn.Module, x: np.ndarray, device, batch: int = 256, ma
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the batches below
     pick = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_images])
-    model.train()
+    model.eval()
+    for m in bns:
+        m.train()
     for i in range(0, len(pick), batch):
         xb = to_float(torch.from_numpy(np.ascontiguousarray(x[pick[i:i + batch]]))).to(device)
         model(xb.contiguous(memory_format=torch.channels_last))
@@ -266,7 +273,8 @@ def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, 
             "val_score_average": score, "bn_recomputed": False}
     if score is not None and best_single is not None and score < best_single:
         averaged = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        recalibrate_bn(model, split.x, device, seed=cfg.seed)
+        # only the norms the runs tuned: a frozen layer's statistics stay the original's (repair/tuning.py)
+        recalibrate_bn(model, split.x, device, seed=cfg.seed, only=set(tuned_modules(model, cfg.tune, split.x.shape[1:])))
         rescore = validation_score(model, split, device, precision)["val_score"]
         if rescore > score:
             info.update(bn_recomputed=True, val_score_average=rescore)
