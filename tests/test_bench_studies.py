@@ -261,3 +261,24 @@ def test_the_training_images_per_run_are_chosen_on_validation_and_a_tie_keeps_th
     other = [c for i in range(4) for c in (cell(i, full, 0.3), cell(i, "finetune+focal+avg3+certified", 0.4))]
     assert budget_choice_rows(other) == ([], None)
     assert budget_choice_rows([cell(i, half, 0.3, limit=0.005) for i in range(4)] + worse[::2])[0] == []
+
+
+def test_the_parameters_fine_tuned_are_chosen_on_validation_and_a_tie_keeps_the_cheaper_recipe():
+    from deeprepair.bench.report import choice_tables, tune_choice_rows
+
+    def cell(i, method, val):
+        return {"corruption": f"c{i}", "seed": 0, "method": method, "protection": {"interpolation": {"max_break": 0.01}},
+                "repair": {"validation_final": {"val_failures_acc": val}}}
+
+    noise = [0.0, 0.02, -0.01, 0.01]
+    full, fb, bn = ("finetune+focal+avg2+certified", "finetune-first-block+focal+avg2+certified",
+                    "finetune-bn+focal+avg2+certified")
+    worse = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.35 + e), cell(i, fb, 0.30 + e), cell(i, bn, 0.2))]
+    rows, tune = tune_choice_rows(worse)
+    assert tune == "all" and [r[0] for r in rows] == ["bn", "first-block", "all"] and rows[1][-1] == "no"
+    tie = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.30 + e), cell(i, fb, 0.30 - e), cell(i, bn, 0.1))]
+    assert tune_choice_rows(tie)[1] == "first-block"
+    assert "Chosen: first-block." in "\n".join(choice_tables(tie, {}))
+    # a first-block recipe that differs from the default in more than what it tunes is not a candidate
+    other = [c for i in range(4) for c in (cell(i, full, 0.3), cell(i, "finetune-first-block+focal+mix", 0.4))]
+    assert tune_choice_rows(other) == ([], None)

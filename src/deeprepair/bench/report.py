@@ -200,21 +200,38 @@ def combine_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[li
     return one_se_rows(per, order=["average", "distill"])
 
 
-def budget_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], int | None]:
-    """Training images per run (``train_subset``) of the default recipe, chosen on validation only
-    as ``k_choice_rows`` chooses K: the cells of recipes that differ from the default only in it,
-    at ``limit``; fewer images come first, so a tie keeps the cheaper recipe."""
+def option_choice_rows(cells: list[dict], option: str, order: list | None, limit: float = 0.01
+                       ) -> tuple[list[list], object]:
+    """One option of the default recipe (``train_subset``, ``tune``), chosen on validation only as
+    ``k_choice_rows`` chooses K: the cells of recipes that differ from the default only in it, at
+    ``limit``. ``order`` (default: ascending) puts the cheaper values first, so a tie keeps the
+    cheaper recipe."""
     from ..repair_config import RepairConfig
     from .profile import computes_default, recipe_options
 
     per = defaultdict(dict)
     for c in cells:
         val = (c["repair"].get("validation_final") or {}).get("val_failures_acc") if c.get("repair") else None
-        if (val is not None and computes_default(c["method"], train_subset=RepairConfig().train_subset)
+        if (val is not None and computes_default(c["method"], **{option: getattr(RepairConfig(), option)})
                 and ((c.get("protection") or {}).get("interpolation") or {}).get("max_break") == limit):
-            n = RepairConfig.preset("deeprepair-paper", **recipe_options(c["method"])).train_subset
-            per[n][(c["corruption"], c["seed"])] = val
-    return one_se_rows(per, order=sorted(per)) if len(per) > 1 else ([], None)
+            value = getattr(RepairConfig.preset("deeprepair-paper", **recipe_options(c["method"])), option)
+            per[value][(c["corruption"], c["seed"])] = val
+    return one_se_rows(per, order=[o for o in (order or sorted(per)) if o in per]) if len(per) > 1 else ([], None)
+
+
+def budget_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], int | None]:
+    """Training images per run of the default recipe, chosen on validation (``option_choice_rows``);
+    fewer images come first."""
+    return option_choice_rows(cells, "train_subset", None, limit)
+
+
+TUNE_COST = ["head", "bn", "first-block", "all"]  # repair/tuning.py's choices, cheapest to train first
+
+
+def tune_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], str | None]:
+    """The parameters the default recipe fine-tunes (``tune``: all, or surgical: first-block, bn),
+    chosen on validation (``option_choice_rows``); the cheaper comes first, so a tie keeps it."""
+    return option_choice_rows(cells, "tune", TUNE_COST, limit)
 
 
 def _variant_scores(cells: list[dict], key) -> dict:
@@ -270,6 +287,11 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
                markdown_table(["training images per run", *K_HEAD[1:3], "minus the best's (points, ± s.e.)",
                                K_HEAD[4]], [[f"{r[0]:,}", *r[1:]] for r in rows], numbers=False), "",
                f"Chosen: {n:,} per run.", ""]
+    rows, tune = tune_choice_rows(cells)
+    if rows:
+        md += ["### Parameters fine-tuned (the default recipe), chosen on validation", "",
+               markdown_table(["parameters fine-tuned", *K_HEAD[1:3], "minus the best's (points, ± s.e.)",
+                               K_HEAD[4]], rows, numbers=False), "", f"Chosen: {tune}.", ""]
     rows, how = combine_choice_rows(cells)
     if rows:
         md += ["### Averaging or distilling the runs, chosen on validation", "",
