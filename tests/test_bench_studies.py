@@ -282,3 +282,7 @@ def test_the_parameters_fine_tuned_are_chosen_on_validation_and_a_tie_keeps_the_
     # a first-block recipe that differs from the default in more than what it tunes is not a candidate
     other = [c for i in range(4) for c in (cell(i, full, 0.3), cell(i, "finetune-first-block+focal+mix", 0.4))]
     assert tune_choice_rows(other) == ([], None)
+    # the weight of focal distillation is chosen the same way; a tie keeps the lighter weight
+    focal3 = "finetune+focal3+avg2+certified"
+    tie3 = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.30 + e), cell(i, focal3, 0.30 - e))]
+    assert "Chosen: 1." in "\n".join(choice_tables(tie3, {}))

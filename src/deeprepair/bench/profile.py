@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict] = {
 # each "+name" a bench method adds (repair_config.PROTECTIONS says what each one reads)
 PROTECTIONS: dict[str, dict] = {
     "focal": {"distill": 1.0, "distill_focus": "right"},  # focal distillation from the original
+    "focal3": {"distill": 3.0, "distill_focus": "right"},  # ... with 3 times the default's weight
     "field": {"field": True},  # unlabelled field photos distilled ("field": the runner passes a real profile's)
     "pseudo": {"field": True, "field_labels": "self"},  # ... taught with FixMatch-style pseudo-labels instead
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
@@ -126,7 +127,7 @@ def label(name: str) -> str:
 
 VARIANT_WORDS = {"first-block": "first block", "bn": "normalisation layers only", "half": "5,000 training images per run", "uniform": "no clustering", "per-class": "per-class sampling",
                  "fourier": "fourier", "adain": "adain", "style-clusters": "clusters of style features"}
-PROTECTION_WORDS = {"focal": "focal distillation", "field": "field photos",
+PROTECTION_WORDS = {"focal": "focal distillation", "focal3": "focal distillation of weight 3", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
                     "avg2": "2 runs averaged", "avg3": "3 runs averaged",
                     "elodi2": "2 runs distilled into one (ELODI-style)", "certified": "certified weight mix",

@@ -287,11 +287,14 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
                markdown_table(["training images per run", *K_HEAD[1:3], "minus the best's (points, ± s.e.)",
                                K_HEAD[4]], [[f"{r[0]:,}", *r[1:]] for r in rows], numbers=False), "",
                f"Chosen: {n:,} per run.", ""]
-    rows, tune = tune_choice_rows(cells)
-    if rows:
-        md += ["### Parameters fine-tuned (the default recipe), chosen on validation", "",
-               markdown_table(["parameters fine-tuned", *K_HEAD[1:3], "minus the best's (points, ± s.e.)",
-                               K_HEAD[4]], rows, numbers=False), "", f"Chosen: {tune}.", ""]
+    for what, head, (rows, chosen) in (
+            ("Parameters fine-tuned", "parameters fine-tuned", tune_choice_rows(cells)),
+            ("Weight of focal distillation", "distillation weight", option_choice_rows(cells, "distill", None))):
+        if rows:
+            md += [f"### {what} (the default recipe), chosen on validation", "",
+                   markdown_table([head, *K_HEAD[1:3], "minus the best's (points, ± s.e.)", K_HEAD[4]], rows,
+                                  numbers=False), "", f"Chosen: {chosen:g}." if isinstance(chosen, float)
+                   else f"Chosen: {chosen}.", ""]
     rows, how = combine_choice_rows(cells)
     if rows:
         md += ["### Averaging or distilling the runs, chosen on validation", "",
