@@ -286,3 +286,7 @@ def test_the_parameters_fine_tuned_are_chosen_on_validation_and_a_tie_keeps_the_
     focal3 = "finetune+focal3+avg2+certified"
     tie3 = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.30 + e), cell(i, focal3, 0.30 - e))]
     assert "Chosen: 1." in "\n".join(choice_tables(tie3, {}))
+    # and whether averaged BatchNorm statistics are recomputed; a tie keeps them as averaged (no extra pass)
+    kept = "finetune+focal+avg2+keptbn+certified"
+    tiebn = [c for i, e in enumerate(noise) for c in (cell(i, full, 0.30 + e), cell(i, kept, 0.30 - e))]
+    assert "Chosen: kept." in "\n".join(choice_tables(tiebn, {}))

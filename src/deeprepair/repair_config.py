@@ -27,6 +27,7 @@ GATE_ROUTERS = ("linear", "mlp")
 GATE_BOUNDS = ("point", "wilson")
 DISTILL_FOCI = ("all", "right")
 FIELD_LABELS = ("original", "self")  # what unlabelled field images are taught with
+AVERAGE_BNS = ("recompute", "kept")  # after averaging: recompute BatchNorm's statistics when the average scores lower, or keep the averaged ones
 COMBINES = ("average", "distill")  # how K runs become one network (repair/core.py: average_runs, distill_runs)
 MIX_PATHS = ("linear", "fisher")  # the path the weight mix walks (repair/protection.py: mix_path)
 MIX_BOUNDS = ("clopper-pearson", "point")  # how the weight mix holds --max-break (repair/protection.py)
@@ -136,7 +137,7 @@ class Protection:
 PROTECTIONS: dict[str, Protection] = {
     "distillation": Protection("--distill", ("distill_t", "distill_focus"), lambda c, f: c.distill > 0),
     "L2 pull": Protection("--l2-pull", (), lambda c, f: c.l2_pull > 0),
-    "averaging": Protection("--average", ("combine",), lambda c, f: c.average > 1),
+    "averaging": Protection("--average", ("combine", "average_bn"), lambda c, f: c.average > 1),
     "weight mix": Protection("--interpolate", ("max_break", "mix_bound", "mix_steps", "mix_path", "confidence",
                                                    "val"),
                              lambda c, f: c.interpolate),  # val: a command's input (--val)
@@ -212,6 +213,7 @@ class RepairConfig:
                           "tuned weights to the original's", range="nonnegative")
     average: int = flag(_D["average"], "protection: fine-tune this many repairs with seeds seed, seed+1, ... and "
                         "average their weights before the mix (1: one run)", range="positive_int")
+    average_bn: str = option("recompute", choices=AVERAGE_BNS)  # repair/protection.py: combine_runs
     combine: str = flag("average", "with --average K > 1: how the K runs become one network: average (their weights "
                         "averaged) or distill (one more run from the original distilled toward the K runs' mean "
                         "output, ELODI-style; costs one run more)", choices=COMBINES)

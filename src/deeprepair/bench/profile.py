@@ -41,6 +41,7 @@ PROTECTIONS: dict[str, dict] = {
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
     "avg2": {"average": 2},  # 2 runs averaged weight by weight (the default)
     "avg3": {"average": 3},  # 3 runs averaged weight by weight
+    "keptbn": {"average_bn": "kept"},  # ... their averaged BatchNorm statistics kept, never recomputed
     "elodi2": {"average": 2, "combine": "distill"},  # 2 runs distilled into one more (ELODI-style)
     "certified": {"interpolate": True, "mix_bound": "clopper-pearson", "mix_steps": 20},  # the exact bound, 0.05 steps
     "fieldcheck": {"field_check": True},  # the runner passes a real profile's field half, labelled
@@ -130,6 +131,7 @@ VARIANT_WORDS = {"first-block": "first block", "bn": "normalisation layers only"
 PROTECTION_WORDS = {"focal": "focal distillation", "focal3": "focal distillation of weight 3", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
                     "avg2": "2 runs averaged", "avg3": "3 runs averaged",
+                    "keptbn": "averaged BatchNorm statistics kept",
                     "elodi2": "2 runs distilled into one (ELODI-style)", "certified": "certified weight mix",
                     "fieldcheck": "field check"}
 DEFAULT_RECIPE = "finetune+focal+avg2+certified"  # = repair_config.DEFAULT_PRESET (tested)

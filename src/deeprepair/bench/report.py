@@ -289,7 +289,9 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
                f"Chosen: {n:,} per run.", ""]
     for what, head, (rows, chosen) in (
             ("Parameters fine-tuned", "parameters fine-tuned", tune_choice_rows(cells)),
-            ("Weight of focal distillation", "distillation weight", option_choice_rows(cells, "distill", None))):
+            ("Weight of focal distillation", "distillation weight", option_choice_rows(cells, "distill", None)),
+            ("BatchNorm statistics after averaging", "BatchNorm statistics",
+             option_choice_rows(cells, "average_bn", ["kept", "recompute"]))):
         if rows:
             md += [f"### {what} (the default recipe), chosen on validation", "",
                    markdown_table([head, *K_HEAD[1:3], "minus the best's (points, ± s.e.)", K_HEAD[4]], rows,

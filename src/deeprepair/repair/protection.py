@@ -258,8 +258,8 @@ def regression_control(original: nn.Module, model: nn.Module, split: Split, cfg:
 def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, device, precision) -> dict | None:
     """Load into ``model`` the uniform weight average of the runs that moved off the original
     (their selected states), recomputing BatchNorm's statistics on the fine-tuning images when
-    the average scores below the best run on validation and that helps; what it did (None for
-    one run)."""
+    the average scores below the best run on validation and that helps (``cfg.average_bn``
+    "recompute"; "kept" keeps the averaged statistics); what it did (None for one run)."""
     chosen = [r for r in runs if r.best_epoch]  # runs that kept the original (epoch 0) add nothing
     if len(runs) == 1 or not chosen:
         model.load_state_dict((chosen or runs)[0].best_state)
@@ -271,7 +271,7 @@ def combine_runs(model: nn.Module, runs: list, split: Split, cfg: RepairConfig, 
     best_single = max(scores) if scores else None
     info = {"runs": len(runs), "averaged": len(chosen), "val_scores": [r.best_score for r in runs],
             "val_score_average": score, "bn_recomputed": False}
-    if score is not None and best_single is not None and score < best_single:
+    if cfg.average_bn == "recompute" and score is not None and best_single is not None and score < best_single:
         averaged = {k: v.detach().clone() for k, v in model.state_dict().items()}
         # only the norms the runs tuned: a frozen layer's statistics stay the original's (repair/tuning.py)
         recalibrate_bn(model, split.x, device, seed=cfg.seed, only=set(tuned_modules(model, cfg.tune, split.x.shape[1:])))
