@@ -264,10 +264,10 @@ def certified(name: str) -> str:
     return table(CERTIFIED_HEAD, rows) + "\n\n" + "\n".join([*choice_tables(cells, prof.get("variants") or {}), src])
 
 
-BLOCKS = {"rq1": rq1, "certified": partial(certified, "certified"), "repair-seeds": partial(seeded, "repair"),
-          "certified100": partial(certified, "certified100"), "half-runs": partial(certified, "half-runs"),
-          "mix-paths": partial(certified, "mix-paths"), "elodi": partial(certified, "elodi"), "cinic-certified": partial(net, "cinic-certified"),
-          "mixed": partial(seeded, "mixed"),
+BLOCKS = {"rq1": rq1, "repair-seeds": partial(seeded, "repair"), "mixed": partial(seeded, "mixed"),
+          **{n: partial(certified, n) for n in ("certified", "certified100", "half-runs", "surgical", "averaged-bn",
+                                                 "mix-paths", "elodi")},
+          "cinic-certified": partial(net, "cinic-certified"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,
           "cinic": partial(net, "cinic"), "leakfree": partial(net, "leakfree"), "validation": validation,
           "leakfree100": partial(net, "leakfree100"), "frontier": partial(frontier, "frontier"),

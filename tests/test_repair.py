@@ -597,6 +597,25 @@ def test_recomputing_batchnorm_statistics_after_averaging_leaves_the_untuned_lay
     assert not net.training
 
 
+@pytest.mark.parametrize("how", ["kept", "recompute"])
+def test_averaged_batchnorm_statistics_are_recomputed_only_when_asked(setup, monkeypatch, how):
+    """The default keeps the averaged statistics even when the average scores below the better
+    run; ``average_bn="recompute"`` recomputes them then."""
+    from types import SimpleNamespace
+
+    from deeprepair.repair import protection
+
+    model, train, _, _ = setup
+    runs = [SimpleNamespace(best_epoch=1, best_score=0.9, best_state=copy.deepcopy(model.state_dict()))
+            for _ in range(2)]
+    monkeypatch.setattr(protection, "validation_score", lambda *a, **k: {"val_score": 0.5})  # the average scores lower
+    called = []
+    monkeypatch.setattr(protection, "recalibrate_bn", lambda *a, **k: called.append(1))
+    info = protection.combine_runs(copy.deepcopy(model), runs, SimpleNamespace(x=train.x),
+                                   RepairConfig(average_bn=how), CPU, "fp32")
+    assert info["averaged"] == 2 and not info["bn_recomputed"] and len(called) == (how == "recompute")
+
+
 def test_focal_weights_are_zero_where_the_original_is_wrong():
     teacher = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     y = torch.tensor([0, 0, 2, 1])
@@ -648,10 +667,11 @@ def test_presets_are_named_recipes():
 def test_the_default_is_the_protected_fine_tune_and_deeprepair_paper_is_the_papers_method():
     from deeprepair.repair_config import DEFAULT_PRESET
 
-    assert DEFAULT_PRESET == "finetune+focal+avg2+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
+    assert DEFAULT_PRESET == "finetune+focal+avg2+keptbn+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
     d, p = RepairConfig(), RepairConfig.preset("deeprepair-paper")
     assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
-    assert (d.average, d.mix_bound) == (2, "clopper-pearson") and p.average == 1
+    assert (d.average, d.average_bn, d.mix_bound) == (2, "kept", "clopper-pearson") and p.average == 1
+    assert RepairConfig.preset("finetune+focal+avg2+certified").average_bn == "recompute"  # the previous default
     assert (p.method, p.distill, p.distill_focus, p.interpolate, p.gate) == ("deeprepair", 0.0, "all", False, False)
     safe = RepairConfig.preset("deeprepair+distill+gate")  # --safe, as measured in regressions.md section 11
     assert safe.gate and not safe.interpolate and safe.distill_focus == "all" and safe.method == "deeprepair"

@@ -11,7 +11,7 @@ from deeprepair.errors import DeepRepairError
 from deeprepair.repair_config import DEFAULT_PRESET, PRESETS, RANGES, RepairConfig, describe_range, in_range
 
 RECIPE_GROUPS = ("method", "epochs", "train_subset", "dc_repeat", "batch_size", "lr", "tune", "selection", "distill",
-                 "distill_focus", "l2_pull", "average", "interpolate", "mix_bound", "mix_steps", "max_break", "gate",
+                 "distill_focus", "l2_pull", "average", "average_bn", "interpolate", "mix_bound", "mix_steps", "max_break", "gate",
                  "gate_features", "gate_router", "gate_calibration", "gate_bound", "gate_keep")
 
 

@@ -131,10 +131,10 @@ VARIANT_WORDS = {"first-block": "first block", "bn": "normalisation layers only"
 PROTECTION_WORDS = {"focal": "focal distillation", "focal3": "focal distillation of weight 3", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",
                     "avg2": "2 runs averaged", "avg3": "3 runs averaged",
-                    "keptbn": "averaged BatchNorm statistics kept",
+                    "keptbn": "their BatchNorm statistics averaged too",
                     "elodi2": "2 runs distilled into one (ELODI-style)", "certified": "certified weight mix",
                     "fieldcheck": "field check"}
-DEFAULT_RECIPE = "finetune+focal+avg2+certified"  # = repair_config.DEFAULT_PRESET (tested)
+DEFAULT_RECIPE = "finetune+focal+avg2+keptbn+certified"  # = repair_config.DEFAULT_PRESET (tested)
 
 
 def list_profiles() -> list[str]:

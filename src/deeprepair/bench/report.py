@@ -202,26 +202,30 @@ def combine_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[li
 
 def option_choice_rows(cells: list[dict], option: str, order: list | None, limit: float = 0.01
                        ) -> tuple[list[list], object]:
-    """One option of the default recipe (``train_subset``, ``tune``), chosen on validation only as
-    ``k_choice_rows`` chooses K: the cells of recipes that differ from the default only in it, at
-    ``limit``. ``order`` (default: ascending) puts the cheaper values first, so a tie keeps the
-    cheaper recipe."""
-    from ..repair_config import RepairConfig
-    from .profile import computes_default, recipe_options
+    """One option of a recipe (``train_subset``, ``tune``, ``distill``, ``average_bn``), chosen on
+    validation only as ``k_choice_rows`` chooses K: the cells, at ``limit``, of the recipes that
+    differ from one another only in it (the largest such family when a profile has several).
+    ``order`` (default: ascending) puts the cheaper values first, so a tie keeps the cheaper recipe."""
+    import dataclasses
 
-    per = defaultdict(dict)
+    from ..repair_config import RepairConfig
+    from .profile import recipe_options
+
+    family = defaultdict(lambda: defaultdict(dict))  # the recipe but the option -> value -> cell -> score
     for c in cells:
         val = (c["repair"].get("validation_final") or {}).get("val_failures_acc") if c.get("repair") else None
-        if (val is not None and computes_default(c["method"], **{option: getattr(RepairConfig(), option)})
-                and ((c.get("protection") or {}).get("interpolation") or {}).get("max_break") == limit):
-            value = getattr(RepairConfig.preset("deeprepair-paper", **recipe_options(c["method"])), option)
-            per[value][(c["corruption"], c["seed"])] = val
-    return one_se_rows(per, order=[o for o in (order or sorted(per)) if o in per]) if len(per) > 1 else ([], None)
+        if (val is None or c.get("method") in (None, "original")
+                or ((c.get("protection") or {}).get("interpolation") or {}).get("max_break") != limit):
+            continue
+        cfg = RepairConfig.preset("deeprepair-paper", **recipe_options(c["method"]))
+        rest = repr(sorted({**dataclasses.asdict(cfg), option: None}.items()))
+        family[rest][getattr(cfg, option)][(c["corruption"], c["seed"])] = val
+    per = max((f for f in family.values() if len(f) > 1), key=lambda f: sum(map(len, f.values())), default=None)
+    return one_se_rows(per, order=[o for o in (order or sorted(per)) if o in per]) if per else ([], None)
 
 
 def budget_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], int | None]:
-    """Training images per run of the default recipe, chosen on validation (``option_choice_rows``);
-    fewer images come first."""
+    """Training images per run, chosen on validation (``option_choice_rows``); fewer come first."""
     return option_choice_rows(cells, "train_subset", None, limit)
 
 
@@ -229,8 +233,8 @@ TUNE_COST = ["head", "bn", "first-block", "all"]  # repair/tuning.py's choices, 
 
 
 def tune_choice_rows(cells: list[dict], limit: float = 0.01) -> tuple[list[list], str | None]:
-    """The parameters the default recipe fine-tunes (``tune``: all, or surgical: first-block, bn),
-    chosen on validation (``option_choice_rows``); the cheaper comes first, so a tie keeps it."""
+    """The parameters a recipe fine-tunes (``tune``: all, or surgical: first-block, bn), chosen on
+    validation (``option_choice_rows``); the cheaper comes first, so a tie keeps it."""
     return option_choice_rows(cells, "tune", TUNE_COST, limit)
 
 
@@ -283,7 +287,7 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
                                   rows, numbers=False), "", f"Chosen: {path}.", ""]
     rows, n = budget_choice_rows(cells)
     if rows:
-        md += ["### Training images per run (the default recipe), chosen on validation", "",
+        md += ["### Training images per run, chosen on validation", "",
                markdown_table(["training images per run", *K_HEAD[1:3], "minus the best's (points, ± s.e.)",
                                K_HEAD[4]], [[f"{r[0]:,}", *r[1:]] for r in rows], numbers=False), "",
                f"Chosen: {n:,} per run.", ""]
@@ -293,7 +297,7 @@ def choice_tables(cells: list[dict], var: dict) -> list[str]:
             ("BatchNorm statistics after averaging", "BatchNorm statistics",
              option_choice_rows(cells, "average_bn", ["kept", "recompute"]))):
         if rows:
-            md += [f"### {what} (the default recipe), chosen on validation", "",
+            md += [f"### {what}, chosen on validation", "",
                    markdown_table([head, *K_HEAD[1:3], "minus the best's (points, ± s.e.)", K_HEAD[4]], rows,
                                   numbers=False), "", f"Chosen: {chosen:g}." if isinstance(chosen, float)
                    else f"Chosen: {chosen}.", ""]
