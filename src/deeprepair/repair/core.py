@@ -361,12 +361,12 @@ def calibration_source(split: Split, right0: np.ndarray | None, cfg: RepairConfi
     small for the bound ever to reach the limit is refused with the size it needs."""
     out = {"source": "val" if given else "training images",
            "images": len(split.val_train) if split.val_train is not None else 0}
+    if cfg.interpolate and cfg.mix_bound == "clopper-pearson" and right0 is not None:  # refused: no warning first
+        calibration_check(right0, cfg.max_break, cfg.confidence,
+                          "the validation set" if given else "the held-back training images")
     if not given and cfg.interpolate and right0 is not None:
         out["note"] = ("the break limit was checked on training images the model has seen, so it is optimistic: "
                        "give labelled images it never trained on (--val, or a model whose training held a "
                        "validation split out) for a limit that holds on new images")
         warnings.warn(out["note"], stacklevel=3)
-    if cfg.interpolate and cfg.mix_bound == "clopper-pearson" and right0 is not None:
-        calibration_check(right0, cfg.max_break, cfg.confidence,
-                          "the validation set" if given else "the held-back training images")
     return out
