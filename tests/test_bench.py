@@ -53,6 +53,11 @@ def test_smoke_profile_end_to_end_and_resume(data_dir, tmp_path, capsys):
     assert all((out / "figures" / f).stat().st_size > 1000 for f in linked)
     one = json.loads(cells[0].read_text())
     assert set(one["cross"]) <= {"gaussian_noise", "fog"} and "clean_after" in one["metrics"]
+    # rewriting the report from its cells keeps the bench's provenance (command, data)
+    assert "- command: " in report and f"- data: {data_dir}" in report
+    assert main(["report", str(out)]) == 0
+    rewritten = (out / "report.md").read_text()
+    assert "- command: " in rewritten and f"- data: {data_dir}" in rewritten
 
     # a killed run: remove one finished cell; the rerun redoes only it and leaves the others as they were
     stamps = {p: p.stat().st_mtime_ns for p in cells}

@@ -53,6 +53,17 @@ def test_help_exits_0(cmd, capsys):
         assert "--quiet" in out and "--json" in out
 
 
+def test_preset_help_lists_only_the_options_each_preset_reads():
+    from deeprepair.cli_parser import _preset_flags
+
+    assert _preset_flags("finetune+focal+avg2+keptbn+certified") == "the defaults"
+    assert "--average-bn recompute" in _preset_flags("finetune+focal+avg2+certified")  # two runs: it is read
+    one_run = _preset_flags("finetune+focal+mix")  # one run: nothing is averaged, so --average-bn is unread
+    assert "--average 1" in one_run and "--average-bn" not in one_run and "--mix-steps 10" in one_run
+    paper = _preset_flags("deeprepair-paper")  # no weight mix, no distillation: their options are not listed
+    assert "--no-interpolate" in paper and "--mix-" not in paper and "--distill-focus" not in paper
+
+
 def test_no_command_prints_help_and_returns_2(capsys):
     assert main([]) == 2
     assert "usage:" in capsys.readouterr().out

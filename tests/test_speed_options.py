@@ -80,3 +80,63 @@ def test_auto_precision_picks_bf16_where_the_cpu_has_bf16_units():
     assert _cpu_has_fast_bf16(intel + " avx512_bf16 amx_bf16 amx_tile\n")
     assert _cpu_has_fast_bf16(intel + " avx512_bf16 avx512_fp16\n") and _cpu_has_fast_bf16(amd + " avx512_bf16\n")
     assert not _cpu_has_fast_bf16(amd + "\n") and not _cpu_has_fast_bf16(intel + "\n")
+
+
+def _trained_bn(seed: int = 0) -> torch.nn.Module:
+    """A resnet-20 whose BatchNorm layers hold non-trivial statistics and affine weights, in eval mode."""
+    from deeprepair.models import Classifier, create_model
+
+    torch.manual_seed(seed)
+    model = Classifier(create_model("resnet-20", 10))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def test_batchnorm_folded_inference_predicts_what_the_model_predicts():
+    import numpy as np
+
+    from deeprepair.engine import FOLD_MIN_IMAGES, fold_batchnorm, predict_logits
+
+    model = _trained_bn()
+    x = np.random.default_rng(0).integers(0, 256, (FOLD_MIN_IMAGES, 32, 32, 3), dtype=np.uint8)
+    folded = fold_batchnorm(model, torch.rand(4, 3, 32, 32))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # it did fold
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # on a copy
+    a = predict_logits(model, x, precision="fp32")  # folds: FOLD_MIN_IMAGES images
+    b = predict_logits(model, x, precision="fp32", fold=False)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert (a.argmax(1) == b.argmax(1)).all()
+    assert not model.training
+
+
+def test_batchnorm_folding_falls_back_to_the_model_where_it_cannot_trace_or_would_differ():
+    from deeprepair.engine import fold_batchnorm
+
+    class Branchy(torch.nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.net = _trained_bn()
+
+        def forward(self, x):
+            return self.net(x) if x.mean() > 0 else -self.net(x)
+
+    branchy = Branchy().eval()
+    assert fold_batchnorm(branchy, torch.rand(2, 3, 32, 32)) is branchy
+
+    class Noisy(torch.nn.Module):  # traceable, but the folded copy would not compute the same thing
+        def __init__(self):
+            super().__init__()
+            self.net = _trained_bn()
+
+        def forward(self, x):
+            return self.net(x) + torch.rand(1)
+
+    noisy = Noisy().eval()
+    assert fold_batchnorm(noisy, torch.rand(2, 3, 32, 32)) is noisy
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())  # nothing to fold
+    assert fold_batchnorm(plain) is plain

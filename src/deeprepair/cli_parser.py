@@ -11,7 +11,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from . import __version__
-from .repair_config import DEFAULT_PRESET, PRESETS, RANGES, RENAMED_PRESETS, SAFE_PRESET, RepairConfig  # plain data: building the parser does not import torch
+from .repair_config import DEFAULT_PRESET, PRESETS, PROTECTIONS, RANGES, RENAMED_PRESETS, SAFE_PRESET, RepairConfig  # plain data: building the parser does not import torch
 
 
 class _MethodNames(Sequence):
@@ -245,9 +245,13 @@ def _evaluate_and_mine_parsers(sub) -> None:
 def _preset_flags(name: str) -> str:
     """A preset as the flags it sets beyond the default recipe's (a float train_subset is a share of
     the training images)."""
+    cfg = RepairConfig(**PRESETS[name])
+    on = [p for p in PROTECTIONS.values() if p.active(cfg, False)]
+    unread = {k for p in PROTECTIONS.values() if not p.active(cfg, False) for k in p.reads} - {
+        k for p in on for k in p.reads}  # e.g. --average-bn of a one-run preset: not listed
     flags = []
     for key, value in PRESETS[name].items():
-        if value == PRESETS[DEFAULT_PRESET][key]:
+        if value == PRESETS[DEFAULT_PRESET][key] or key in unread:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):

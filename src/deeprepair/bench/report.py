@@ -675,6 +675,14 @@ def _md_to_html(md: str) -> str:
 
 
 def write(out: Path, provenance: dict | None = None) -> tuple[Path, Path]:
+    """report.md, report.html and their figures in ``out``. ``provenance`` (the bench's command,
+    data and seconds) is kept in ``out``/provenance.json, so that rewriting the report later
+    (``deeprepair report``, no provenance given) still names what made the cells."""
+    kept = Path(out) / "provenance.json"
+    if provenance is not None:
+        atomic_write_bytes(kept, (json.dumps(provenance, indent=2) + "\n").encode())
+    elif kept.is_file():
+        provenance = read_json_object(kept, "record of the bench command")
     text, page, figs = build(Path(out), provenance=provenance)
     for name, b64 in figs:  # the PNGs the Markdown report links to
         atomic_write_bytes(Path(out) / "figures" / f"{name}.png", base64.b64decode(b64))
