@@ -99,41 +99,11 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(i, min(i + batch_size, n))
 
 
-FOLD_MIN_IMAGES = 1000  # folding costs ~60 ms (copy + trace); it repays itself from ~500 images
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module, probe: torch.Tensor | None = None) -> nn.Module:
-    """An inference copy of ``model`` (eval mode) with each BatchNorm folded into the convolution
-    before it (``torch.fx.experimental.optimization.fuse``): the same function in fp32, one
-    memory pass fewer per layer, ~1.5x faster bf16 inference for ResNet-20 on CPU
-    (benchmarks/inference_speed.py). ``model`` itself when it cannot be traced (TorchScript,
-    data-dependent control flow) or, checked on ``probe`` (float NCHW images) in fp32, the copy
-    does not compute what ``model`` does."""
-    from torch.fx.experimental.optimization import fuse
-
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    was_training = model.training
-    try:
-        model.eval()
-        folded = fuse(model).eval()
-        if probe is not None and not torch.allclose(folded(probe.float()), model(probe.float()), rtol=1e-3, atol=1e-3):
-            return model
-        return folded.to(memory_format=torch.channels_last)
-    except Exception:  # not traceable by torch.fx: run it as it is
-        return model
-    finally:
-        model.train(was_training)
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 500,
                    device: torch.device | None = None, precision: str = "auto",
-                   progress=None, fold: bool = True) -> torch.Tensor:
-    """Float32 logits (N, K) for uint8 NHWC images, in eval mode, batched; from ``FOLD_MIN_IMAGES``
-    images on, with BatchNorm folded into the convolutions (``fold_batchnorm``) unless ``fold``
-    is False."""
+                   progress=None) -> torch.Tensor:
+    """Float32 logits (N, K) for uint8 NHWC images, in eval mode, batched."""
     device = device or next(model.parameters()).device
     precision = resolve_precision(precision, device)
     xt = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
@@ -143,12 +113,10 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
     model.eval()
     out = []
     try:
-        net = (fold_batchnorm(model, to_float(xt[:8].to(device))) if fold and len(xt) >= FOLD_MIN_IMAGES
-               else model)
         for s in batches(len(xt), batch_size):
             xb = to_float(xt[s].to(device, non_blocking=True))
             with autocast(device, precision):
-                out.append(net(xb).float().cpu())
+                out.append(model(xb).float().cpu())
             if progress is not None:
                 progress.update(s.stop - s.start)
     finally:

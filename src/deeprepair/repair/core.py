@@ -21,7 +21,7 @@ from .. import distributed
 from ..augment import StyleAug
 from ..cluster import ReferenceSampler
 from ..data import ImageSet
-from ..engine import autocast, fold_batchnorm, predict, resolve_precision, to_float
+from ..engine import autocast, predict, resolve_precision, to_float
 from ..errors import DeepRepairError
 from ..repair_config import PRESETS, SELECTIONS, TUNES, RepairConfig  # noqa: F401  (re-exported)
 from ..train import crop_flip, resume_run, save_run_state, schedule_lr, sgd_epoch
@@ -114,7 +114,6 @@ class Regularisers:
         self.cfg, self.device, self.precision = cfg, device, precision
         teach_field = field is not None and cfg.field_labels == "original"
         self.teacher = copy.deepcopy(model).eval() if (cfg.distill > 0 or teach_field) else None
-        self.folded = False
         self.strong = StyleAug() if field is not None and cfg.field_labels == "self" else None  # AugMix's chains
         self.anchors = [p.detach().clone() for p in tuning.params] if cfg.l2_pull > 0 else None
         self.params = tuning.params
@@ -122,10 +121,6 @@ class Regularisers:
         self.ensemble: list[nn.Module] = []  # with combine="distill": the K runs the repair is distilled toward
 
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.folded:  # speed: the frozen teacher with BatchNorm folded into its convolutions (engine.py)
-            self.folded = True  # (one process only: under torchrun the teacher runs each rank's slice)
-            if distributed.world_size() <= 1:
-                self.teacher = fold_batchnorm(self.teacher, x[:8])
         with torch.no_grad(), autocast(self.device, self.precision):
             return self.teacher(x.contiguous(memory_format=torch.channels_last)).float()
 
