@@ -269,6 +269,15 @@ def render(d: dict) -> str:
                   f"beyond it: teacher forward {share('teacher'):.0f}%, augmentation/style ops {share('augmentation'):.0f}%, "
                   f"data movement {share('data'):.0f}%, evaluation/selection {share('evaluation'):.0f}%, loss terms "
                   f"{share('loss'):.0f}%."]
+        r = d['ratios'].get(name)
+        if name == "default" and d['average'] > 1 and r:  # what K runs cost at the least, phase by phase
+            own = sum(v for k, v in sp.items() if k.startswith(("forward", "backward", "optimizer"))) / r['plain_s']
+            rest = (tot / r['plain_s']) - own
+            lines += ["", f"Against the plain loop ({r['plain_s']:.1f} s): one run's own forward + backward + optimizer "
+                      f"step is {own:.2f}x it, so {d['average']} runs cost **{d['average'] * own:.2f}x** before anything "
+                      f"else; teacher, data movement, loss terms and evaluation (the weight-mix grid counted per "
+                      f"run) add {d['average'] * rest:.2f}x, "
+                      f"about {d['average'] * (own + rest):.2f}x in all by this profile (measured above: {r['ratio']:.2f}x)."]
     return "\n".join(lines) + "\n"
 
 
