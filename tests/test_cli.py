@@ -56,7 +56,8 @@ def test_help_exits_0(cmd, capsys):
 def test_preset_help_lists_only_the_options_each_preset_reads():
     from deeprepair.cli_parser import _preset_flags
 
-    assert _preset_flags("finetune+focal+avg2+keptbn+certified") == "the defaults"
+    assert _preset_flags("finetune+focal+avg3+keptbn+certified") == "the defaults"
+    assert _preset_flags("finetune+focal+avg2+keptbn+certified") == "--average 2"
     assert "--average-bn recompute" in _preset_flags("finetune+focal+avg2+certified")  # two runs: it is read
     one_run = _preset_flags("finetune+focal+mix")  # one run: nothing is averaged, so --average-bn is unread
     assert "--average 1" in one_run and "--average-bn" not in one_run and "--mix-steps 10" in one_run

@@ -667,7 +667,7 @@ def test_presets_are_named_recipes():
 def test_the_default_is_the_protected_fine_tune_and_deeprepair_paper_is_the_papers_method():
     from deeprepair.repair_config import DEFAULT_PRESET
 
-    assert DEFAULT_PRESET == "finetune+focal+avg2+keptbn+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
+    assert DEFAULT_PRESET == "finetune+focal+avg3+keptbn+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
     d, p = RepairConfig(), RepairConfig.preset("deeprepair-paper")
     assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
     assert (d.average, d.average_bn, d.mix_bound) == (2, "kept", "clopper-pearson") and p.average == 1

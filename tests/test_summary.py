@@ -123,7 +123,7 @@ def test_one_label_per_method_name():
     label = _summary().label  # the registry's, through the bench (one place)
     assert label("deeprepair") == "DeepRepair" and label("finetune").startswith("fine-tune")
     assert label("dr-fb-focal+field") == label("deeprepair-first-block+focal+field")
-    assert label("finetune+focal+avg2+keptbn+certified").endswith("(the default recipe)")
+    assert label("finetune+focal+avg3+keptbn+certified").endswith("(the default recipe)")
     assert not label("ft-focal+avg3+certified").endswith("(the default recipe)")
     assert label("ft-focal+interp") == label("finetune+focal+mix")
 

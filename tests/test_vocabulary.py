@@ -104,7 +104,7 @@ def test_bench_names_and_presets_say_the_same_thing():
                                                                          **recipe_options("deeprepair"))
     assert set(PRESETS) >= {DEFAULT_PRESET, "deeprepair-paper", "deeprepair+distill+gate"}
     assert label("ft-focal+avg3+certified") == label("finetune+focal+avg3+certified")  # the renamed cells
-    assert label(DEFAULT_PRESET).startswith("fine-tune + focal distillation + 2 runs averaged + their BatchNorm "
+    assert label(DEFAULT_PRESET).startswith("fine-tune + focal distillation + 3 runs averaged + their BatchNorm "
                                             "statistics averaged too + certified weight mix")
     assert label("ft-focal+interp") == label("finetune+focal+mix") == ("fine-tune + focal distillation + weight mix "
                                                                       "(point estimate)")

@@ -39,7 +39,7 @@ PROTECTIONS: dict[str, dict] = {
     "field": {"field": True},  # unlabelled field photos distilled ("field": the runner passes a real profile's)
     "pseudo": {"field": True, "field_labels": "self"},  # ... taught with FixMatch-style pseudo-labels instead
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
-    "avg2": {"average": 2},  # 2 runs averaged weight by weight (the default)
+    "avg2": {"average": 2},  # 2 runs averaged weight by weight
     "avg3": {"average": 3},  # 3 runs averaged weight by weight
     "keptbn": {"average_bn": "kept"},  # ... their averaged BatchNorm statistics kept, never recomputed
     "elodi2": {"average": 2, "combine": "distill"},  # 2 runs distilled into one more (ELODI-style)
@@ -134,7 +134,7 @@ PROTECTION_WORDS = {"focal": "focal distillation", "focal3": "focal distillation
                     "keptbn": "their BatchNorm statistics averaged too",
                     "elodi2": "2 runs distilled into one (ELODI-style)", "certified": "certified weight mix",
                     "fieldcheck": "field check"}
-DEFAULT_RECIPE = "finetune+focal+avg2+keptbn+certified"  # = repair_config.DEFAULT_PRESET (tested)
+DEFAULT_RECIPE = "finetune+focal+avg3+keptbn+certified"  # = repair_config.DEFAULT_PRESET (tested)
 
 
 def list_profiles() -> list[str]:
