@@ -266,7 +266,7 @@ def certified(name: str) -> str:
 
 BLOCKS = {"rq1": rq1, "repair-seeds": partial(seeded, "repair"), "mixed": partial(seeded, "mixed"),
           **{n: partial(certified, n) for n in ("certified", "certified100", "half-runs", "surgical", "averaged-bn",
-                                                 "mix-paths", "elodi")},
+                                                 "mix-paths", "elodi", "runs-averaged")},
           "cinic-certified": partial(net, "cinic-certified"),
           "fewdc": fewdc, "control": control, "routers": routers, "gate": gate, "speed": speed,
           "cinic": partial(net, "cinic"), "leakfree": partial(net, "leakfree"), "validation": validation,
