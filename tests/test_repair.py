@@ -670,7 +670,7 @@ def test_the_default_is_the_protected_fine_tune_and_deeprepair_paper_is_the_pape
     assert DEFAULT_PRESET == "finetune+focal+avg3+keptbn+certified" and RepairConfig() == RepairConfig.preset(DEFAULT_PRESET)
     d, p = RepairConfig(), RepairConfig.preset("deeprepair-paper")
     assert (d.method, d.distill, d.distill_focus, d.interpolate) == ("finetune", 1.0, "right", True)
-    assert (d.average, d.average_bn, d.mix_bound) == (2, "kept", "clopper-pearson") and p.average == 1
+    assert (d.average, d.average_bn, d.mix_bound) == (3, "kept", "clopper-pearson") and p.average == 1
     assert RepairConfig.preset("finetune+focal+avg2+certified").average_bn == "recompute"  # the previous default
     assert (p.method, p.distill, p.distill_focus, p.interpolate, p.gate) == ("deeprepair", 0.0, "all", False, False)
     safe = RepairConfig.preset("deeprepair+distill+gate")  # --safe, as measured in regressions.md section 11
