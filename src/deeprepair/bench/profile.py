@@ -40,7 +40,7 @@ PROTECTIONS: dict[str, dict] = {
     "pseudo": {"field": True, "field_labels": "self"},  # ... taught with FixMatch-style pseudo-labels instead
     "mix": {"interpolate": True},  # the validation-held weight mix (a point estimate, as the paper-based recipes)
     "avg2": {"average": 2},  # 2 runs averaged weight by weight
-    "avg3": {"average": 3},  # 3 runs averaged weight by weight
+    "avg3": {"average": 3},  # 3 runs averaged weight by weight (the default)
     "keptbn": {"average_bn": "kept"},  # ... their averaged BatchNorm statistics kept, never recomputed
     "elodi2": {"average": 2, "combine": "distill"},  # 2 runs distilled into one more (ELODI-style)
     "certified": {"interpolate": True, "mix_bound": "clopper-pearson", "mix_steps": 20},  # the exact bound, 0.05 steps
