@@ -80,3 +80,20 @@ def test_auto_precision_picks_bf16_where_the_cpu_has_bf16_units():
     assert _cpu_has_fast_bf16(intel + " avx512_bf16 amx_bf16 amx_tile\n")
     assert _cpu_has_fast_bf16(intel + " avx512_bf16 avx512_fp16\n") and _cpu_has_fast_bf16(amd + " avx512_bf16\n")
     assert not _cpu_has_fast_bf16(amd + "\n") and not _cpu_has_fast_bf16(intel + "\n")
+
+
+def test_speed_regression_verdict_needs_more_than_the_noise():
+    """benchmarks/speed_regression.py: a figure regresses only when today's best is lower than the old
+    best by more than max(5%, the spread between rounds of the same code)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_regression.py"
+    spec = importlib.util.spec_from_file_location("speed_regression", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.verdict([100, 99], [97, 96])[2] == "within noise"  # 3% slower: inside the 5% floor
+    assert mod.verdict([100, 99], [90, 89])[2] == "regressed"
+    assert mod.verdict([100, 99], [120, 118])[2] == "faster"
+    ratio, tol, word = mod.verdict([100, 80], [88, 87])  # 20% spread between old rounds: 12% slower is noise
+    assert (round(ratio, 2), round(tol, 2), word) == (0.88, 0.2, "within noise")
