@@ -201,9 +201,9 @@ def speed() -> str:
              "augment_speed"],
             ["style ops' share of a DeepRepair training step (resnet-20)", f"{100 * au['style_share']:.1f}%", "augment_speed"]]
     rows += [["the first `corrupt` after an install vs the per-image reference (15 corruptions, harmonic mean)", f"{h['first']:.1f}x with numba's compile, {h['first_after_setup']:.1f}x after it (target 20x)", "corruption_coldstart"]] if h else []
-    rr = rs["ratios"]
+    rows += [[f"today's code against each recorded figure's own code, this machine ({len(sr['rows'])} figures: corruptions, AugMix, style ops, inference)", f"{len(sr['rows']) - len(sr['regressed'])} of {len(sr['rows'])} not slower in every one of {sr['rounds']} rounds", "speed_regression"] for sr in [load("speed_regression.json")]]
     rows += [[f"one repair, `{m}` vs {r['plain']} (resnet-20, 1,000 fog failures)", f"{r['ours_s']:.0f} s vs {r['plain_s']:.0f} "
-              f"s = {r['ratio']:.2f}x (target <= {r['target']:.1f}x)", "repair_speed"] for m, r in rr.items()]
+              f"s = {r['ratio']:.2f}x (target <= {r['target']:.1f}x)", "repair_speed"] for m, r in rs["ratios"].items()]
     prov = {n: load(f"{n}.json")["provenance"] for n in dict.fromkeys(r[2] for r in rows)}
     return (table(["what", "measured", "source", "machine"],
                   [[w, v, f"[`{n}.json`]({n}.json)", machine(prov[n])] for w, v, n in rows]) + "\n\nRegenerate:\n\n"

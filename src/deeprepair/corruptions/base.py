@@ -64,16 +64,18 @@ class Corruption:
     heldout: bool = False  # one of the 4 extra CIFAR-10-C corruptions, kept apart
     chunked: bool = True  # run in cache-sized chunks on a thread pool (numpy code)
     colour: bool = False  # needs RGB: grey images go through it as RGB (see ``apply``)
+    piece: int = 2  # torch code (chunked=False): work units per piece (see ``apply``)
 
 
 REGISTRY: dict[str, Corruption] = {}
 
 
-def register(name: str, family: str, heldout: bool = False, chunked: bool = True, colour: bool = False):
+def register(name: str, family: str, heldout: bool = False, chunked: bool = True, colour: bool = False,
+             piece: int = 2):
     """Decorator adding a corruption function to the registry."""
 
     def deco(fn: CorruptionFn) -> CorruptionFn:
-        REGISTRY[name] = Corruption(name, family, fn, heldout, chunked, colour)
+        REGISTRY[name] = Corruption(name, family, fn, heldout, chunked, colour, piece)
         return fn
 
     return deco
@@ -138,10 +140,10 @@ def apply(corr: Corruption, images: np.ndarray, severity: int, seed: int, start:
     pixels = images.shape[1] * images.shape[2]
     # work units hold about CHUNK 32x32 images' worth of pixels (CHUNK images up to 32x32)
     chunk = CHUNK if pixels <= 1024 else max(1, CHUNK * 1024 // pixels)
-    if not corr.chunked:  # torch code, threaded itself: pieces of twice a work unit, one after the other.
+    if not corr.chunked:  # torch code, threaded itself: pieces of ``corr.piece`` work units, one after the other.
         # Speed trick: bounded pieces, not one call on the whole batch; on 10,000 CIFAR images in one
         # call elastic_transform ran 6.7k img/s against 28k in pieces of 512 (memory-bound temporaries)
-        threads, chunk = 1, 2 * chunk
+        threads, chunk = 1, corr.piece * chunk
     bounds = [0]
     nxt = (start // chunk + 1) * chunk - start
     while nxt < n:
