@@ -16,6 +16,7 @@ per cent, so one round, or the best of several, says little).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -101,10 +102,13 @@ def export(rev: str, into: Path) -> Path:
     """``src`` and ``checkpoints`` of commit ``rev``, written under ``into`` (the checkout is not touched)."""
     tree = into / rev
     if not tree.is_dir():
-        blob = subprocess.run(["git", "archive", "--format=tar", rev, "src", "checkpoints"], cwd=REPO,
-                              capture_output=True, check=True).stdout
+        r = subprocess.run(["git", "archive", "--format=tar", rev, "src", "checkpoints"], cwd=REPO,
+                           capture_output=True, check=False)
+        if r.returncode != 0:
+            raise SystemExit(f"cannot read commit {rev!r} from git ({r.stderr.decode().strip().splitlines()[-1]}); "
+                             "pass --base a commit of this repository")
         tree.mkdir(parents=True)
-        with tarfile.open(fileobj=__import__("io").BytesIO(blob)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
             tar.extractall(tree, filter="data")
     return tree
 
@@ -115,7 +119,8 @@ def run_child(tree: Path, groups: list[str], data: str) -> dict:
            "--checkpoint", str(tree / "checkpoints" / "resnet-20.safetensors")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tree, check=False)
     if r.returncode != 0:
-        raise SystemExit(f"timing {tree} failed:\n{r.stderr.strip()[-2000:]}")
+        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"timing the code in {tree} failed ({last}); an older --base may lack an API this script calls")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
