@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -60,7 +61,6 @@ def child(groups: list[str], data: str, checkpoint: str) -> dict:
 
         imgs = x[:2000]
         for name in CORRUPTIONS:
-            corrupt(imgs[:16], name, 3, seed=0)
             out[f"corrupt {name} (severity 3)"] = rate(lambda name=name: corrupt(imgs, name, 3, seed=0), len(imgs))
     if "augmentation" in groups:
         from deeprepair.augment import StyleAug, StyleOps
@@ -129,7 +129,7 @@ def verdict(old: list[float], new: list[float]) -> tuple[float, float, float, st
     the machine cancels): (median, lowest and highest of today / old, the verdict). Regressed when
     today was slower by more than TOLERANCE in every round, faster when faster in every round."""
     ratios = sorted(n / o for o, n in zip(old, new))
-    mid = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2
+    mid = statistics.median(ratios)
     word = ("regressed" if ratios[-1] < 1 - TOLERANCE else "faster" if ratios[0] > 1 + TOLERANCE else "within noise")
     return mid, ratios[0], ratios[-1], word
 
