@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 GROUPS = {"corruptions": "corruption_speed", "augmentation": "augment_speed", "inference": "inference_speed"}
-TOLERANCE = 0.05  # the least a difference must exceed to count (CPU timings vary by a few % run to run)
+TOLERANCE = 0.05  # the least a slowdown (or speed-up) must exceed, in every round, to count
 
 
 # ---- the child: times one tree's code (imported from PYTHONPATH), prints {item: img/s} ----

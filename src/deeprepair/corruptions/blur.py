@@ -96,7 +96,8 @@ def zoom_blur_operator(h: int, w: int, max_zoom: float, step: float = 0.01) -> n
 
 # Speed trick: piece=4 (1,024 CIFAR images a piece), its pixel-operator GEMM gains from the longer
 # batch. Pieces of 512 (elastic's) ran 19.5k img/s on 2,000 images against 23.0k in one call, and
-# 19.5k on 10,000 against 20.9k in pieces of 1,024 (AMD EPYC, 2 cores, best of 5)
+# 19.5k on 10,000 against 20.9k in pieces of 1,024 (AMD EPYC, 2 cores, best of 5; a one-off timing, not a
+# benchmark; benchmarks/speed_regression.py checks that zoom blur keeps its recorded speed)
 @register("zoom_blur", "blur", chunked=False, piece=4)
 def zoom_blur(x: np.ndarray, p: tuple, rs: RandomStream) -> np.ndarray:
     """The recipe's average of x and its clipped zooms 1, 1 + step, ... < max_zoom. Small images:
