@@ -350,6 +350,25 @@ def test_gate_calibration_images_are_left_out_of_fine_tuning_and_validation(setu
         RepairConfig.preset("deeprepair-paper", gate_bound="upper").check(10)
 
 
+def test_dc_share_repeats_few_failures_to_the_share_and_leaves_many_alone(setup):
+    from deeprepair.repair.core import make_split
+
+    cfg = RepairConfig(dc_share=1 / 12)
+    assert cfg.failure_copies(10000, 900) == 1  # the default's own share at 1,000 failures: unchanged
+    assert cfg.failure_copies(10000, 100) == 9 and cfg.failure_copies(10000, 90) == 10
+    assert dataclasses.replace(cfg, dc_repeat=3).failure_copies(10000, 900) == 3  # never below --dc-repeat
+    assert RepairConfig().failure_copies(10000, 100) == 1  # 0: exactly --dc-repeat
+    _, train, dc, _ = setup
+    base = RepairConfig.preset("deeprepair-paper", method="finetune", train_subset=100, selection="last")
+    one, shared = make_split(train, dc, base), make_split(train, dc, dataclasses.replace(base, dc_share=0.5))
+    n = len(dc)
+    assert one.is_failure.sum() == n and shared.is_failure.sum() == n * round(100 / n)
+    assert np.array_equal(shared.x[~shared.is_failure], one.x[~one.is_failure])
+    assert all(np.array_equal(shared.x[shared.is_failure][k * n:(k + 1) * n], dc.x) for k in range(round(100 / n)))
+    with pytest.raises(DeepRepairError, match="dc_share"):
+        RepairConfig(dc_share=1.0).check(10)
+
+
 def test_wilson_bound_makes_the_gate_threshold_more_cautious(setup):
     from deeprepair.repair.core import make_split
     from deeprepair.repair.gate import fit_gate

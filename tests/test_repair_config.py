@@ -10,7 +10,7 @@ import pytest
 from deeprepair.errors import DeepRepairError
 from deeprepair.repair_config import DEFAULT_PRESET, PRESETS, RANGES, RepairConfig, describe_range, in_range
 
-RECIPE_GROUPS = ("method", "epochs", "train_subset", "dc_repeat", "batch_size", "lr", "tune", "selection", "distill",
+RECIPE_GROUPS = ("method", "epochs", "train_subset", "dc_repeat", "dc_share", "batch_size", "lr", "tune", "selection", "distill",
                  "distill_focus", "l2_pull", "average", "average_bn", "interpolate", "mix_bound", "mix_steps", "max_break", "gate",
                  "gate_features", "gate_router", "gate_calibration", "gate_bound", "gate_keep")
 

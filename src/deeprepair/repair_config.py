@@ -89,7 +89,7 @@ def option(default, *, choices: tuple | None = None, range: str | None = None):
 # is a share of the training set, resolved by ``repair.core.resolve_config``.
 DEFAULT_PRESET = "finetune+focal+avg3+keptbn+certified"
 SAFE_PRESET = "deeprepair+distill+gate"  # what ``repair --safe`` stands for
-_BUDGET = {"epochs": 3, "train_subset": 10000, "dc_repeat": 1, "batch_size": 128, "lr": 0.01, "tune": "all",
+_BUDGET = {"epochs": 3, "train_subset": 10000, "dc_repeat": 1, "dc_share": 0.0, "batch_size": 128, "lr": 0.01, "tune": "all",
            "selection": "auto"}
 _NO_GATE = {"gate": False, "gate_features": "deep", "gate_router": "linear", "gate_calibration": 5000,
             "gate_bound": "wilson", "gate_keep": None}
@@ -185,6 +185,9 @@ class RepairConfig:
     epochs: int = flag(_D["epochs"], "budget: passes over the fine-tuning set", range="positive_int")
     train_subset: int = flag(_D["train_subset"], "training images used (0 = all)", range="count")
     dc_repeat: int = flag(_D["dc_repeat"], "copies of the failures in the fine-tuning set", range="positive_int")
+    dc_share: float = flag(_D["dc_share"], "budget: repeat the failures until they make about this share of the "
+                           "fine-tuning set, never fewer than --dc-repeat copies (0: exactly --dc-repeat; "
+                           "failure_copies)", range="below_one")
     batch_size: int = flag(_D["batch_size"], "images per step", range="positive_int")
     lr: float = flag(_D["lr"], "learning rate", range="learning_rate")
     momentum: float = option(0.9, range="below_one")
@@ -314,6 +317,16 @@ class RepairConfig:
         """How many fine-tuning runs a repair makes: ``average``, and one more when they are
         distilled (``combine="distill"``)."""
         return self.average + int(self.combine == "distill" and self.average > 1)
+
+    def failure_copies(self, n_train: int, n_failures: int) -> int:
+        """Copies of the ``n_failures`` fitted failures beside ``n_train`` training images:
+        ``dc_repeat``, or with ``dc_share`` s the whole number nearest to making the failures a share
+        s of the fine-tuning set, s / (1 - s) * n_train / n_failures, if that is more. With
+        s = 1/12, 900 failures beside 10,000 images stay one copy (the share the default was chosen
+        at, 1,000 failures) and 90 failures become 10 copies."""
+        if self.dc_share <= 0 or n_failures <= 0:
+            return self.dc_repeat
+        return max(self.dc_repeat, round(self.dc_share / (1 - self.dc_share) * n_train / n_failures))
 
     def resolved_selection(self, n_failures: int) -> str:
         """``holdout`` or ``last`` for a failure set of this size (``auto`` decides by its size)."""

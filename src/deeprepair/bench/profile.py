@@ -25,6 +25,7 @@ VARIANTS: dict[str, dict] = {
     "first-block": {"tune": "first-block"},  # surgical fine-tuning (repair/tuning.py)
     "bn": {"tune": "bn"},  # only the normalisation layers' affine parameters (repair/tuning.py)
     "half": {"train_subset": 5000},  # each run fine-tunes on 5,000 training images, half the default's 10,000
+    "share": {"dc_share": 1 / 12},  # failures repeated to 1 in 12 fine-tuning images (1 copy of 900 beside 10,000)
     "uniform": {"sampling": "uniform"},  # DeepRepair's ablations: no clusters,
     "per-class": {"sampling": "per-class"},  # the authors' per-class sampling,
     "fourier": {"style": "fourier"},  # other style backends,
@@ -126,7 +127,8 @@ def label(name: str) -> str:
     return words + (" (the default recipe)" if name == DEFAULT_RECIPE else "")
 
 
-VARIANT_WORDS = {"first-block": "first block", "bn": "normalisation layers only", "half": "5,000 training images per run", "uniform": "no clustering", "per-class": "per-class sampling",
+VARIANT_WORDS = {"first-block": "first block", "bn": "normalisation layers only", "half": "5,000 training images per run",
+                 "share": "failures repeated to 1 in 12 fine-tuning images", "uniform": "no clustering", "per-class": "per-class sampling",
                  "fourier": "fourier", "adain": "adain", "style-clusters": "clusters of style features"}
 PROTECTION_WORDS = {"focal": "focal distillation", "focal3": "focal distillation of weight 3", "field": "field photos",
                     "pseudo": "field photos as pseudo-labels", "mix": "weight mix (point estimate)",

@@ -341,6 +341,7 @@ def repair(model: nn.Module, train: ImageSet, failures: ImageSet, config: Repair
         "validation_after": run.history[run.best_epoch - 1] if run.best_epoch else before,
         "validation_final": final_validation(model, split, right0, device, precision),
         "finetune_images": len(split.x), "failures_used": len(split.dc_fit),
+        "failure_copies": int(split.is_failure.sum()) // max(len(split.dc_fit), 1),
         "failures_validation": len(split.val_failures) if split.val_failures is not None else 0,
         "field_images": 0 if field is None else len(field),
         **tuned, "seconds": seconds, "img_per_s": images / seconds if seconds else None,

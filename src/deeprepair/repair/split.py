@@ -47,10 +47,10 @@ def make_split(train: ImageSet, failures: ImageSet, cfg: RepairConfig, val: Imag
     n_fval = int(round(cfg.val_fraction * len(failures))) if keep_out else 0
     val_f = failures.subset(np.sort(fo[:n_fval])) if n_fval else None
     dc_fit = failures.subset(np.sort(fo[n_fval:]))
-    reps = [dc_fit.x] * cfg.dc_repeat
-    x = np.concatenate([train.x[rest], *reps]) if reps else train.x[rest]
-    y = np.concatenate([train.y[rest], *[dc_fit.y] * cfg.dc_repeat])
-    is_f = np.concatenate([np.zeros(len(rest), bool), np.ones(len(dc_fit) * cfg.dc_repeat, bool)])
+    copies = cfg.failure_copies(len(rest), len(dc_fit))  # --dc-repeat, or more to reach --dc-share
+    x = np.concatenate([train.x[rest], *[dc_fit.x] * copies])
+    y = np.concatenate([train.y[rest], *[dc_fit.y] * copies])
+    is_f = np.concatenate([np.zeros(len(rest), bool), np.ones(len(dc_fit) * copies, bool)])
     return Split(x, y, is_f, val_t, val_f, dc_fit, calib)
 
 

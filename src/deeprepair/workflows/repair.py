@@ -174,7 +174,8 @@ def run_repair(spec: ModelSpec, data: str | None, failures: str, out: str | Path
     run_file = resume_guard(state, run_id)
     torch.manual_seed(cfg.seed)
     held_back = 0 if got["val"] is not None else min(1000, len(train) // 10)
-    n_ft = min(len(train) - held_back, cfg.train_subset or len(train)) + len(fails) * cfg.dc_repeat
+    n_dt = min(len(train) - held_back, cfg.train_subset or len(train))
+    n_ft = n_dt + len(fails) * cfg.failure_copies(n_dt, len(fails))
     runs = run_state_paths(state, cfg)
     with forget_on_failure(run_file, *runs), progress(n_ft * cfg.epochs * len(runs), f"repair ({cfg.method})") as bar:
         repaired, report = repair(got["model"], train, fails, cfg, device=got["device"], state_path=state,
