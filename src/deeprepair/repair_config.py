@@ -89,8 +89,8 @@ def option(default, *, choices: tuple | None = None, range: str | None = None):
 # is a share of the training set, resolved by ``repair.core.resolve_config``.
 DEFAULT_PRESET = "finetune+focal+avg3+keptbn+certified"
 SAFE_PRESET = "deeprepair+distill+gate"  # what ``repair --safe`` stands for
-_BUDGET = {"epochs": 3, "train_subset": 10000, "dc_repeat": 1, "dc_share": 0.0, "batch_size": 128, "lr": 0.01, "tune": "all",
-           "selection": "auto"}
+_BUDGET = {"epochs": 3, "train_subset": 10000, "dc_repeat": 1, "dc_share": 0.0, "batch_size": 128, "lr": 0.01,
+           "tune": "all", "selection": "auto"}
 _NO_GATE = {"gate": False, "gate_features": "deep", "gate_router": "linear", "gate_calibration": 5000,
             "gate_bound": "wilson", "gate_keep": None}
 PRESETS: dict[str, dict] = {
@@ -186,8 +186,8 @@ class RepairConfig:
     train_subset: int = flag(_D["train_subset"], "training images used (0 = all)", range="count")
     dc_repeat: int = flag(_D["dc_repeat"], "copies of the failures in the fine-tuning set", range="positive_int")
     dc_share: float = flag(_D["dc_share"], "budget: repeat the failures until they make about this share of the "
-                           "fine-tuning set, never fewer than --dc-repeat copies (0: exactly --dc-repeat; 0.0833, 1 in 12, gives 100 "
-                           "failures 9 copies beside 10,000 images)", range="below_one")
+                           "fine-tuning set, never fewer than --dc-repeat copies (0: exactly --dc-repeat; 0.0833, "
+                           "1 in 12, gives 100 failures 9 copies beside 10,000 images)", range="below_one")
     batch_size: int = flag(_D["batch_size"], "images per step", range="positive_int")
     lr: float = flag(_D["lr"], "learning rate", range="learning_rate")
     momentum: float = option(0.9, range="below_one")
